@@ -1,0 +1,28 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "pymirror", version, about = "Mirror a Python package index to a static tree served by any web server")]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring the mirror up to date with upstream (first run: a full mirror).
+    Sync(ConfigArg),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The mirror's configuration file (see mirror.toml.example).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+}

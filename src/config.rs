@@ -1,0 +1,290 @@
+//! `mirror.toml`: read, validate, and turn into a [`Config`] the rest of the program trusts.
+//!
+//! Parsing is done by hand over a `toml::Table` rather than with `serde(deny_unknown_fields)`
+//! so that every mistake gets one line naming the file, the key and the fix.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use toml::{Table, Value};
+
+/// How the sync learns what changed upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeFeed {
+    /// XML-RPC, falling back to the PEP 691 root index when XML-RPC answers 404 or 405.
+    Auto,
+    /// `list_packages_with_serial` and `changelog_since_serial` only.
+    XmlRpc,
+    /// The PEP 691 JSON root index with per-project `_last-serial` only.
+    Simple,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Mirror root: `web/`, `tmp/`, the state database, `status` and the lock live here.
+    pub directory: PathBuf,
+    /// Upstream index root, without a trailing slash.
+    pub master: Url,
+    pub workers: usize,
+    pub metadata_workers: usize,
+    pub change_feed: ChangeFeed,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub stale_retries: u32,
+    pub retry_delay: Duration,
+    pub fsync: bool,
+    pub max_metadata_bytes: u64,
+}
+
+/// One line: where, which key, what is wrong, what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+const MIRROR_KEYS: &[&str] = &[
+    "directory",
+    "master",
+    "workers",
+    "metadata_workers",
+    "change_feed",
+    "allow_http",
+    "timeout",
+    "retries",
+    "stale_retries",
+    "retry_delay",
+    "fsync",
+    "max_metadata_bytes",
+];
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let fail = |message: String| ConfigError {
+            file: file.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(format!(
+                "cannot read the configuration ({e}); pass an existing file with --config (see mirror.toml.example)"
+            ))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(fail)
+    }
+
+    /// Parse configuration text; relative paths are resolved against `base` (the config file's
+    /// directory), so a cron job's working directory does not matter.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
+        let table: Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start].matches('\n').count() + 1)
+                .map_or(String::new(), |l| format!("line {l}: "));
+            format!(
+                "{line}not valid TOML: {}; fix the syntax",
+                e.message().trim()
+            )
+        })?;
+        for key in table.keys() {
+            if key != "mirror" {
+                return Err(format!(
+                    "unknown table or key `{key}`; the only table is [mirror] (see mirror.toml.example)"
+                ));
+            }
+        }
+        let Some(Value::Table(mirror)) = table.get("mirror") else {
+            return Err(
+                "no [mirror] table; add one with at least `directory` and `master` (see mirror.toml.example)"
+                    .into(),
+            );
+        };
+        let known: BTreeSet<&str> = MIRROR_KEYS.iter().copied().collect();
+        for key in mirror.keys() {
+            if !known.contains(key.as_str()) {
+                return Err(format!(
+                    "unknown key `{key}` in [mirror]; remove it or use one of: {}",
+                    MIRROR_KEYS.join(", ")
+                ));
+            }
+        }
+        let keys = Keys(mirror);
+
+        let directory = keys.string("directory")?.ok_or(
+            "[mirror] directory is missing; set it to the mirror's root directory, e.g. directory = \"/srv/pypi\"",
+        )?;
+        if directory.is_empty() {
+            return Err("[mirror] directory is empty; set it to the mirror's root directory".into());
+        }
+        let directory = base.join(directory);
+
+        let allow_http = keys.boolean("allow_http")?.unwrap_or(false);
+        let master = keys.string("master")?.ok_or(
+            "[mirror] master is missing; set it to the upstream index URL you mirror (the https root of the package index, or of another mirror)",
+        )?;
+        let master = parse_master(&master, allow_http)?;
+
+        Ok(Config {
+            directory,
+            master,
+            workers: keys.integer("workers", 1, 1024)?.unwrap_or(16) as usize,
+            metadata_workers: keys.integer("metadata_workers", 1, 256)?.unwrap_or(8) as usize,
+            change_feed: match keys.string("change_feed")?.as_deref() {
+                None | Some("auto") => ChangeFeed::Auto,
+                Some("xmlrpc") => ChangeFeed::XmlRpc,
+                Some("simple") => ChangeFeed::Simple,
+                Some(other) => {
+                    return Err(format!(
+                        "[mirror] change_feed = {other:?} is not one of \"auto\", \"xmlrpc\", \"simple\"; pick one"
+                    ));
+                }
+            },
+            timeout: keys.seconds("timeout")?.unwrap_or(Duration::from_secs(30)),
+            retries: keys.integer("retries", 0, 100)?.unwrap_or(3) as u32,
+            stale_retries: keys.integer("stale_retries", 0, 100)?.unwrap_or(3) as u32,
+            retry_delay: keys.seconds("retry_delay")?.unwrap_or(Duration::from_secs(1)),
+            fsync: keys.boolean("fsync")?.unwrap_or(true),
+            max_metadata_bytes: keys
+                .integer("max_metadata_bytes", 1024, 1 << 40)?
+                .unwrap_or(64 << 20) as u64,
+        })
+    }
+}
+
+fn parse_master(raw: &str, allow_http: bool) -> Result<Url, String> {
+    let bad = |why: &str| format!("[mirror] master = {raw:?} {why}");
+    let mut url = Url::parse(raw).map_err(|e| {
+        bad(&format!(
+            "is not a URL ({e}); write it as https://host[/path]"
+        ))
+    })?;
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(bad(
+            "has a query, fragment or user name; give only scheme, host and path",
+        ));
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http || host_is_loopback(&url) => {}
+        "http" => {
+            return Err(bad(
+                "uses plain http to a non-loopback host; use https, or set allow_http = true if you really mean it",
+            ));
+        }
+        _ => return Err(bad("must be an https URL")),
+    }
+    let trimmed = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&trimmed);
+    Ok(url)
+}
+
+pub fn host_is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// Typed access to `[mirror]` keys with errors that name the key and the expected value.
+struct Keys<'a>(&'a Table);
+
+impl Keys<'_> {
+    fn wrong(&self, key: &str, want: &str) -> String {
+        format!(
+            "[mirror] {key} = {} is not {want}; fix the value",
+            self.0[key]
+        )
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, String> {
+        match self.0.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(self.wrong(key, "a string (put it in quotes)")),
+        }
+    }
+
+    fn boolean(&self, key: &str) -> Result<Option<bool>, String> {
+        match self.0.get(key) {
+            None => Ok(None),
+            Some(Value::Boolean(b)) => Ok(Some(*b)),
+            Some(_) => Err(self.wrong(key, "true or false")),
+        }
+    }
+
+    fn integer(&self, key: &str, min: i64, max: i64) -> Result<Option<i64>, String> {
+        match self.0.get(key) {
+            None => Ok(None),
+            Some(Value::Integer(i)) if (min..=max).contains(i) => Ok(Some(*i)),
+            Some(_) => Err(self.wrong(key, &format!("a whole number from {min} to {max}"))),
+        }
+    }
+
+    fn seconds(&self, key: &str) -> Result<Option<Duration>, String> {
+        let secs = match self.0.get(key) {
+            None => return Ok(None),
+            Some(Value::Integer(i)) => *i as f64,
+            Some(Value::Float(f)) => *f,
+            Some(_) => return Err(self.wrong(key, "a number of seconds")),
+        };
+        if !(0.0..=86_400.0).contains(&secs) {
+            return Err(self.wrong(key, "a number of seconds from 0 to 86400"));
+        }
+        Ok(Some(Duration::from_secs_f64(secs)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<Config, String> {
+        Config::parse(body, Path::new("/etc/pymirror"))
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = parse("[mirror]\ndirectory = \"data\"\nmaster = \"https://upstream.example\"\n").unwrap();
+        assert_eq!(c.directory, Path::new("/etc/pymirror/data"));
+        assert_eq!(c.master.as_str(), "https://upstream.example/");
+        assert_eq!(c.workers, 16);
+        assert_eq!(c.change_feed, ChangeFeed::Auto);
+        assert!(c.fsync);
+    }
+
+    #[test]
+    fn missing_master_says_what_to_set() {
+        let e = parse("[mirror]\ndirectory = \"/srv\"\n").unwrap_err();
+        assert!(e.contains("master is missing"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_or_when_allowed() {
+        let e = parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"http://upstream.example\"\n").unwrap_err();
+        assert!(e.contains("allow_http"), "{e}");
+        assert!(parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"http://127.0.0.1:8080\"\n").is_ok());
+        assert!(parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"http://[::1]:8080\"\n").is_ok());
+        assert!(parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"http://upstream.example\"\nallow_http = true\n").is_ok());
+        assert!(parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"ftp://upstream.example\"\n").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"https://u.example\"\nwrokers = 3\n").unwrap_err();
+        assert!(e.contains("unknown key `wrokers`"), "{e}");
+        let e = parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"https://u.example\"\nworkers = \"many\"\n").unwrap_err();
+        assert!(e.contains("workers") && e.contains("whole number"), "{e}");
+        let e = parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"https://u.example\"\nworkers = 0\n").unwrap_err();
+        assert!(e.contains("workers"), "{e}");
+        let e = parse("[mirror\n").unwrap_err();
+        assert!(e.starts_with("line 1: not valid TOML"), "{e}");
+        assert!(!e.contains('\n'), "multi-line error: {e}");
+    }
+}

@@ -1,0 +1,228 @@
+//! Download strategy: files reach their final path only verified, whole, and atomically.
+//!
+//! 1. A file already at its final path (left by an interrupted run, not yet recorded) is
+//!    hashed; if size, SHA-256 and BLAKE2b-256 match it is adopted instead of fetched.
+//! 2. Otherwise the body streams into a fresh file in `tmp/` (same filesystem as `web/`) while
+//!    both digests and the length are computed; more bytes than promised abort at once.
+//! 3. Only when length, SHA-256 (from the metadata) and BLAKE2b-256 (the path's own name for
+//!    the content) all match is the file flushed, optionally fsynced, and renamed into place.
+//!    Anything else deletes the temp file and retries with backoff, up to `retries` times.
+//!
+//! A global semaphore bounds concurrent downloads across all projects (`workers`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::Client;
+use reqwest::header::ACCEPT_ENCODING;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+
+use crate::hashing::{FileHasher, hash_file};
+use crate::layout::Layout;
+use crate::metadata::RemoteFile;
+use crate::progress::Progress;
+use crate::upstream::retry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("{url}: {source}")]
+    Network {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url}: upstream answered {status}")]
+    Status { url: String, status: reqwest::StatusCode },
+    #[error("{url}: got {got} bytes, metadata says {want}")]
+    Length { url: String, got: u64, want: u64 },
+    #[error("{url}: {which} mismatch (got {got}, want {want}); refused")]
+    Digest {
+        url: String,
+        which: &'static str,
+        got: String,
+        want: String,
+    },
+    #[error("{path}: {source}")]
+    Disk {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DownloadError {
+    /// Disk errors will not fix themselves by asking upstream again.
+    fn worth_retrying(&self) -> bool {
+        match self {
+            DownloadError::Status { status, .. } => retry::is_transient(*status),
+            DownloadError::Disk { .. } => false,
+            _ => true,
+        }
+    }
+}
+
+/// What it took to get a file in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    Downloaded { bytes: u64 },
+    Adopted,
+}
+
+pub struct Downloader {
+    layout: Arc<Layout>,
+    client: Client,
+    permits: Semaphore,
+    fsync: bool,
+    retries: u32,
+    retry_delay: Duration,
+    progress: Arc<Progress>,
+}
+
+const WRITE_BUFFER: usize = 256 * 1024;
+
+impl Downloader {
+    pub fn new(
+        layout: Arc<Layout>,
+        client: Client,
+        workers: usize,
+        fsync: bool,
+        retries: u32,
+        retry_delay: Duration,
+        progress: Arc<Progress>,
+    ) -> Downloader {
+        Downloader {
+            layout,
+            client,
+            permits: Semaphore::new(workers),
+            fsync,
+            retries,
+            retry_delay,
+            progress,
+        }
+    }
+
+    /// Make sure `file` is at its final path, verified.
+    pub async fn place(&self, file: &RemoteFile) -> Result<Placed, DownloadError> {
+        let dest = self.layout.web_path(&file.record.path.relative());
+        if tokio::fs::symlink_metadata(&dest).await.is_ok() {
+            let d = dest.clone();
+            let hashed = tokio::task::spawn_blocking(move || hash_file(&d)).await.expect("hashing panicked");
+            match hashed {
+                Ok(h) if h.len == file.record.size && h.sha256 == file.record.sha256 && h.blake2b == file.record.blake2b() => {
+                    return Ok(Placed::Adopted);
+                }
+                _ => {
+                    tracing::warn!("{}: does not match its metadata; downloading it again", dest.display());
+                }
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            let result = {
+                let _permit = self.permits.acquire().await.expect("semaphore never closed");
+                self.attempt(file, &dest).await
+            };
+            match result {
+                Ok(bytes) => return Ok(Placed::Downloaded { bytes }),
+                Err(e) if attempt < self.retries && e.worth_retrying() => {
+                    tracing::debug!("{e}; retrying");
+                    tokio::time::sleep(retry::backoff(self.retry_delay, attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn attempt(&self, file: &RemoteFile, dest: &std::path::Path) -> Result<u64, DownloadError> {
+        let tmp = self.layout.temp_path();
+        let result = self.fetch_into(file, &tmp, dest).await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    async fn fetch_into(&self, file: &RemoteFile, tmp: &std::path::Path, dest: &std::path::Path) -> Result<u64, DownloadError> {
+        let url = file.url.as_str();
+        let want = file.record.size;
+        let net = |source| DownloadError::Network {
+            url: url.to_owned(),
+            source,
+        };
+        let disk = |path: &std::path::Path| {
+            let path = path.display().to_string();
+            move |source| DownloadError::Disk { path, source }
+        };
+        let resp = self
+            .client
+            .get(file.url.clone())
+            .header(ACCEPT_ENCODING, "identity")
+            .send()
+            .await
+            .map_err(net)?;
+        if !resp.status().is_success() {
+            return Err(DownloadError::Status {
+                url: url.to_owned(),
+                status: resp.status(),
+            });
+        }
+        if let Some(got) = resp.content_length().filter(|&n| n != want) {
+            return Err(DownloadError::Length {
+                url: url.to_owned(),
+                got,
+                want,
+            });
+        }
+        let out = tokio::fs::File::create_new(tmp).await.map_err(disk(tmp))?;
+        let mut out = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, out);
+        let mut hasher = FileHasher::default();
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(net)?;
+            if hasher.len() + chunk.len() as u64 > want {
+                return Err(DownloadError::Length {
+                    url: url.to_owned(),
+                    got: hasher.len() + chunk.len() as u64,
+                    want,
+                });
+            }
+            hasher.update(&chunk);
+            out.write_all(&chunk).await.map_err(disk(tmp))?;
+            self.progress.add_bytes(chunk.len() as u64);
+        }
+        let got = hasher.finish();
+        if got.len != want {
+            return Err(DownloadError::Length {
+                url: url.to_owned(),
+                got: got.len,
+                want,
+            });
+        }
+        let mismatch = |which, got: String, want: String| DownloadError::Digest {
+            url: url.to_owned(),
+            which,
+            got,
+            want,
+        };
+        if got.sha256 != file.record.sha256 {
+            return Err(mismatch("sha256", got.sha256.to_hex(), file.record.sha256.to_hex()));
+        }
+        if got.blake2b != file.record.blake2b() {
+            return Err(mismatch("blake2b_256", got.blake2b.to_hex(), file.record.blake2b().to_hex()));
+        }
+        out.flush().await.map_err(disk(tmp))?;
+        let out = out.into_inner();
+        if self.fsync {
+            out.sync_all().await.map_err(disk(tmp))?;
+        }
+        drop(out);
+        if let Some(parent) = dest.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(disk(parent))?;
+        }
+        tokio::fs::rename(tmp, dest).await.map_err(disk(dest))?;
+        Ok(want)
+    }
+}

@@ -1,0 +1,16 @@
+//! pymirror: a PyPI mirror synchronizer. See ARCHITECTURE.md for the path a sync takes.
+
+pub mod cli;
+pub mod config;
+pub mod download;
+pub mod hashing;
+pub mod index;
+pub mod layout;
+pub mod lock;
+pub mod metadata;
+pub mod plan;
+pub mod progress;
+pub mod state;
+pub mod sync;
+pub mod types;
+pub mod upstream;

@@ -1,0 +1,118 @@
+//! Entry point: parse the command line, set up logging, run, turn the result into an exit code.
+//!
+//! Exit codes: 0 everything synced; 1 the run finished but something failed or it was
+//! interrupted (cron mails the operator); 2 it could not run at all (configuration, lock,
+//! database, upstream change feed).
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Parser;
+use indicatif::MultiProgress;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+use pymirror::cli::{Cli, Command};
+use pymirror::config::Config;
+use pymirror::progress;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let multi = progress::multi_for_terminal(std::io::stderr().is_terminal());
+    init_logging(cli.verbose, multi.clone());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fatal(format!("cannot start the async runtime: {e}")),
+    };
+    match cli.command {
+        Command::Sync(args) => {
+            let cfg = match Config::load(&args.config) {
+                Ok(cfg) => cfg,
+                Err(e) => return fatal(e.to_string()),
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            runtime.spawn(watch_signals(stop.clone()));
+            match runtime.block_on(pymirror::sync::run(&cfg, multi.as_ref(), stop)) {
+                Ok(summary) => {
+                    tracing::info!("{}", summary.line());
+                    if summary.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+                }
+                Err(e) => fatal(format!("{e:#}")),
+            }
+        }
+    }
+}
+
+fn fatal(message: String) -> ExitCode {
+    tracing::error!("{message}");
+    ExitCode::from(2)
+}
+
+/// First SIGINT/SIGTERM: take no new projects, finish those in flight, commit, exit 1.
+/// Second: exit at once (everything committed so far stays consistent).
+async fn watch_signals(stop: Arc<AtomicBool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        if stop.swap(true, Ordering::Relaxed) {
+            tracing::error!("second signal: exiting now; the next sync resumes");
+            std::process::exit(130);
+        }
+        tracing::warn!("signal received: finishing projects in flight, then stopping (again to abort)");
+    }
+}
+
+fn init_logging(verbose: u8, multi: Option<MultiProgress>) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{default},hyper=warn,reqwest=warn,rustls=warn,h2=warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(multi.is_some());
+    match multi {
+        Some(m) => builder.with_writer(BarSafeWriter(m)).init(),
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+}
+
+/// Log lines printed above the progress bars instead of through them.
+#[derive(Clone)]
+struct BarSafeWriter(MultiProgress);
+
+impl<'a> MakeWriter<'a> for BarSafeWriter {
+    type Writer = BarSafeLine;
+    fn make_writer(&'a self) -> Self::Writer {
+        BarSafeLine(self.0.clone(), Vec::new())
+    }
+}
+
+struct BarSafeLine(MultiProgress, Vec<u8>);
+
+impl std::io::Write for BarSafeLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.1.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for BarSafeLine {
+    fn drop(&mut self) {
+        let line = String::from_utf8_lossy(&self.1);
+        let _ = self.0.println(line.trim_end());
+    }
+}

@@ -1,0 +1,139 @@
+//! Plan: read upstream's change feed since the recorded serial and queue what changed.
+//!
+//! - XML-RPC, first run: `list_packages_with_serial` (everything, with each project's serial).
+//! - XML-RPC, later runs: `changelog_since_serial`, paged until a page is short.
+//! - PEP 691 root index: each project's `_last-serial` against the one recorded; projects the
+//!   mirror holds but the listing lacks are queued too (their metadata fetch answers 404 and
+//!   the sync removes them). Used when configured, or when XML-RPC answers 404/405.
+//!
+//! The queue and the new feed serial are committed together ([`State::enqueue`]), so the
+//! feed is never read past work that was not saved.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+use crate::config::ChangeFeed;
+use crate::state::{Change, State};
+use crate::types::{ProjectName, Serial};
+use crate::upstream::{CHANGELOG_PAGE, Upstream, UpstreamError};
+
+#[derive(Debug)]
+pub struct Plan {
+    pub feed_serial: Serial,
+    pub changes: Vec<Change>,
+    /// Names in the feed that are not valid project names (never turned into paths).
+    pub invalid_names: Vec<String>,
+}
+
+/// Collects changes keeping the highest serial seen per project.
+#[derive(Default)]
+struct Changes {
+    by_name: BTreeMap<ProjectName, (String, Serial)>,
+    invalid: Vec<String>,
+}
+
+impl Changes {
+    fn add(&mut self, display: String, serial: Serial) {
+        match ProjectName::new(&display) {
+            Ok(name) => {
+                let entry = self.by_name.entry(name).or_insert((display.clone(), serial));
+                if serial >= entry.1 {
+                    *entry = (display, serial);
+                }
+            }
+            Err(_) => self.invalid.push(display.chars().take(200).collect()),
+        }
+    }
+
+    fn into_plan(self, feed_serial: Serial) -> Plan {
+        Plan {
+            feed_serial,
+            changes: self
+                .by_name
+                .into_iter()
+                .map(|(name, (display_name, serial))| Change {
+                    name,
+                    display_name,
+                    serial,
+                })
+                .collect(),
+            invalid_names: self.invalid,
+        }
+    }
+}
+
+/// Ask upstream what changed since `since` (`None`: never synced).
+pub async fn plan(
+    upstream: &Upstream,
+    state: &Mutex<State>,
+    feed: ChangeFeed,
+    since: Option<Serial>,
+) -> anyhow::Result<Plan> {
+    match feed {
+        ChangeFeed::Simple => from_simple_root(upstream, state, since).await,
+        ChangeFeed::XmlRpc => Ok(from_xmlrpc(upstream, since).await?),
+        ChangeFeed::Auto => match from_xmlrpc(upstream, since).await {
+            Err(e) if e.is_xmlrpc_unavailable() => {
+                tracing::info!("XML-RPC unavailable upstream ({e}); using the PEP 691 root index");
+                from_simple_root(upstream, state, since).await
+            }
+            other => Ok(other?),
+        },
+    }
+}
+
+async fn from_xmlrpc(upstream: &Upstream, since: Option<Serial>) -> Result<Plan, UpstreamError> {
+    let mut changes = Changes::default();
+    let Some(since) = since else {
+        let listing = upstream.list_packages_with_serial().await?;
+        let feed_serial = Serial(listing.values().copied().max().unwrap_or(0));
+        for (display, serial) in listing {
+            changes.add(display, Serial(serial));
+        }
+        return Ok(changes.into_plan(feed_serial));
+    };
+    let mut cursor = since;
+    loop {
+        let rows = upstream.changelog_since_serial(cursor.0).await?;
+        let full_page = rows.len() >= CHANGELOG_PAGE;
+        for row in rows {
+            // A buggy or hostile feed going backwards must not make us loop forever.
+            cursor = cursor.max(Serial(row.serial));
+            changes.add(row.name, Serial(row.serial));
+        }
+        if !full_page {
+            break;
+        }
+    }
+    Ok(changes.into_plan(cursor))
+}
+
+async fn from_simple_root(upstream: &Upstream, state: &Mutex<State>, since: Option<Serial>) -> anyhow::Result<Plan> {
+    let root = upstream.simple_root().await?;
+    let listed_max = root.projects.iter().filter_map(|p| p.last_serial).max().unwrap_or(0);
+    let feed_serial = Serial(root.meta.last_serial.unwrap_or(listed_max));
+    let mut changes = Changes::default();
+    if since.is_some_and(|s| feed_serial < s) {
+        tracing::warn!("upstream root index is at serial {feed_serial}, behind ours; treating it as stale (no changes)");
+        return Ok(changes.into_plan(since.unwrap_or_default()));
+    }
+    let known = state.lock().expect("state lock poisoned").project_serials()?;
+    let mut listed = HashSet::with_capacity(root.projects.len());
+    for p in root.projects {
+        let Some(serial) = p.last_serial else {
+            changes.add(p.name, feed_serial);
+            continue;
+        };
+        if let Ok(name) = ProjectName::new(&p.name) {
+            listed.insert(name.as_str().to_owned());
+            if known.get(name.as_str()).is_some_and(|&s| s >= Serial(serial)) {
+                continue;
+            }
+        }
+        changes.add(p.name, Serial(serial));
+    }
+    for (name, _) in known.into_iter().filter(|(n, _)| !listed.contains(n)) {
+        changes.add(name, feed_serial);
+    }
+    Ok(changes.into_plan(feed_serial))
+}

@@ -1,0 +1,68 @@
+//! Schema migrations: the numbered files in `migrations/`, compiled in, applied in order at
+//! start-up, each in its own transaction and recorded in `schema_migrations`.
+
+use rusqlite::{Connection, params};
+
+/// (version, file name, SQL). Add new files here; a test checks none is forgotten.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "0001_initial.sql",
+    include_str!("../../migrations/0001_initial.sql"),
+)];
+
+pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT NOT NULL,
+             applied_at INTEGER NOT NULL
+         )",
+    )?;
+    let current: i64 = conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, ..)| *v > current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, unixepoch())",
+            params![version, name],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Newest schema this binary knows; a database ahead of it was written by a newer pymirror.
+pub fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_migration_file_is_listed_in_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let listed: Vec<String> = MIGRATIONS.iter().map(|m| m.1.to_owned()).collect();
+        assert_eq!(files, listed);
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.0, i as i64 + 1);
+            assert!(m.1.starts_with(&format!("{:04}_", m.0)));
+        }
+    }
+
+    #[test]
+    fn applying_twice_is_a_no_op() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        apply(&mut conn).unwrap();
+        apply(&mut conn).unwrap();
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, latest());
+    }
+}

@@ -1,0 +1,331 @@
+//! The state database (SQLite, WAL): what the mirror holds and what it still has to do.
+//!
+//! It is the source of truth for every page pymirror writes and every file it keeps; the tree
+//! under `web/` is derived from it, never scanned to rebuild it.
+
+mod migrate;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::metadata::{FileRecord, ProjectSnapshot};
+use crate::types::{Filename, PackagePath, ProjectName, Serial, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error(
+        "state database {path} has schema version {found}, newer than this pymirror knows ({known}); upgrade pymirror"
+    )]
+    TooNew { path: String, found: i64, known: i64 },
+    #[error("state database holds an invalid row: {0}; run `pymirror verify --repair` or restore a backup")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StateError>;
+
+/// A queued project.
+#[derive(Debug, Clone)]
+pub struct Todo {
+    pub name: ProjectName,
+    pub display_name: String,
+    pub serial: Serial,
+    pub attempts: u32,
+}
+
+/// A change the feed reported: `name` must be mirrored at `serial` or later.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub name: ProjectName,
+    pub display_name: String,
+    pub serial: Serial,
+}
+
+pub struct State {
+    conn: Connection,
+}
+
+const CHANGELOG_SERIAL: &str = "changelog_serial";
+
+impl State {
+    pub fn open(path: &Path) -> Result<State> {
+        let mut conn = Connection::open(path)?;
+        // WAL: readers (status, verify) never block the writer; NORMAL is durable at each
+        // checkpoint and never corrupts, which is all a re-derivable mirror needs.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 10000;",
+        )?;
+        let has_table: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations')",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_table {
+            let found: i64 = conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+            if found > migrate::latest() {
+                return Err(StateError::TooNew {
+                    path: path.display().to_string(),
+                    found,
+                    known: migrate::latest(),
+                });
+            }
+        }
+        migrate::apply(&mut conn)?;
+        Ok(State { conn })
+    }
+
+    /// How far the change feed has been read (and queued). `None` before the first sync.
+    pub fn changelog_serial(&self) -> Result<Option<Serial>> {
+        let v: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [CHANGELOG_SERIAL], |r| r.get(0))
+            .optional()?;
+        v.map(|s| s.parse().map(Serial).map_err(|_| StateError::Corrupt(format!("changelog_serial {s:?}"))))
+            .transpose()
+    }
+
+    /// The serial every project is mirrored at or beyond: the feed's serial unless work is
+    /// still queued, then just below the oldest queued change.
+    pub fn fully_synced_serial(&self) -> Result<Serial> {
+        let feed = self.changelog_serial()?.unwrap_or_default();
+        let oldest: Option<i64> = self.conn.query_row("SELECT MIN(serial) FROM todo", [], |r| r.get(0))?;
+        Ok(match oldest {
+            Some(s) => Serial::from_db(s - 1).min(feed),
+            None => feed,
+        })
+    }
+
+    /// Serials of every mirrored project (for comparing with a PEP 691 root listing).
+    pub fn project_serials(&self) -> Result<HashMap<String, Serial>> {
+        let mut stmt = self.conn.prepare("SELECT name, serial FROM projects")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, Serial::from_db(r.get(1)?))))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn project_serial(&self, name: &ProjectName) -> Result<Option<Serial>> {
+        Ok(self
+            .conn
+            .query_row("SELECT serial FROM projects WHERE name = ?1", [name.as_str()], |r| r.get(0))
+            .optional()?
+            .map(Serial::from_db))
+    }
+
+    /// Queue `changes` (skipping those already mirrored at their serial) and advance the feed
+    /// serial to `feed_serial`, atomically.
+    pub fn enqueue(&mut self, changes: &[Change], feed_serial: Serial) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut queued = 0;
+        {
+            let mut have = tx.prepare_cached("SELECT serial FROM projects WHERE name = ?1")?;
+            let mut put = tx.prepare_cached(
+                "INSERT INTO todo (name, display_name, serial) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET serial = MAX(serial, excluded.serial),
+                                                  display_name = excluded.display_name",
+            )?;
+            for c in changes {
+                let mirrored: Option<i64> = have.query_row([c.name.as_str()], |r| r.get(0)).optional()?;
+                if mirrored.is_some_and(|s| Serial::from_db(s) >= c.serial) {
+                    continue;
+                }
+                put.execute(params![c.name.as_str(), c.display_name, c.serial.to_db()])?;
+                queued += 1;
+            }
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![CHANGELOG_SERIAL, feed_serial.0.to_string()],
+        )?;
+        tx.commit()?;
+        Ok(queued)
+    }
+
+    /// Queued projects, those that failed before first so a stubborn one is retried early.
+    pub fn todo(&self) -> Result<Vec<Todo>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, display_name, serial, attempts FROM todo ORDER BY attempts > 0 DESC, name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, display_name, serial, attempts) = row?;
+            let name = ProjectName::new(&name).map_err(|e| StateError::Corrupt(e.to_string()))?;
+            out.push(Todo {
+                name,
+                display_name,
+                serial: Serial::from_db(serial),
+                attempts: attempts as u32,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn record_failure(&mut self, name: &ProjectName, error: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE todo SET attempts = attempts + 1, last_error = ?2 WHERE name = ?1",
+            params![name.as_str(), error],
+        )?;
+        Ok(())
+    }
+
+    /// The files currently recorded for a project.
+    pub fn project_files(&self, name: &ProjectName) -> Result<Vec<FileRecord>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT r.version, f.filename, f.path, f.size, f.sha256, f.upload_time, f.requires_python,
+                    f.yanked, f.yanked_reason, f.packagetype, f.python_version
+             FROM files f JOIN releases r ON r.id = f.release_id JOIN projects p ON p.id = f.project_id
+             WHERE p.name = ?1 ORDER BY f.filename",
+        )?;
+        let rows = stmt.query_map([name.as_str()], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+                (
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, bool>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, Option<String>>(9)?,
+                    r.get::<_, Option<String>>(10)?,
+                ),
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (version, filename, path, size, sha256, rest) = row?;
+            let (upload_time, requires_python, yanked, yanked_reason, packagetype, python_version) = rest;
+            let corrupt = |what: String| StateError::Corrupt(format!("{name}: {what}"));
+            let filename = Filename::new(&filename).map_err(|e| corrupt(e.to_string()))?;
+            let url_path = format!("/{path}");
+            out.push(FileRecord {
+                path: PackagePath::from_url_path(&url_path, &filename).map_err(|e| corrupt(e.to_string()))?,
+                sha256: Sha256::from_hex(&sha256).map_err(|e| corrupt(e.to_string()))?,
+                version,
+                filename,
+                size: size as u64,
+                upload_time,
+                requires_python,
+                yanked,
+                yanked_reason,
+                packagetype,
+                python_version,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Replace everything recorded for the project with `snap`, dequeue it, and return the
+    /// paths that no project references any more (for the caller to delete from disk).
+    pub fn record_project(&mut self, snap: &ProjectSnapshot) -> Result<Vec<String>> {
+        let tx = self.conn.transaction()?;
+        let old_paths = paths_of(&tx, &snap.name)?;
+        tx.execute(
+            "INSERT INTO projects (name, display_name, serial, synced_at) VALUES (?1, ?2, ?3, unixepoch())
+             ON CONFLICT (name) DO UPDATE SET display_name = excluded.display_name,
+                 serial = excluded.serial, synced_at = excluded.synced_at",
+            params![snap.name.as_str(), snap.display_name, snap.serial.to_db()],
+        )?;
+        let project_id: i64 = tx.query_row("SELECT id FROM projects WHERE name = ?1", [snap.name.as_str()], |r| r.get(0))?;
+        // Rewriting the project's rows is simpler than diffing and costs the same: a project's
+        // rows are few and this runs only when upstream changed it.
+        tx.execute("DELETE FROM releases WHERE project_id = ?1", [project_id])?;
+        {
+            let mut rel = tx.prepare_cached("INSERT INTO releases (project_id, version) VALUES (?1, ?2)")?;
+            let mut release_ids = HashMap::new();
+            for v in &snap.versions {
+                rel.execute(params![project_id, v])?;
+                release_ids.insert(v.as_str(), tx.last_insert_rowid());
+            }
+            let mut file = tx.prepare_cached(
+                "INSERT INTO files (project_id, release_id, filename, path, size, sha256, blake2b_256,
+                    upload_time, requires_python, yanked, yanked_reason, packagetype, python_version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?;
+            for f in snap.files.iter().map(|f| &f.record) {
+                let release_id = release_ids[f.version.as_str()];
+                file.execute(params![
+                    project_id,
+                    release_id,
+                    f.filename.as_str(),
+                    f.path.relative(),
+                    f.size as i64,
+                    f.sha256.to_hex(),
+                    f.blake2b().to_hex(),
+                    f.upload_time,
+                    f.requires_python,
+                    f.yanked,
+                    f.yanked_reason,
+                    f.packagetype,
+                    f.python_version,
+                ])?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM todo WHERE name = ?1 AND serial <= ?2",
+            params![snap.name.as_str(), snap.serial.to_db()],
+        )?;
+        let gone = unreferenced(&tx, old_paths)?;
+        tx.commit()?;
+        Ok(gone)
+    }
+
+    /// Forget a project upstream no longer has; returns the paths nothing references now.
+    /// `None` when the mirror did not hold it.
+    pub fn remove_project(&mut self, name: &ProjectName, serial: Serial) -> Result<Option<Vec<String>>> {
+        let tx = self.conn.transaction()?;
+        let old_paths = paths_of(&tx, name)?;
+        let removed = tx.execute("DELETE FROM projects WHERE name = ?1", [name.as_str()])? > 0;
+        tx.execute(
+            "DELETE FROM todo WHERE name = ?1 AND serial <= ?2",
+            params![name.as_str(), serial.to_db()],
+        )?;
+        let gone = unreferenced(&tx, old_paths)?;
+        tx.commit()?;
+        Ok(removed.then_some(gone))
+    }
+
+    /// Every mirrored project as (normalized name, display name), ordered by name.
+    pub fn for_each_project(&self, mut f: impl FnMut(&str, &str) -> std::io::Result<()>) -> anyhow::Result<()> {
+        let mut stmt = self.conn.prepare("SELECT name, display_name FROM projects ORDER BY name")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            f(row.get_ref(0)?.as_str()?, row.get_ref(1)?.as_str()?)?;
+        }
+        Ok(())
+    }
+}
+
+fn paths_of(tx: &rusqlite::Transaction<'_>, name: &ProjectName) -> Result<Vec<String>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT f.path FROM files f JOIN projects p ON p.id = f.project_id WHERE p.name = ?1",
+    )?;
+    let rows = stmt.query_map([name.as_str()], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn unreferenced(tx: &rusqlite::Transaction<'_>, paths: Vec<String>) -> Result<Vec<String>> {
+    let mut used = tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM files WHERE path = ?1)")?;
+    let mut gone = Vec::new();
+    for p in paths {
+        if !used.query_row([&p], |r| r.get::<_, bool>(0))? {
+            gone.push(p);
+        }
+    }
+    Ok(gone)
+}

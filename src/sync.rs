@@ -1,0 +1,364 @@
+//! `pymirror sync`: one run, start to finish.
+//!
+//! lock → clear `tmp/` → plan (change feed → `todo`) → for each queued project, concurrently:
+//! fetch metadata (reject stale) → validate → place every new file (downloads share one
+//! `workers` bound across all projects) → write its page → record it and dequeue it → delete
+//! files nothing references any more. Then the root page and `status`.
+//!
+//! A project whose metadata is stale or whose files fail stays queued with its error and is
+//! tried first next run; the others go on. Its old page keeps pointing at its old files.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use indicatif::{HumanBytes, MultiProgress};
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::download::{Downloader, Placed};
+use crate::index::IndexWriter;
+use crate::layout::Layout;
+use crate::lock::MirrorLock;
+use crate::metadata::{self, FileRecord, ProjectSnapshot};
+use crate::plan;
+use crate::progress::Progress;
+use crate::state::{State, Todo};
+use crate::types::Serial;
+use crate::upstream::{ProjectFetch, Upstream, retry};
+
+/// What a run did, for the closing log line and the exit code.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub projects_synced: u64,
+    pub projects_removed: u64,
+    pub projects_failed: u64,
+    pub files_downloaded: u64,
+    pub bytes_downloaded: u64,
+    /// Refused upstream entries and invalid names: counted as failures.
+    pub refused: u64,
+    pub serial: Serial,
+    pub elapsed: Duration,
+    pub interrupted: bool,
+}
+
+impl Summary {
+    pub fn succeeded(&self) -> bool {
+        self.projects_failed == 0 && self.refused == 0 && !self.interrupted
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "sync {}: {} projects synced, {} removed, {} files ({}) downloaded, {} failures, serial {} reached, {:.1}s",
+            if self.interrupted {
+                "interrupted"
+            } else if self.succeeded() {
+                "complete"
+            } else {
+                "partial"
+            },
+            self.projects_synced,
+            self.projects_removed,
+            self.files_downloaded,
+            HumanBytes(self.bytes_downloaded),
+            self.projects_failed + self.refused,
+            self.serial,
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+enum Outcome {
+    Synced {
+        new_project: bool,
+        files: u64,
+        bytes: u64,
+        refused: u64,
+    },
+    Removed,
+    /// Upstream has no such project and neither do we.
+    Absent,
+    Failed(String),
+}
+
+struct Ctx {
+    layout: Arc<Layout>,
+    state: Arc<Mutex<State>>,
+    upstream: Arc<Upstream>,
+    downloader: Arc<Downloader>,
+    metadata_permits: Semaphore,
+    stale_retries: u32,
+    fsync: bool,
+    progress: Arc<Progress>,
+}
+
+pub async fn run(cfg: &Config, multi: Option<&MultiProgress>, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let layout = Arc::new(Layout::new(&cfg.directory));
+    layout.create()?;
+    let _lock = MirrorLock::acquire(&layout)?;
+    let leftovers = layout.clear_tmp()?;
+    if leftovers > 0 {
+        tracing::info!("removed {leftovers} temporary files left by an interrupted run");
+    }
+    let state = Arc::new(Mutex::new(State::open(&layout.db)?));
+    let upstream = Arc::new(Upstream::new(cfg)?);
+    let progress = Arc::new(Progress::new(multi));
+    let mut summary = Summary::default();
+
+    let since = lock(&state).changelog_serial()?;
+    let plan = plan::plan(&upstream, &state, cfg.change_feed, since)
+        .await
+        .map_err(|e| e.context("cannot read upstream's change feed; nothing was changed, try again later"))?;
+    for name in &plan.invalid_names {
+        tracing::warn!("upstream lists {name:?}, which is not a valid project name; skipped");
+    }
+    summary.refused += plan.invalid_names.len() as u64;
+    let queued = lock(&state).enqueue(&plan.changes, plan.feed_serial)?;
+    let todo = lock(&state).todo()?;
+    tracing::info!(
+        "upstream serial {}: {} changed projects queued, {} to sync",
+        plan.feed_serial,
+        queued,
+        todo.len()
+    );
+    progress.set_projects(todo.len() as u64);
+
+    let ctx = Arc::new(Ctx {
+        downloader: Arc::new(Downloader::new(
+            layout.clone(),
+            upstream.files().clone(),
+            cfg.workers,
+            cfg.fsync,
+            cfg.retries,
+            cfg.retry_delay,
+            progress.clone(),
+        )),
+        layout: layout.clone(),
+        state: state.clone(),
+        upstream,
+        metadata_permits: Semaphore::new(cfg.metadata_workers),
+        stale_retries: cfg.stale_retries,
+        fsync: cfg.fsync,
+        progress: progress.clone(),
+    });
+
+    // Enough projects in flight that downloads never wait for metadata, few enough that
+    // memory stays bounded however long the queue is.
+    let in_flight = cfg.metadata_workers + cfg.workers;
+    let mut root_changed = false;
+    let mut last_report = Instant::now();
+    let done_total = todo.len();
+    let mut done = 0usize;
+    let stop_flag = stop.clone();
+    let mut outcomes = futures::stream::iter(todo)
+        .take_while(move |_| futures::future::ready(!stop_flag.load(Ordering::Relaxed)))
+        .map(|t| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let name = t.name.to_string();
+                (name, sync_project(&ctx, t).await)
+            })
+        })
+        .buffer_unordered(in_flight);
+    while let Some(joined) = outcomes.next().await {
+        let (name, outcome) = joined.map_err(|e| anyhow::anyhow!("a project task crashed: {e}"))?;
+        done += 1;
+        progress.project_done(&name);
+        match outcome {
+            Outcome::Synced {
+                new_project,
+                files,
+                bytes,
+                refused,
+            } => {
+                summary.projects_synced += 1;
+                summary.files_downloaded += files;
+                summary.bytes_downloaded += bytes;
+                summary.refused += refused;
+                root_changed |= new_project;
+            }
+            Outcome::Removed => {
+                summary.projects_removed += 1;
+                root_changed = true;
+            }
+            Outcome::Absent => {}
+            Outcome::Failed(error) => {
+                summary.projects_failed += 1;
+                tracing::warn!("{name}: {error}; left queued for the next run");
+            }
+        }
+        if multi.is_none() && last_report.elapsed() >= Duration::from_secs(30) {
+            last_report = Instant::now();
+            tracing::info!(
+                "progress: {done}/{done_total} projects, {} files ({}) downloaded",
+                summary.files_downloaded,
+                HumanBytes(summary.bytes_downloaded)
+            );
+        }
+    }
+    progress.finish();
+    summary.interrupted = stop.load(Ordering::Relaxed);
+
+    let state = lock(&state);
+    let index = IndexWriter::new(&layout, cfg.fsync);
+    if root_changed || !index.root_exists() {
+        index.write_root(&state)?;
+    }
+    summary.serial = state.fully_synced_serial()?;
+    layout.write_if_changed(&layout.status, format!("{}\n", summary.serial).as_bytes(), cfg.fsync)?;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().expect("state lock poisoned")
+}
+
+async fn sync_project(ctx: &Arc<Ctx>, todo: Todo) -> Outcome {
+    match try_sync_project(ctx, &todo).await {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            let msg = format!("{error:#}");
+            let (state, name) = (ctx.state.clone(), todo.name.clone());
+            let m = msg.clone();
+            let _ = tokio::task::spawn_blocking(move || lock(&state).record_failure(&name, &m)).await;
+            Outcome::Failed(msg)
+        }
+    }
+}
+
+async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome> {
+    let Some(snapshot) = fetch_fresh(ctx, todo).await? else {
+        return remove_project(ctx, todo).await;
+    };
+    for why in &snapshot.refused {
+        tracing::warn!("{why}");
+    }
+    let refused = snapshot.refused.len() as u64;
+
+    let (state, name) = (ctx.state.clone(), todo.name.clone());
+    let existing: HashMap<_, FileRecord> = tokio::task::spawn_blocking(move || lock(&state).project_files(&name))
+        .await??
+        .into_iter()
+        .map(|f| (f.filename.clone(), f))
+        .collect();
+    let new_project = lock(&ctx.state).project_serial(&todo.name)?.is_none();
+
+    // Files recorded with the same path, size and digest are in place already: no request,
+    // no re-hash. Everything else is placed concurrently (bounded by the download semaphore).
+    let tasks: Vec<_> = snapshot
+        .files
+        .iter()
+        .filter(|f| {
+            existing
+                .get(&f.record.filename)
+                .is_none_or(|old| old.path != f.record.path || old.size != f.record.size || old.sha256 != f.record.sha256)
+        })
+        .map(|f| {
+            let (downloader, file, progress) = (ctx.downloader.clone(), f.clone(), ctx.progress.clone());
+            tokio::spawn(async move {
+                let placed = downloader.place(&file).await;
+                if placed.is_ok() {
+                    progress.file_done();
+                }
+                placed
+            })
+        })
+        .collect();
+    let (mut files, mut bytes, mut errors) = (0, 0, Vec::new());
+    for task in tasks {
+        match task.await? {
+            Ok(Placed::Downloaded { bytes: n }) => {
+                files += 1;
+                bytes += n;
+            }
+            Ok(Placed::Adopted) => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if let Some(first) = errors.first() {
+        anyhow::bail!("{} of its files failed: {first}", errors.len());
+    }
+
+    let ctx2 = ctx.clone();
+    tokio::task::spawn_blocking(move || commit_project(&ctx2, &snapshot)).await??;
+    Ok(Outcome::Synced {
+        new_project,
+        files,
+        bytes,
+        refused,
+    })
+}
+
+/// Metadata at least as new as the serial the feed promised, retrying stale CDN answers with
+/// a cache-busting query. `None`: upstream has no such project (404).
+async fn fetch_fresh(ctx: &Ctx, todo: &Todo) -> anyhow::Result<Option<ProjectSnapshot>> {
+    let mut attempt = 0;
+    loop {
+        let fetched = {
+            let _permit = ctx.metadata_permits.acquire().await?;
+            let bust = (attempt > 0).then_some(todo.serial.0);
+            ctx.upstream.project_json(&todo.display_name, bust).await?
+        };
+        let ProjectFetch::Found { json, serial, url } = fetched else {
+            return Ok(None);
+        };
+        let serial = Serial(serial.unwrap_or(0));
+        if serial >= todo.serial {
+            return Ok(Some(metadata::snapshot(&todo.name, json, serial, &url)?));
+        }
+        if attempt >= ctx.stale_retries {
+            anyhow::bail!(
+                "upstream metadata is stale (serial {serial}, expected at least {}) after {} attempts",
+                todo.serial,
+                attempt + 1
+            );
+        }
+        tracing::debug!("{}: stale metadata (serial {serial} < {}); retrying", todo.name, todo.serial);
+        tokio::time::sleep(retry::backoff(ctx.upstream.retry_delay(), attempt)).await;
+        attempt += 1;
+    }
+}
+
+/// Every file is in place: write the page, then record the project, then delete what it no
+/// longer references. A crash between steps leaves the project queued and the tree valid.
+fn commit_project(ctx: &Ctx, snapshot: &ProjectSnapshot) -> anyhow::Result<()> {
+    let records: Vec<&FileRecord> = snapshot.files.iter().map(|f| &f.record).collect();
+    IndexWriter::new(&ctx.layout, ctx.fsync).write_project(&snapshot.name, &snapshot.display_name, &records)?;
+    let gone = lock(&ctx.state).record_project(snapshot)?;
+    delete_files(&ctx.layout, &gone);
+    tracing::debug!("{}: synced at serial {}", snapshot.name, snapshot.serial);
+    Ok(())
+}
+
+async fn remove_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome> {
+    let ctx = ctx.clone();
+    let (name, serial) = (todo.name.clone(), todo.serial);
+    tokio::task::spawn_blocking(move || {
+        // Page first: once it is gone no client is sent to the files deleted next.
+        IndexWriter::new(&ctx.layout, ctx.fsync).remove_project(&name)?;
+        match lock(&ctx.state).remove_project(&name, serial)? {
+            Some(gone) => {
+                delete_files(&ctx.layout, &gone);
+                tracing::info!("{name}: removed upstream; removed from the mirror");
+                Ok(Outcome::Removed)
+            }
+            None => Ok(Outcome::Absent),
+        }
+    })
+    .await?
+}
+
+fn delete_files(layout: &Layout, relative_paths: &[String]) {
+    for rel in relative_paths {
+        let path = layout.web_path(rel);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!("cannot delete {}: {e}", path.display());
+        }
+    }
+}

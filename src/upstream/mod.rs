@@ -1,0 +1,283 @@
+//! The upstream client: every request pymirror sends goes through here.
+//!
+//! Two HTTP clients share one configuration: one for metadata (gzip allowed, bodies capped and
+//! parsed) and one for files (no transparent decompression, so the bytes hashed are the bytes
+//! served). Redirects are followed only within the host first asked, a few times at most.
+
+pub mod json_api;
+pub mod retry;
+pub mod simple_root;
+pub mod xmlrpc;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
+use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
+
+use crate::config::Config;
+use json_api::ProjectJson;
+use simple_root::RootIndex;
+use xmlrpc::{ChangelogRow, Value, XmlRpcError};
+
+pub const USER_AGENT: &str = concat!("pymirror/", env!("CARGO_PKG_VERSION"));
+
+/// Warehouse caps one `changelog_since_serial` page at this many rows.
+pub const CHANGELOG_PAGE: usize = 50_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url}: upstream answered {status}")]
+    Status { url: String, status: StatusCode },
+    #[error("{url}: body larger than the {limit}-byte limit (raise max_metadata_bytes if this is real)")]
+    TooLarge { url: String, limit: u64 },
+    #[error("{url}: invalid JSON: {message}")]
+    Json { url: String, message: String },
+    #[error("{url}: {source}")]
+    XmlRpc {
+        url: String,
+        #[source]
+        source: XmlRpcError,
+    },
+}
+
+impl UpstreamError {
+    /// XML-RPC is switched off upstream: the PEP 691 root index is the way to follow it.
+    pub fn is_xmlrpc_unavailable(&self) -> bool {
+        matches!(self, UpstreamError::Status { status, .. }
+            if *status == StatusCode::NOT_FOUND || *status == StatusCode::METHOD_NOT_ALLOWED)
+    }
+}
+
+/// A project's metadata as upstream answered it.
+pub enum ProjectFetch {
+    Found {
+        json: ProjectJson,
+        /// `X-PyPI-Last-Serial`, else the body's `last_serial`.
+        serial: Option<u64>,
+        /// Where the answer came from (after redirects): relative file URLs resolve against it.
+        url: Url,
+    },
+    /// 404: no such project, or one without releases.
+    NotFound,
+}
+
+pub struct Upstream {
+    metadata: Client,
+    files: Client,
+    master: Url,
+    retries: u32,
+    retry_delay: Duration,
+    max_metadata_bytes: u64,
+}
+
+impl Upstream {
+    pub fn new(cfg: &Config) -> anyhow::Result<Upstream> {
+        let build = |gzip: bool| {
+            Client::builder()
+                .user_agent(USER_AGENT)
+                .connect_timeout(cfg.timeout)
+                .read_timeout(cfg.timeout)
+                .pool_max_idle_per_host(cfg.workers.max(cfg.metadata_workers))
+                .redirect(same_host_redirects())
+                .gzip(gzip)
+                .build()
+        };
+        Ok(Upstream {
+            metadata: build(true)?,
+            files: build(false)?,
+            master: cfg.master.clone(),
+            retries: cfg.retries,
+            retry_delay: cfg.retry_delay,
+            max_metadata_bytes: cfg.max_metadata_bytes,
+        })
+    }
+
+    /// The client for distribution files (no transparent decompression).
+    pub fn files(&self) -> &Client {
+        &self.files
+    }
+
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    pub fn retry_delay(&self) -> Duration {
+        self.retry_delay
+    }
+
+    fn endpoint(&self, path: &str) -> Url {
+        let base = self.master.as_str().trim_end_matches('/');
+        Url::parse(&format!("{base}{path}")).expect("master is a valid base URL")
+    }
+
+    /// Send with retries on connection errors, timeouts, 5xx and 429; any other answer is final.
+    async fn send(&self, url: &Url, build: impl Fn() -> RequestBuilder) -> Result<Response, UpstreamError> {
+        let mut attempt = 0;
+        loop {
+            let wait = match build().send().await {
+                Ok(resp) if retry::is_transient(resp.status()) && attempt < self.retries => {
+                    retry::retry_after(resp.headers()).unwrap_or_else(|| retry::backoff(self.retry_delay, attempt))
+                }
+                Ok(resp) => return Ok(resp),
+                Err(e) if attempt < self.retries && !e.is_redirect() && !e.is_builder() => {
+                    tracing::debug!("{url}: {e}; retrying");
+                    retry::backoff(self.retry_delay, attempt)
+                }
+                Err(source) => {
+                    return Err(UpstreamError::Http {
+                        url: url.to_string(),
+                        source,
+                    });
+                }
+            };
+            attempt += 1;
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Read a whole body, refusing it once it passes the configured cap.
+    async fn body(&self, url: &Url, resp: Response) -> Result<Vec<u8>, UpstreamError> {
+        let limit = self.max_metadata_bytes;
+        let too_large = || UpstreamError::TooLarge {
+            url: url.to_string(),
+            limit,
+        };
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|source| UpstreamError::Http {
+                url: url.to_string(),
+                source,
+            })?;
+            if body.len() as u64 + chunk.len() as u64 > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    async fn xmlrpc(&self, method: &str, params: &[Value]) -> Result<Value, UpstreamError> {
+        let url = self.endpoint("/pypi");
+        let call = xmlrpc::method_call(method, params);
+        let resp = self
+            .send(&url, || {
+                self.metadata
+                    .post(url.clone())
+                    .header(CONTENT_TYPE, "text/xml")
+                    .body(call.clone())
+            })
+            .await?;
+        if !resp.status().is_success() {
+            return Err(UpstreamError::Status {
+                url: url.to_string(),
+                status: resp.status(),
+            });
+        }
+        let body = self.body(&url, resp).await?;
+        let text = String::from_utf8_lossy(&body);
+        xmlrpc::parse_response(&text).map_err(|source| UpstreamError::XmlRpc {
+            url: url.to_string(),
+            source,
+        })
+    }
+
+    pub async fn list_packages_with_serial(&self) -> Result<HashMap<String, u64>, UpstreamError> {
+        let v = self.xmlrpc("list_packages_with_serial", &[]).await?;
+        xmlrpc::as_name_serials(v).map_err(|source| UpstreamError::XmlRpc {
+            url: self.endpoint("/pypi").to_string(),
+            source,
+        })
+    }
+
+    pub async fn changelog_since_serial(&self, serial: u64) -> Result<Vec<ChangelogRow>, UpstreamError> {
+        let v = self
+            .xmlrpc("changelog_since_serial", &[Value::Int(serial as i64)])
+            .await?;
+        xmlrpc::as_changelog(v).map_err(|source| UpstreamError::XmlRpc {
+            url: self.endpoint("/pypi").to_string(),
+            source,
+        })
+    }
+
+    pub async fn simple_root(&self) -> Result<RootIndex, UpstreamError> {
+        let url = self.endpoint("/simple/");
+        let resp = self
+            .send(&url, || self.metadata.get(url.clone()).header(ACCEPT, simple_root::ACCEPT_JSON))
+            .await?;
+        let (body, _) = self.ok_body(&url, resp).await?;
+        parse_json(&url, &body)
+    }
+
+    /// `GET /pypi/<name>/json`; `cache_bust` adds a query string so a CDN cannot answer from
+    /// a stale cache entry.
+    pub async fn project_json(&self, name: &str, cache_bust: Option<u64>) -> Result<ProjectFetch, UpstreamError> {
+        let mut url = self.endpoint(&format!("/pypi/{name}/json"));
+        if let Some(n) = cache_bust {
+            url.set_query(Some(&format!("serial={n}")));
+        }
+        let resp = self.send(&url, || self.metadata.get(url.clone())).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(ProjectFetch::NotFound);
+        }
+        let final_url = resp.url().clone();
+        let (body, headers) = self.ok_body(&url, resp).await?;
+        let json: ProjectJson = parse_json(&url, &body)?;
+        let serial = headers
+            .get("x-pypi-last-serial")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .or(json.last_serial);
+        Ok(ProjectFetch::Found {
+            json,
+            serial,
+            url: final_url,
+        })
+    }
+
+    async fn ok_body(&self, url: &Url, resp: Response) -> Result<(Vec<u8>, HeaderMap), UpstreamError> {
+        if !resp.status().is_success() {
+            return Err(UpstreamError::Status {
+                url: url.to_string(),
+                status: resp.status(),
+            });
+        }
+        let headers = resp.headers().clone();
+        Ok((self.body(url, resp).await?, headers))
+    }
+}
+
+/// Deeply nested JSON is refused by serde_json's recursion limit (128 levels).
+fn parse_json<T: serde::de::DeserializeOwned>(url: &Url, body: &[u8]) -> Result<T, UpstreamError> {
+    serde_json::from_slice(body).map_err(|e| UpstreamError::Json {
+        url: url.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn same_host_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first_host = attempt.previous().first().and_then(|u| u.host_str()).map(str::to_owned);
+        let downgrade = attempt.previous().last().is_some_and(|u| u.scheme() == "https") && attempt.url().scheme() != "https";
+        if attempt.previous().len() > 5 {
+            attempt.error("too many redirects")
+        } else if downgrade {
+            attempt.error("redirect from https to plain http refused")
+        } else if attempt.url().host_str().map(str::to_owned) != first_host {
+            attempt.error("redirect to another host refused")
+        } else {
+            attempt.follow()
+        }
+    })
+}
