@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "pymirror", version, about = "Mirror a Python package index to a static tree served by any web server")]
+#[command(
+    name = "pymirror",
+    version,
+    about = "Mirror a Python package index to a static tree served by any web server"
+)]
 pub struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

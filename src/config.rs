@@ -119,7 +119,9 @@ impl Config {
             "[mirror] directory is missing; set it to the mirror's root directory, e.g. directory = \"/srv/pypi\"",
         )?;
         if directory.is_empty() {
-            return Err("[mirror] directory is empty; set it to the mirror's root directory".into());
+            return Err(
+                "[mirror] directory is empty; set it to the mirror's root directory".into(),
+            );
         }
         let directory = base.join(directory);
 
@@ -147,7 +149,9 @@ impl Config {
             timeout: keys.seconds("timeout")?.unwrap_or(Duration::from_secs(30)),
             retries: keys.integer("retries", 0, 100)?.unwrap_or(3) as u32,
             stale_retries: keys.integer("stale_retries", 0, 100)?.unwrap_or(3) as u32,
-            retry_delay: keys.seconds("retry_delay")?.unwrap_or(Duration::from_secs(1)),
+            retry_delay: keys
+                .seconds("retry_delay")?
+                .unwrap_or(Duration::from_secs(1)),
             fsync: keys.boolean("fsync")?.unwrap_or(true),
             max_metadata_bytes: keys
                 .integer("max_metadata_bytes", 1024, 1 << 40)?
@@ -251,7 +255,8 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_documented_defaults() {
-        let c = parse("[mirror]\ndirectory = \"data\"\nmaster = \"https://upstream.example\"\n").unwrap();
+        let c = parse("[mirror]\ndirectory = \"data\"\nmaster = \"https://upstream.example\"\n")
+            .unwrap();
         assert_eq!(c.directory, Path::new("/etc/pymirror/data"));
         assert_eq!(c.master.as_str(), "https://upstream.example/");
         assert_eq!(c.workers, 16);
@@ -267,21 +272,33 @@ mod tests {
 
     #[test]
     fn plain_http_only_for_loopback_or_when_allowed() {
-        let e = parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"http://upstream.example\"\n").unwrap_err();
+        let e = parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"http://upstream.example\"\n")
+            .unwrap_err();
         assert!(e.contains("allow_http"), "{e}");
-        assert!(parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"http://127.0.0.1:8080\"\n").is_ok());
+        assert!(
+            parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"http://127.0.0.1:8080\"\n").is_ok()
+        );
         assert!(parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"http://[::1]:8080\"\n").is_ok());
         assert!(parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"http://upstream.example\"\nallow_http = true\n").is_ok());
-        assert!(parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"ftp://upstream.example\"\n").is_err());
+        assert!(
+            parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"ftp://upstream.example\"\n").is_err()
+        );
     }
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
-        let e = parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"https://u.example\"\nwrokers = 3\n").unwrap_err();
+        let e =
+            parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"https://u.example\"\nwrokers = 3\n")
+                .unwrap_err();
         assert!(e.contains("unknown key `wrokers`"), "{e}");
-        let e = parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"https://u.example\"\nworkers = \"many\"\n").unwrap_err();
+        let e = parse(
+            "[mirror]\ndirectory = \"/srv\"\nmaster = \"https://u.example\"\nworkers = \"many\"\n",
+        )
+        .unwrap_err();
         assert!(e.contains("workers") && e.contains("whole number"), "{e}");
-        let e = parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"https://u.example\"\nworkers = 0\n").unwrap_err();
+        let e =
+            parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"https://u.example\"\nworkers = 0\n")
+                .unwrap_err();
         assert!(e.contains("workers"), "{e}");
         let e = parse("[mirror\n").unwrap_err();
         assert!(e.starts_with("line 1: not valid TOML"), "{e}");

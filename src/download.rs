@@ -34,7 +34,10 @@ pub enum DownloadError {
         source: reqwest::Error,
     },
     #[error("{url}: upstream answered {status}")]
-    Status { url: String, status: reqwest::StatusCode },
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
     #[error("{url}: got {got} bytes, metadata says {want}")]
     Length { url: String, got: u64, want: u64 },
     #[error("{url}: {which} mismatch (got {got}, want {want}); refused")]
@@ -108,20 +111,33 @@ impl Downloader {
         let dest = self.layout.web_path(&file.record.path.relative());
         if tokio::fs::symlink_metadata(&dest).await.is_ok() {
             let d = dest.clone();
-            let hashed = tokio::task::spawn_blocking(move || hash_file(&d)).await.expect("hashing panicked");
+            let hashed = tokio::task::spawn_blocking(move || hash_file(&d))
+                .await
+                .expect("hashing panicked");
             match hashed {
-                Ok(h) if h.len == file.record.size && h.sha256 == file.record.sha256 && h.blake2b == file.record.blake2b() => {
+                Ok(h)
+                    if h.len == file.record.size
+                        && h.sha256 == file.record.sha256
+                        && h.blake2b == file.record.blake2b() =>
+                {
                     return Ok(Placed::Adopted);
                 }
                 _ => {
-                    tracing::warn!("{}: does not match its metadata; downloading it again", dest.display());
+                    tracing::warn!(
+                        "{}: does not match its metadata; downloading it again",
+                        dest.display()
+                    );
                 }
             }
         }
         let mut attempt = 0;
         loop {
             let result = {
-                let _permit = self.permits.acquire().await.expect("semaphore never closed");
+                let _permit = self
+                    .permits
+                    .acquire()
+                    .await
+                    .expect("semaphore never closed");
                 self.attempt(file, &dest).await
             };
             match result {
@@ -136,7 +152,11 @@ impl Downloader {
         }
     }
 
-    async fn attempt(&self, file: &RemoteFile, dest: &std::path::Path) -> Result<u64, DownloadError> {
+    async fn attempt(
+        &self,
+        file: &RemoteFile,
+        dest: &std::path::Path,
+    ) -> Result<u64, DownloadError> {
         let tmp = self.layout.temp_path();
         let result = self.fetch_into(file, &tmp, dest).await;
         if result.is_err() {
@@ -145,7 +165,12 @@ impl Downloader {
         result
     }
 
-    async fn fetch_into(&self, file: &RemoteFile, tmp: &std::path::Path, dest: &std::path::Path) -> Result<u64, DownloadError> {
+    async fn fetch_into(
+        &self,
+        file: &RemoteFile,
+        tmp: &std::path::Path,
+        dest: &std::path::Path,
+    ) -> Result<u64, DownloadError> {
         let url = file.url.as_str();
         let want = file.record.size;
         let net = |source| DownloadError::Network {
@@ -208,10 +233,18 @@ impl Downloader {
             want,
         };
         if got.sha256 != file.record.sha256 {
-            return Err(mismatch("sha256", got.sha256.to_hex(), file.record.sha256.to_hex()));
+            return Err(mismatch(
+                "sha256",
+                got.sha256.to_hex(),
+                file.record.sha256.to_hex(),
+            ));
         }
         if got.blake2b != file.record.blake2b() {
-            return Err(mismatch("blake2b_256", got.blake2b.to_hex(), file.record.blake2b().to_hex()));
+            return Err(mismatch(
+                "blake2b_256",
+                got.blake2b.to_hex(),
+                file.record.blake2b().to_hex(),
+            ));
         }
         out.flush().await.map_err(disk(tmp))?;
         let out = out.into_inner();
@@ -220,7 +253,9 @@ impl Downloader {
         }
         drop(out);
         if let Some(parent) = dest.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(disk(parent))?;
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(disk(parent))?;
         }
         tokio::fs::rename(tmp, dest).await.map_err(disk(dest))?;
         Ok(want)

@@ -43,9 +43,16 @@ impl Layout {
 
     /// Create the directory skeleton.
     pub fn create(&self) -> std::io::Result<()> {
-        for dir in [&self.root, &self.web, &self.tmp, &self.web.join("simple"), &self.web.join("packages")] {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display())))?;
+        for dir in [
+            &self.root,
+            &self.web,
+            &self.tmp,
+            &self.web.join("simple"),
+            &self.web.join("packages"),
+        ] {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
         Ok(())
     }
@@ -86,7 +93,12 @@ impl Layout {
 
     /// Replace `dest` with `bytes` atomically (temp file in `tmp/`, fsync when asked, rename),
     /// unless it already holds exactly those bytes. Returns whether it wrote.
-    pub fn write_if_changed(&self, dest: &Path, bytes: &[u8], fsync: bool) -> std::io::Result<bool> {
+    pub fn write_if_changed(
+        &self,
+        dest: &Path,
+        bytes: &[u8],
+        fsync: bool,
+    ) -> std::io::Result<bool> {
         if std::fs::read(dest).is_ok_and(|old| old == bytes) {
             return Ok(false);
         }
@@ -117,6 +129,8 @@ impl Layout {
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
-        result.map_err(|e| std::io::Error::new(e.kind(), format!("cannot write {}: {e}", dest.display())))
+        result.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot write {}: {e}", dest.display()))
+        })
     }
 }

@@ -22,7 +22,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let multi = progress::multi_for_terminal(std::io::stderr().is_terminal());
     init_logging(cli.verbose, multi.clone());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fatal(format!("cannot start the async runtime: {e}")),
     };
@@ -37,7 +40,11 @@ fn main() -> ExitCode {
             match runtime.block_on(pymirror::sync::run(&cfg, multi.as_ref(), stop)) {
                 Ok(summary) => {
                     tracing::info!("{}", summary.line());
-                    if summary.succeeded() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+                    if summary.succeeded() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
                 }
                 Err(e) => fatal(format!("{e:#}")),
             }
@@ -54,7 +61,10 @@ fn fatal(message: String) -> ExitCode {
 /// Second: exit at once (everything committed so far stays consistent).
 async fn watch_signals(stop: Arc<AtomicBool>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         return;
     };
     loop {
@@ -66,7 +76,9 @@ async fn watch_signals(stop: Arc<AtomicBool>) {
             tracing::error!("second signal: exiting now; the next sync resumes");
             std::process::exit(130);
         }
-        tracing::warn!("signal received: finishing projects in flight, then stopping (again to abort)");
+        tracing::warn!(
+            "signal received: finishing projects in flight, then stopping (again to abort)"
+        );
     }
 }
 
@@ -76,7 +88,11 @@ fn init_logging(verbose: u8, multi: Option<MultiProgress>) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("{default},hyper=warn,reqwest=warn,rustls=warn,h2=warn")));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{default},hyper=warn,reqwest=warn,rustls=warn,h2=warn"
+        ))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)

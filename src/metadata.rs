@@ -85,7 +85,10 @@ pub fn snapshot(
             let shown = entry.filename.chars().take(200).collect::<String>();
             match check_file(&version, entry, source, require_https) {
                 Ok(file) if seen.insert(file.record.filename.clone()) => files.push(file),
-                Ok(file) => refused.push(format!("{want}: file {} is listed twice", file.record.filename)),
+                Ok(file) => refused.push(format!(
+                    "{want}: file {} is listed twice",
+                    file.record.filename
+                )),
                 Err(why) => refused.push(format!("{want}: refused file {shown:?}: {why}")),
             }
         }
@@ -101,7 +104,12 @@ pub fn snapshot(
     })
 }
 
-fn check_file(version: &str, f: FileJson, source: &Url, require_https: bool) -> Result<RemoteFile, String> {
+fn check_file(
+    version: &str,
+    f: FileJson,
+    source: &Url,
+    require_https: bool,
+) -> Result<RemoteFile, String> {
     let filename = Filename::new(&f.filename).map_err(|e| e.to_string())?;
     let url = check_url(&f.url, source, require_https)?;
     let path = PackagePath::from_url_path(url.path(), &filename).map_err(|e| e.to_string())?;
@@ -114,7 +122,9 @@ fn check_file(version: &str, f: FileJson, source: &Url, require_https: bool) -> 
     if let Some(b2) = f.digests.blake2b_256.as_deref() {
         let b2 = Blake2b256::from_hex(b2).map_err(|e| e.to_string())?;
         if b2 != path.blake2b() {
-            return Err(format!("blake2b_256 {b2} does not match the path it is stored under"));
+            return Err(format!(
+                "blake2b_256 {b2} does not match the path it is stored under"
+            ));
         }
     }
     let upload_time = f.upload_time_iso_8601.or(f.upload_time);
@@ -145,13 +155,23 @@ fn check_url(raw: &str, source: &Url, require_https: bool) -> Result<Url, String
         decoded == "." || decoded == ".."
     });
     if has_dot_segment || path_part.contains('\\') || raw.chars().any(char::is_control) {
-        return Err(format!("URL {:?} has dot segments or backslashes", raw.chars().take(200).collect::<String>()));
+        return Err(format!(
+            "URL {:?} has dot segments or backslashes",
+            raw.chars().take(200).collect::<String>()
+        ));
     }
-    let url = source.join(raw).map_err(|e| format!("URL {raw:?} is invalid: {e}"))?;
+    let url = source
+        .join(raw)
+        .map_err(|e| format!("URL {raw:?} is invalid: {e}"))?;
     match url.scheme() {
         "https" => {}
         "http" if !require_https => {}
-        other => return Err(format!("URL scheme {other:?} refused (metadata came over {})", source.scheme())),
+        other => {
+            return Err(format!(
+                "URL scheme {other:?} refused (metadata came over {})",
+                source.scheme()
+            ));
+        }
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("URL carries credentials".into());
@@ -187,7 +207,9 @@ mod tests {
 
     fn project(files: Vec<FileJson>) -> ProjectJson {
         ProjectJson {
-            info: Info { name: "Demo_Pkg".into() },
+            info: Info {
+                name: "Demo_Pkg".into(),
+            },
             last_serial: Some(5),
             releases: [("1.0".to_owned(), files)].into_iter().collect(),
         }
@@ -201,16 +223,28 @@ mod tests {
         let json = project(vec![
             entry("demo-1.0.tar.gz", &good),
             entry("../evil.tar.gz", &good),
-            entry("demo-1.0.zip", &format!("https://f.example/packages/ab/cd/{e60}/../../../x/demo-1.0.zip")),
-            entry("demo-1.0.whl", &format!("http://f.example/packages/ab/cd/{e60}/demo-1.0.whl")),
-            entry("demo-1.0.egg", &format!("file:///packages/ab/cd/{e60}/demo-1.0.egg")),
+            entry(
+                "demo-1.0.zip",
+                &format!("https://f.example/packages/ab/cd/{e60}/../../../x/demo-1.0.zip"),
+            ),
+            entry(
+                "demo-1.0.whl",
+                &format!("http://f.example/packages/ab/cd/{e60}/demo-1.0.whl"),
+            ),
+            entry(
+                "demo-1.0.egg",
+                &format!("file:///packages/ab/cd/{e60}/demo-1.0.egg"),
+            ),
             entry("demo-1.0.tar.bz2", "/etc/passwd"),
             FileJson {
                 digests: Digests {
                     sha256: Some("xyz".into()),
                     blake2b_256: None,
                 },
-                ..entry("demo-1.0.tar.xz", &format!("https://f.example/packages/ab/cd/{e60}/demo-1.0.tar.xz"))
+                ..entry(
+                    "demo-1.0.tar.xz",
+                    &format!("https://f.example/packages/ab/cd/{e60}/demo-1.0.tar.xz"),
+                )
             },
             entry("demo-1.0.tar.gz", &good),
         ]);

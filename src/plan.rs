@@ -1,7 +1,7 @@
 //! Plan: read upstream's change feed since the recorded serial and queue what changed.
 //!
 //! - XML-RPC, first run: `list_packages_with_serial` (everything, with each project's serial).
-//! - XML-RPC, later runs: `changelog_since_serial`, paged until a page is short.
+//! - XML-RPC, later runs: `changelog_since_serial`, paged until a page is empty.
 //! - PEP 691 root index: each project's `_last-serial` against the one recorded; projects the
 //!   mirror holds but the listing lacks are queued too (their metadata fetch answers 404 and
 //!   the sync removes them). Used when configured, or when XML-RPC answers 404/405.
@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use crate::config::ChangeFeed;
 use crate::state::{Change, State};
 use crate::types::{ProjectName, Serial};
-use crate::upstream::{CHANGELOG_PAGE, Upstream, UpstreamError};
+use crate::upstream::{Upstream, UpstreamError};
 
 #[derive(Debug)]
 pub struct Plan {
@@ -36,7 +36,10 @@ impl Changes {
     fn add(&mut self, display: String, serial: Serial) {
         match ProjectName::new(&display) {
             Ok(name) => {
-                let entry = self.by_name.entry(name).or_insert((display.clone(), serial));
+                let entry = self
+                    .by_name
+                    .entry(name)
+                    .or_insert((display.clone(), serial));
                 if serial >= entry.1 {
                     *entry = (display, serial);
                 }
@@ -92,32 +95,50 @@ async fn from_xmlrpc(upstream: &Upstream, since: Option<Serial>) -> Result<Plan,
         }
         return Ok(changes.into_plan(feed_serial));
     };
+    // Read pages until one is empty rather than until one is short of Warehouse's page size
+    // (50,000 rows): correct whatever page size upstream uses, for one extra request only
+    // when there were changes.
     let mut cursor = since;
     loop {
         let rows = upstream.changelog_since_serial(cursor.0).await?;
-        let full_page = rows.len() >= CHANGELOG_PAGE;
+        let before = cursor;
         for row in rows {
-            // A buggy or hostile feed going backwards must not make us loop forever.
-            cursor = cursor.max(Serial(row.serial));
             changes.add(row.name, Serial(row.serial));
+            cursor = cursor.max(Serial(row.serial));
         }
-        if !full_page {
+        // An empty page ends the feed; so does one that does not advance (a buggy or hostile
+        // feed must not make us loop forever).
+        if cursor == before {
             break;
         }
     }
     Ok(changes.into_plan(cursor))
 }
 
-async fn from_simple_root(upstream: &Upstream, state: &Mutex<State>, since: Option<Serial>) -> anyhow::Result<Plan> {
+async fn from_simple_root(
+    upstream: &Upstream,
+    state: &Mutex<State>,
+    since: Option<Serial>,
+) -> anyhow::Result<Plan> {
     let root = upstream.simple_root().await?;
-    let listed_max = root.projects.iter().filter_map(|p| p.last_serial).max().unwrap_or(0);
+    let listed_max = root
+        .projects
+        .iter()
+        .filter_map(|p| p.last_serial)
+        .max()
+        .unwrap_or(0);
     let feed_serial = Serial(root.meta.last_serial.unwrap_or(listed_max));
     let mut changes = Changes::default();
     if since.is_some_and(|s| feed_serial < s) {
-        tracing::warn!("upstream root index is at serial {feed_serial}, behind ours; treating it as stale (no changes)");
+        tracing::warn!(
+            "upstream root index is at serial {feed_serial}, behind ours; treating it as stale (no changes)"
+        );
         return Ok(changes.into_plan(since.unwrap_or_default()));
     }
-    let known = state.lock().expect("state lock poisoned").project_serials()?;
+    let known = state
+        .lock()
+        .expect("state lock poisoned")
+        .project_serials()?;
     let mut listed = HashSet::with_capacity(root.projects.len());
     for p in root.projects {
         let Some(serial) = p.last_serial else {
@@ -126,7 +147,10 @@ async fn from_simple_root(upstream: &Upstream, state: &Mutex<State>, since: Opti
         };
         if let Ok(name) = ProjectName::new(&p.name) {
             listed.insert(name.as_str().to_owned());
-            if known.get(name.as_str()).is_some_and(|&s| s >= Serial(serial)) {
+            if known
+                .get(name.as_str())
+                .is_some_and(|&s| s >= Serial(serial))
+            {
                 continue;
             }
         }

@@ -94,7 +94,11 @@ struct Ctx {
     progress: Arc<Progress>,
 }
 
-pub async fn run(cfg: &Config, multi: Option<&MultiProgress>, stop: Arc<AtomicBool>) -> anyhow::Result<Summary> {
+pub async fn run(
+    cfg: &Config,
+    multi: Option<&MultiProgress>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let layout = Arc::new(Layout::new(&cfg.directory));
     layout.create()?;
@@ -111,7 +115,9 @@ pub async fn run(cfg: &Config, multi: Option<&MultiProgress>, stop: Arc<AtomicBo
     let since = lock(&state).changelog_serial()?;
     let plan = plan::plan(&upstream, &state, cfg.change_feed, since)
         .await
-        .map_err(|e| e.context("cannot read upstream's change feed; nothing was changed, try again later"))?;
+        .map_err(|e| {
+            e.context("cannot read upstream's change feed; nothing was changed, try again later")
+        })?;
     for name in &plan.invalid_names {
         tracing::warn!("upstream lists {name:?}, which is not a valid project name; skipped");
     }
@@ -208,7 +214,11 @@ pub async fn run(cfg: &Config, multi: Option<&MultiProgress>, stop: Arc<AtomicBo
         index.write_root(&state)?;
     }
     summary.serial = state.fully_synced_serial()?;
-    layout.write_if_changed(&layout.status, format!("{}\n", summary.serial).as_bytes(), cfg.fsync)?;
+    layout.write_if_changed(
+        &layout.status,
+        format!("{}\n", summary.serial).as_bytes(),
+        cfg.fsync,
+    )?;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
@@ -224,7 +234,8 @@ async fn sync_project(ctx: &Arc<Ctx>, todo: Todo) -> Outcome {
             let msg = format!("{error:#}");
             let (state, name) = (ctx.state.clone(), todo.name.clone());
             let m = msg.clone();
-            let _ = tokio::task::spawn_blocking(move || lock(&state).record_failure(&name, &m)).await;
+            let _ =
+                tokio::task::spawn_blocking(move || lock(&state).record_failure(&name, &m)).await;
             Outcome::Failed(msg)
         }
     }
@@ -240,11 +251,12 @@ async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome
     let refused = snapshot.refused.len() as u64;
 
     let (state, name) = (ctx.state.clone(), todo.name.clone());
-    let existing: HashMap<_, FileRecord> = tokio::task::spawn_blocking(move || lock(&state).project_files(&name))
-        .await??
-        .into_iter()
-        .map(|f| (f.filename.clone(), f))
-        .collect();
+    let existing: HashMap<_, FileRecord> =
+        tokio::task::spawn_blocking(move || lock(&state).project_files(&name))
+            .await??
+            .into_iter()
+            .map(|f| (f.filename.clone(), f))
+            .collect();
     let new_project = lock(&ctx.state).project_serial(&todo.name)?.is_none();
 
     // Files recorded with the same path, size and digest are in place already: no request,
@@ -253,12 +265,15 @@ async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome
         .files
         .iter()
         .filter(|f| {
-            existing
-                .get(&f.record.filename)
-                .is_none_or(|old| old.path != f.record.path || old.size != f.record.size || old.sha256 != f.record.sha256)
+            existing.get(&f.record.filename).is_none_or(|old| {
+                old.path != f.record.path
+                    || old.size != f.record.size
+                    || old.sha256 != f.record.sha256
+            })
         })
         .map(|f| {
-            let (downloader, file, progress) = (ctx.downloader.clone(), f.clone(), ctx.progress.clone());
+            let (downloader, file, progress) =
+                (ctx.downloader.clone(), f.clone(), ctx.progress.clone());
             tokio::spawn(async move {
                 let placed = downloader.place(&file).await;
                 if placed.is_ok() {
@@ -317,7 +332,11 @@ async fn fetch_fresh(ctx: &Ctx, todo: &Todo) -> anyhow::Result<Option<ProjectSna
                 attempt + 1
             );
         }
-        tracing::debug!("{}: stale metadata (serial {serial} < {}); retrying", todo.name, todo.serial);
+        tracing::debug!(
+            "{}: stale metadata (serial {serial} < {}); retrying",
+            todo.name,
+            todo.serial
+        );
         tokio::time::sleep(retry::backoff(ctx.upstream.retry_delay(), attempt)).await;
         attempt += 1;
     }
@@ -327,7 +346,11 @@ async fn fetch_fresh(ctx: &Ctx, todo: &Todo) -> anyhow::Result<Option<ProjectSna
 /// longer references. A crash between steps leaves the project queued and the tree valid.
 fn commit_project(ctx: &Ctx, snapshot: &ProjectSnapshot) -> anyhow::Result<()> {
     let records: Vec<&FileRecord> = snapshot.files.iter().map(|f| &f.record).collect();
-    IndexWriter::new(&ctx.layout, ctx.fsync).write_project(&snapshot.name, &snapshot.display_name, &records)?;
+    IndexWriter::new(&ctx.layout, ctx.fsync).write_project(
+        &snapshot.name,
+        &snapshot.display_name,
+        &records,
+    )?;
     let gone = lock(&ctx.state).record_project(snapshot)?;
     delete_files(&ctx.layout, &gone);
     tracing::debug!("{}: synced at serial {}", snapshot.name, snapshot.serial);

@@ -49,7 +49,9 @@ pub fn escape(s: &str) -> String {
 /// Link from `simple/<project>/` to a file: relative, so the tree can be served from anywhere.
 pub fn file_href(file: &FileRecord) -> String {
     let relative = file.path.relative();
-    let (dir, name) = relative.rsplit_once('/').expect("package paths have a directory");
+    let (dir, name) = relative
+        .rsplit_once('/')
+        .expect("package paths have a directory");
     format!(
         "../../{dir}/{}#sha256={}",
         utf8_percent_encode(name, SEGMENT),
@@ -73,7 +75,11 @@ pub fn project_page(display_name: &str, files: &[&FileRecord]) -> Vec<u8> {
             let _ = write!(out, " data-requires-python=\"{}\"", escape(rp));
         }
         if f.yanked {
-            let _ = write!(out, " data-yanked=\"{}\"", escape(f.yanked_reason.as_deref().unwrap_or("")));
+            let _ = write!(
+                out,
+                " data-yanked=\"{}\"",
+                escape(f.yanked_reason.as_deref().unwrap_or(""))
+            );
         }
         let _ = writeln!(out, ">{}</a><br />", escape(f.filename.as_str()));
     }
@@ -89,7 +95,12 @@ pub fn root_header(w: &mut impl Write) -> std::io::Result<()> {
 }
 
 pub fn root_entry(w: &mut impl Write, name: &str, display_name: &str) -> std::io::Result<()> {
-    writeln!(w, "    <a href=\"{}/\">{}</a>", escape(name), escape(display_name))
+    writeln!(
+        w,
+        "    <a href=\"{}/\">{}</a>",
+        escape(name),
+        escape(display_name)
+    )
 }
 
 pub fn root_footer(w: &mut impl Write) -> std::io::Result<()> {
@@ -104,7 +115,11 @@ mod tests {
     fn record(filename: &str, requires_python: Option<&str>, yanked: Option<&str>) -> FileRecord {
         let name = Filename::new(filename).unwrap();
         let path = PackagePath::from_url_path(
-            &format!("/packages/ab/cd/{}/{}", "e".repeat(60), filename.replace('+', "%2B")),
+            &format!(
+                "/packages/ab/cd/{}/{}",
+                "e".repeat(60),
+                filename.replace('+', "%2B")
+            ),
             &name,
         )
         .unwrap();
@@ -143,7 +158,8 @@ mod tests {
 
     #[test]
     fn yanked_without_reason_gets_an_empty_attribute() {
-        let page = String::from_utf8(project_page("x", &[&record("x-1.whl", None, Some(""))])).unwrap();
+        let page =
+            String::from_utf8(project_page("x", &[&record("x-1.whl", None, Some(""))])).unwrap();
         assert!(page.contains(" data-yanked=\"\">x-1.whl</a>"), "{page}");
     }
 }

@@ -24,7 +24,12 @@ impl<'a> IndexWriter<'a> {
     }
 
     /// Write `simple/<name>/index.html`; returns whether the bytes changed.
-    pub fn write_project(&self, name: &ProjectName, display_name: &str, files: &[&FileRecord]) -> std::io::Result<bool> {
+    pub fn write_project(
+        &self,
+        name: &ProjectName,
+        display_name: &str,
+        files: &[&FileRecord],
+    ) -> std::io::Result<bool> {
         let page = html::project_page(display_name, files);
         let dest = self.layout.project_dir(name).join("index.html");
         self.layout.write_if_changed(&dest, &page, self.fsync)

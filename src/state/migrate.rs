@@ -18,7 +18,11 @@ pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
              applied_at INTEGER NOT NULL
          )",
     )?;
-    let current: i64 = conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+    let current: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )?;
     for (version, name, sql) in MIGRATIONS.iter().filter(|(v, ..)| *v > current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
@@ -62,7 +66,9 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         apply(&mut conn).unwrap();
         apply(&mut conn).unwrap();
-        let n: i64 = conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, latest());
     }
 }

@@ -20,8 +20,14 @@ pub enum StateError {
     #[error(
         "state database {path} has schema version {found}, newer than this pymirror knows ({known}); upgrade pymirror"
     )]
-    TooNew { path: String, found: i64, known: i64 },
-    #[error("state database holds an invalid row: {0}; run `pymirror verify --repair` or restore a backup")]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error(
+        "state database holds an invalid row: {0}; run `pymirror verify --repair` or restore a backup"
+    )]
     Corrupt(String),
 }
 
@@ -67,7 +73,11 @@ impl State {
             |r| r.get(0),
         )?;
         if has_table {
-            let found: i64 = conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+            let found: i64 = conn.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )?;
             if found > migrate::latest() {
                 return Err(StateError::TooNew {
                     path: path.display().to_string(),
@@ -84,17 +94,27 @@ impl State {
     pub fn changelog_serial(&self) -> Result<Option<Serial>> {
         let v: Option<String> = self
             .conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [CHANGELOG_SERIAL], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [CHANGELOG_SERIAL],
+                |r| r.get(0),
+            )
             .optional()?;
-        v.map(|s| s.parse().map(Serial).map_err(|_| StateError::Corrupt(format!("changelog_serial {s:?}"))))
-            .transpose()
+        v.map(|s| {
+            s.parse()
+                .map(Serial)
+                .map_err(|_| StateError::Corrupt(format!("changelog_serial {s:?}")))
+        })
+        .transpose()
     }
 
     /// The serial every project is mirrored at or beyond: the feed's serial unless work is
     /// still queued, then just below the oldest queued change.
     pub fn fully_synced_serial(&self) -> Result<Serial> {
         let feed = self.changelog_serial()?.unwrap_or_default();
-        let oldest: Option<i64> = self.conn.query_row("SELECT MIN(serial) FROM todo", [], |r| r.get(0))?;
+        let oldest: Option<i64> = self
+            .conn
+            .query_row("SELECT MIN(serial) FROM todo", [], |r| r.get(0))?;
         Ok(match oldest {
             Some(s) => Serial::from_db(s - 1).min(feed),
             None => feed,
@@ -104,14 +124,20 @@ impl State {
     /// Serials of every mirrored project (for comparing with a PEP 691 root listing).
     pub fn project_serials(&self) -> Result<HashMap<String, Serial>> {
         let mut stmt = self.conn.prepare("SELECT name, serial FROM projects")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, Serial::from_db(r.get(1)?))))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, Serial::from_db(r.get(1)?)))
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn project_serial(&self, name: &ProjectName) -> Result<Option<Serial>> {
         Ok(self
             .conn
-            .query_row("SELECT serial FROM projects WHERE name = ?1", [name.as_str()], |r| r.get(0))
+            .query_row(
+                "SELECT serial FROM projects WHERE name = ?1",
+                [name.as_str()],
+                |r| r.get(0),
+            )
             .optional()?
             .map(Serial::from_db))
     }
@@ -129,7 +155,8 @@ impl State {
                                                   display_name = excluded.display_name",
             )?;
             for c in changes {
-                let mirrored: Option<i64> = have.query_row([c.name.as_str()], |r| r.get(0)).optional()?;
+                let mirrored: Option<i64> =
+                    have.query_row([c.name.as_str()], |r| r.get(0)).optional()?;
                 if mirrored.is_some_and(|s| Serial::from_db(s) >= c.serial) {
                     continue;
                 }
@@ -209,12 +236,14 @@ impl State {
         let mut out = Vec::new();
         for row in rows {
             let (version, filename, path, size, sha256, rest) = row?;
-            let (upload_time, requires_python, yanked, yanked_reason, packagetype, python_version) = rest;
+            let (upload_time, requires_python, yanked, yanked_reason, packagetype, python_version) =
+                rest;
             let corrupt = |what: String| StateError::Corrupt(format!("{name}: {what}"));
             let filename = Filename::new(&filename).map_err(|e| corrupt(e.to_string()))?;
             let url_path = format!("/{path}");
             out.push(FileRecord {
-                path: PackagePath::from_url_path(&url_path, &filename).map_err(|e| corrupt(e.to_string()))?,
+                path: PackagePath::from_url_path(&url_path, &filename)
+                    .map_err(|e| corrupt(e.to_string()))?,
                 sha256: Sha256::from_hex(&sha256).map_err(|e| corrupt(e.to_string()))?,
                 version,
                 filename,
@@ -241,12 +270,17 @@ impl State {
                  serial = excluded.serial, synced_at = excluded.synced_at",
             params![snap.name.as_str(), snap.display_name, snap.serial.to_db()],
         )?;
-        let project_id: i64 = tx.query_row("SELECT id FROM projects WHERE name = ?1", [snap.name.as_str()], |r| r.get(0))?;
+        let project_id: i64 = tx.query_row(
+            "SELECT id FROM projects WHERE name = ?1",
+            [snap.name.as_str()],
+            |r| r.get(0),
+        )?;
         // Rewriting the project's rows is simpler than diffing and costs the same: a project's
         // rows are few and this runs only when upstream changed it.
         tx.execute("DELETE FROM releases WHERE project_id = ?1", [project_id])?;
         {
-            let mut rel = tx.prepare_cached("INSERT INTO releases (project_id, version) VALUES (?1, ?2)")?;
+            let mut rel =
+                tx.prepare_cached("INSERT INTO releases (project_id, version) VALUES (?1, ?2)")?;
             let mut release_ids = HashMap::new();
             for v in &snap.versions {
                 rel.execute(params![project_id, v])?;
@@ -287,7 +321,11 @@ impl State {
 
     /// Forget a project upstream no longer has; returns the paths nothing references now.
     /// `None` when the mirror did not hold it.
-    pub fn remove_project(&mut self, name: &ProjectName, serial: Serial) -> Result<Option<Vec<String>>> {
+    pub fn remove_project(
+        &mut self,
+        name: &ProjectName,
+        serial: Serial,
+    ) -> Result<Option<Vec<String>>> {
         let tx = self.conn.transaction()?;
         let old_paths = paths_of(&tx, name)?;
         let removed = tx.execute("DELETE FROM projects WHERE name = ?1", [name.as_str()])? > 0;
@@ -301,8 +339,13 @@ impl State {
     }
 
     /// Every mirrored project as (normalized name, display name), ordered by name.
-    pub fn for_each_project(&self, mut f: impl FnMut(&str, &str) -> std::io::Result<()>) -> anyhow::Result<()> {
-        let mut stmt = self.conn.prepare("SELECT name, display_name FROM projects ORDER BY name")?;
+    pub fn for_each_project(
+        &self,
+        mut f: impl FnMut(&str, &str) -> std::io::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, display_name FROM projects ORDER BY name")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             f(row.get_ref(0)?.as_str()?, row.get_ref(1)?.as_str()?)?;

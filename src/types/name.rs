@@ -11,7 +11,9 @@ use std::fmt;
 pub struct ProjectName(String);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0:?} is not a valid project name (ASCII letters, digits, '.', '_', '-'; starting and ending with a letter or digit)")]
+#[error(
+    "{0:?} is not a valid project name (ASCII letters, digits, '.', '_', '-'; starting and ending with a letter or digit)"
+)]
 pub struct InvalidName(pub String);
 
 /// PyPI caps names well below this; the cap keeps a hostile listing from making huge paths.
@@ -83,7 +85,9 @@ mod tests {
 
     #[test]
     fn rejects_names_pypi_would_not_accept() {
-        for bad in ["", "-a", "a-", "../etc", "a/b", "a b", "ä", ".hidden", "a\0b"] {
+        for bad in [
+            "", "-a", "a-", "../etc", "a/b", "a b", "ä", ".hidden", "a\0b",
+        ] {
             assert!(ProjectName::new(bad).is_err(), "{bad:?} accepted");
         }
         assert!(ProjectName::new(&"a".repeat(MAX_NAME_LEN + 1)).is_err());

@@ -16,9 +16,13 @@ pub struct Filename(String);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UnsafePath {
-    #[error("filename {0:?} is not a plain file name (no '/', '\\', '..', control characters, leading '.')")]
+    #[error(
+        "filename {0:?} is not a plain file name (no '/', '\\', '..', control characters, leading '.')"
+    )]
     Filename(String),
-    #[error("file URL {0:?} is not of the form <host>/packages/<2 hex>/<2 hex>/<60 hex>/<filename>")]
+    #[error(
+        "file URL {0:?} is not of the form <host>/packages/<2 hex>/<2 hex>/<60 hex>/<filename>"
+    )]
     Shape(String),
     #[error("file URL {url:?} names file {found:?}, but the metadata says {expected:?}")]
     NameMismatch {
@@ -37,7 +41,9 @@ impl Filename {
             && name.len() <= MAX_FILENAME_BYTES
             && !name.starts_with('.')
             && !name.contains("..")
-            && !name.chars().any(|c| c == '/' || c == '\\' || c.is_control());
+            && !name
+                .chars()
+                .any(|c| c == '/' || c == '\\' || c.is_control());
         if plain {
             Ok(Filename(name.to_owned()))
         } else {
@@ -74,7 +80,9 @@ impl PackagePath {
             return Err(shape());
         };
         let is_hex = |s: &str, len: usize| {
-            s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            s.len() == len
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         };
         if !(is_hex(aa, 2) && is_hex(bb, 2) && is_hex(tail, 60)) {
             return Err(shape());
@@ -132,10 +140,14 @@ mod tests {
     #[test]
     fn accepts_the_file_host_layout() {
         let name = Filename::new("demo-1.0-py3-none-any.whl").unwrap();
-        let path = PackagePath::from_url_path(&hexpath("demo-1.0-py3-none-any.whl"), &name).unwrap();
+        let path =
+            PackagePath::from_url_path(&hexpath("demo-1.0-py3-none-any.whl"), &name).unwrap();
         assert_eq!(
             path.relative(),
-            format!("packages/ab/cd/{}/demo-1.0-py3-none-any.whl", "e".repeat(60))
+            format!(
+                "packages/ab/cd/{}/demo-1.0-py3-none-any.whl",
+                "e".repeat(60)
+            )
         );
         assert_eq!(path.blake2b().to_hex(), format!("abcd{}", "e".repeat(60)));
     }
@@ -165,13 +177,18 @@ mod tests {
             format!("/packages/ab/cd/{e60}/y.whl"),
             format!("/packages/ab/cd/{e60}/x.whl%00"),
         ] {
-            assert!(PackagePath::from_url_path(&raw, &name).is_err(), "{raw} accepted");
+            assert!(
+                PackagePath::from_url_path(&raw, &name).is_err(),
+                "{raw} accepted"
+            );
         }
     }
 
     #[test]
     fn refuses_unsafe_filenames() {
-        for bad in ["", ".hidden", "a/b", "a\\b", "..", "a..b", "a\nb", "a\0b", "a\u{7f}b"] {
+        for bad in [
+            "", ".hidden", "a/b", "a\\b", "..", "a..b", "a\nb", "a\0b", "a\u{7f}b",
+        ] {
             assert!(Filename::new(bad).is_err(), "{bad:?} accepted");
         }
         assert!(Filename::new(&"a".repeat(256)).is_err());

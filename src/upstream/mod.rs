@@ -23,9 +23,6 @@ use xmlrpc::{ChangelogRow, Value, XmlRpcError};
 
 pub const USER_AGENT: &str = concat!("pymirror/", env!("CARGO_PKG_VERSION"));
 
-/// Warehouse caps one `changelog_since_serial` page at this many rows.
-pub const CHANGELOG_PAGE: usize = 50_000;
-
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("{url}: {source}")]
@@ -36,7 +33,9 @@ pub enum UpstreamError {
     },
     #[error("{url}: upstream answered {status}")]
     Status { url: String, status: StatusCode },
-    #[error("{url}: body larger than the {limit}-byte limit (raise max_metadata_bytes if this is real)")]
+    #[error(
+        "{url}: body larger than the {limit}-byte limit (raise max_metadata_bytes if this is real)"
+    )]
     TooLarge { url: String, limit: u64 },
     #[error("{url}: invalid JSON: {message}")]
     Json { url: String, message: String },
@@ -119,12 +118,17 @@ impl Upstream {
     }
 
     /// Send with retries on connection errors, timeouts, 5xx and 429; any other answer is final.
-    async fn send(&self, url: &Url, build: impl Fn() -> RequestBuilder) -> Result<Response, UpstreamError> {
+    async fn send(
+        &self,
+        url: &Url,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, UpstreamError> {
         let mut attempt = 0;
         loop {
             let wait = match build().send().await {
                 Ok(resp) if retry::is_transient(resp.status()) && attempt < self.retries => {
-                    retry::retry_after(resp.headers()).unwrap_or_else(|| retry::backoff(self.retry_delay, attempt))
+                    retry::retry_after(resp.headers())
+                        .unwrap_or_else(|| retry::backoff(self.retry_delay, attempt))
                 }
                 Ok(resp) => return Ok(resp),
                 Err(e) if attempt < self.retries && !e.is_redirect() && !e.is_builder() => {
@@ -201,7 +205,10 @@ impl Upstream {
         })
     }
 
-    pub async fn changelog_since_serial(&self, serial: u64) -> Result<Vec<ChangelogRow>, UpstreamError> {
+    pub async fn changelog_since_serial(
+        &self,
+        serial: u64,
+    ) -> Result<Vec<ChangelogRow>, UpstreamError> {
         let v = self
             .xmlrpc("changelog_since_serial", &[Value::Int(serial as i64)])
             .await?;
@@ -214,7 +221,11 @@ impl Upstream {
     pub async fn simple_root(&self) -> Result<RootIndex, UpstreamError> {
         let url = self.endpoint("/simple/");
         let resp = self
-            .send(&url, || self.metadata.get(url.clone()).header(ACCEPT, simple_root::ACCEPT_JSON))
+            .send(&url, || {
+                self.metadata
+                    .get(url.clone())
+                    .header(ACCEPT, simple_root::ACCEPT_JSON)
+            })
             .await?;
         let (body, _) = self.ok_body(&url, resp).await?;
         parse_json(&url, &body)
@@ -222,7 +233,11 @@ impl Upstream {
 
     /// `GET /pypi/<name>/json`; `cache_bust` adds a query string so a CDN cannot answer from
     /// a stale cache entry.
-    pub async fn project_json(&self, name: &str, cache_bust: Option<u64>) -> Result<ProjectFetch, UpstreamError> {
+    pub async fn project_json(
+        &self,
+        name: &str,
+        cache_bust: Option<u64>,
+    ) -> Result<ProjectFetch, UpstreamError> {
         let mut url = self.endpoint(&format!("/pypi/{name}/json"));
         if let Some(n) = cache_bust {
             url.set_query(Some(&format!("serial={n}")));
@@ -246,7 +261,11 @@ impl Upstream {
         })
     }
 
-    async fn ok_body(&self, url: &Url, resp: Response) -> Result<(Vec<u8>, HeaderMap), UpstreamError> {
+    async fn ok_body(
+        &self,
+        url: &Url,
+        resp: Response,
+    ) -> Result<(Vec<u8>, HeaderMap), UpstreamError> {
         if !resp.status().is_success() {
             return Err(UpstreamError::Status {
                 url: url.to_string(),
@@ -268,8 +287,16 @@ fn parse_json<T: serde::de::DeserializeOwned>(url: &Url, body: &[u8]) -> Result<
 
 fn same_host_redirects() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
-        let first_host = attempt.previous().first().and_then(|u| u.host_str()).map(str::to_owned);
-        let downgrade = attempt.previous().last().is_some_and(|u| u.scheme() == "https") && attempt.url().scheme() != "https";
+        let first_host = attempt
+            .previous()
+            .first()
+            .and_then(|u| u.host_str())
+            .map(str::to_owned);
+        let downgrade = attempt
+            .previous()
+            .last()
+            .is_some_and(|u| u.scheme() == "https")
+            && attempt.url().scheme() != "https";
         if attempt.previous().len() > 5 {
             attempt.error("too many redirects")
         } else if downgrade {

@@ -29,7 +29,8 @@ pub enum XmlRpcError {
 const MAX_DEPTH: usize = 16;
 
 pub fn method_call(method: &str, params: &[Value]) -> String {
-    let mut out = format!("<?xml version=\"1.0\"?>\n<methodCall><methodName>{method}</methodName><params>");
+    let mut out =
+        format!("<?xml version=\"1.0\"?>\n<methodCall><methodName>{method}</methodName><params>");
     for p in params {
         out.push_str("<param>");
         write_value(&mut out, p);
@@ -47,7 +48,11 @@ fn write_value(out: &mut String, v: &Value) {
         Value::Double(d) => out.push_str(&format!("<double>{d}</double>")),
         Value::Str(s) => {
             out.push_str("<string>");
-            out.push_str(&s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"));
+            out.push_str(
+                &s.replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;"),
+            );
             out.push_str("</string>");
         }
         Value::Nil => out.push_str("<nil/>"),
@@ -133,11 +138,15 @@ impl Tokens<'_> {
             if let Some(after) = rest.strip_prefix('<') {
                 if after.starts_with('?') || after.starts_with("!--") {
                     let end = if after.starts_with('?') { "?>" } else { "-->" };
-                    let close = rest.find(end).ok_or_else(|| malformed("unterminated declaration or comment"))?;
+                    let close = rest
+                        .find(end)
+                        .ok_or_else(|| malformed("unterminated declaration or comment"))?;
                     self.pos += close + end.len();
                     continue;
                 }
-                let close = rest.find('>').ok_or_else(|| malformed("unterminated tag"))?;
+                let close = rest
+                    .find('>')
+                    .ok_or_else(|| malformed("unterminated tag"))?;
                 let inner = &rest[1..close];
                 self.pos += close + 1;
                 return Ok(Some(if let Some(name) = inner.strip_prefix('/') {
@@ -163,7 +172,10 @@ fn unescape(raw: &str) -> Result<String, XmlRpcError> {
     let mut rest = raw;
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
-        let semi = rest[amp..].find(';').ok_or_else(|| malformed("unterminated entity"))? + amp;
+        let semi = rest[amp..]
+            .find(';')
+            .ok_or_else(|| malformed("unterminated entity"))?
+            + amp;
         let entity = &rest[amp + 1..semi];
         let c = match entity {
             "lt" => '<',
@@ -201,7 +213,10 @@ impl Parser<'_> {
         loop {
             let t = match self.peeked.take() {
                 Some(t) => t,
-                None => self.tokens.next()?.ok_or_else(|| malformed("reply ends early"))?,
+                None => self
+                    .tokens
+                    .next()?
+                    .ok_or_else(|| malformed("reply ends early"))?,
             };
             match &t {
                 Token::Text(s) if s.trim().is_empty() => continue,
@@ -245,7 +260,10 @@ impl Parser<'_> {
         loop {
             let t = match self.peeked.take() {
                 Some(t) => t,
-                None => self.tokens.next()?.ok_or_else(|| malformed("reply ends early"))?,
+                None => self
+                    .tokens
+                    .next()?
+                    .ok_or_else(|| malformed("reply ends early"))?,
             };
             match t {
                 Token::Text(s) => text.push_str(&s),
@@ -267,7 +285,10 @@ impl Parser<'_> {
         // An untyped value is a string; whitespace inside it is content.
         let first = match self.peeked.take() {
             Some(t) => t,
-            None => self.tokens.next()?.ok_or_else(|| malformed("reply ends early"))?,
+            None => self
+                .tokens
+                .next()?
+                .ok_or_else(|| malformed("reply ends early"))?,
         };
         let typed = match first {
             Token::Close(n) if n == "value" => return Ok(Value::Str(String::new())),
@@ -285,7 +306,11 @@ impl Parser<'_> {
             Token::Open(n) => match n.as_str() {
                 "int" | "i4" | "i8" => {
                     let t = self.text_until(&n)?;
-                    Value::Int(t.trim().parse().map_err(|_| malformed(format!("bad integer {t:?}")))?)
+                    Value::Int(
+                        t.trim()
+                            .parse()
+                            .map_err(|_| malformed(format!("bad integer {t:?}")))?,
+                    )
                 }
                 "boolean" => match self.text_until(&n)?.trim() {
                     "1" => Value::Bool(true),
@@ -294,7 +319,11 @@ impl Parser<'_> {
                 },
                 "double" => {
                     let t = self.text_until(&n)?;
-                    Value::Double(t.trim().parse().map_err(|_| malformed(format!("bad double {t:?}")))?)
+                    Value::Double(
+                        t.trim()
+                            .parse()
+                            .map_err(|_| malformed(format!("bad double {t:?}")))?,
+                    )
                 }
                 "string" | "dateTime.iso8601" | "base64" => Value::Str(self.text_until(&n)?),
                 "nil" => {
@@ -347,7 +376,9 @@ impl Parser<'_> {
 /// `list_packages_with_serial` → {display name: serial}.
 pub fn as_name_serials(v: Value) -> Result<HashMap<String, u64>, XmlRpcError> {
     let Value::Struct(members) = v else {
-        return Err(malformed("list_packages_with_serial did not return a struct"));
+        return Err(malformed(
+            "list_packages_with_serial did not return a struct",
+        ));
     };
     members
         .into_iter()
@@ -374,22 +405,31 @@ pub fn as_changelog(v: Value) -> Result<Vec<ChangelogRow>, XmlRpcError> {
     rows.into_iter()
         .map(|row| match row {
             Value::Array(fields) => match <[Value; 5]>::try_from(fields) {
-                Ok([Value::Str(name), version, _timestamp, action, Value::Int(serial)]) if serial >= 0 => {
-                    Ok(ChangelogRow {
-                        name,
-                        version: match version {
-                            Value::Str(s) => Some(s),
-                            _ => None,
-                        },
-                        action: match action {
-                            Value::Str(s) => s,
-                            _ => String::new(),
-                        },
-                        serial: serial as u64,
-                    })
-                }
+                Ok(
+                    [
+                        Value::Str(name),
+                        version,
+                        _timestamp,
+                        action,
+                        Value::Int(serial),
+                    ],
+                ) if serial >= 0 => Ok(ChangelogRow {
+                    name,
+                    version: match version {
+                        Value::Str(s) => Some(s),
+                        _ => None,
+                    },
+                    action: match action {
+                        Value::Str(s) => s,
+                        _ => String::new(),
+                    },
+                    serial: serial as u64,
+                }),
                 Ok(other) => Err(malformed(format!("bad changelog row {other:?}"))),
-                Err(fields) => Err(malformed(format!("changelog row has {} fields, not 5", fields.len()))),
+                Err(fields) => Err(malformed(format!(
+                    "changelog row has {} fields, not 5",
+                    fields.len()
+                ))),
             },
             other => Err(malformed(format!("changelog row is {other:?}"))),
         })
@@ -438,7 +478,10 @@ mod tests {
 
     #[test]
     fn parses_a_listing_and_round_trips_our_own_encoding() {
-        let listing = Value::Struct(vec![("A".into(), Value::Int(7)), ("b.c".into(), Value::Int(9))]);
+        let listing = Value::Struct(vec![
+            ("A".into(), Value::Int(7)),
+            ("b.c".into(), Value::Int(9)),
+        ]);
         let body = method_call("x", std::slice::from_ref(&listing))
             .replace("methodCall><methodName>x</methodName>", "methodResponse>")
             .replace("</methodCall>", "</methodResponse>");
@@ -450,7 +493,10 @@ mod tests {
     #[test]
     fn reports_faults_and_refuses_hostile_input() {
         let fault = "<methodResponse><fault><value><struct><member><name>faultCode</name><value><int>-32500</int></value></member><member><name>faultString</name><value><string>nope</string></value></member></struct></value></fault></methodResponse>";
-        assert!(matches!(parse_response(fault), Err(XmlRpcError::Fault { code: -32500, .. })));
+        assert!(matches!(
+            parse_response(fault),
+            Err(XmlRpcError::Fault { code: -32500, .. })
+        ));
         let deep = format!(
             "<methodResponse><params><param>{}{}</param></params></methodResponse>",
             "<value><array><data>".repeat(100),

@@ -193,7 +193,11 @@ impl State {
     fn ensure_project(&mut self, display: &str) -> String {
         let key = normalize(display);
         if !self.projects.contains_key(&key) {
-            let p = Project { display: display.to_string(), last_serial: 0, releases: BTreeMap::new() };
+            let p = Project {
+                display: display.to_string(),
+                last_serial: 0,
+                releases: BTreeMap::new(),
+            };
             self.projects.insert(key.clone(), p);
             self.journal(&key, None, "create".into());
         }
@@ -208,10 +212,23 @@ impl State {
         }
     }
 
-    fn add_file(&mut self, key: &str, version: &str, filename: &str, content: Vec<u8>, opts: FileOpts) -> u64 {
+    fn add_file(
+        &mut self,
+        key: &str,
+        version: &str,
+        filename: &str,
+        content: Vec<u8>,
+        opts: FileOpts,
+    ) -> u64 {
         let sha256 = hex::encode(Sha256::digest(&content));
         let blake2b = hex::encode(Blake2b256::digest(&content));
-        let path = format!("packages/{}/{}/{}/{}", &blake2b[..2], &blake2b[2..4], &blake2b[4..], filename);
+        let path = format!(
+            "packages/{}/{}/{}/{}",
+            &blake2b[..2],
+            &blake2b[2..4],
+            &blake2b[4..],
+            filename
+        );
         let is_wheel = filename.ends_with(".whl");
         let packagetype = opts
             .packagetype
@@ -223,7 +240,10 @@ impl State {
             Some(t) => normalize_time(&t),
             None => fake_time(self.serial + 1),
         };
-        let metadata_sha256 = opts.metadata.as_ref().map(|m| hex::encode(Sha256::digest(m)));
+        let metadata_sha256 = opts
+            .metadata
+            .as_ref()
+            .map(|m| hex::encode(Sha256::digest(m)));
         let rec = Arc::new(FileRec {
             filename: filename.to_string(),
             project_key: key.to_string(),
@@ -246,13 +266,23 @@ impl State {
         rel.files.insert(filename.to_string(), rec.clone());
         self.files.insert(filename.to_string(), rec.clone());
         self.by_path.insert(path, rec);
-        self.journal(key, Some(version), format!("add {python_version} file {filename}"))
+        self.journal(
+            key,
+            Some(version),
+            format!("add {python_version} file {filename}"),
+        )
     }
 
     /// The file at this relative path if it is still published.
     fn live_file(&self, rel_path: &str) -> Option<Arc<FileRec>> {
         let rec = self.by_path.get(rel_path)?;
-        let live = self.projects.get(&rec.project_key)?.releases.get(&rec.version)?.files.get(&rec.filename)?;
+        let live = self
+            .projects
+            .get(&rec.project_key)?
+            .releases
+            .get(&rec.version)?
+            .files
+            .get(&rec.filename)?;
         Arc::ptr_eq(rec, live).then(|| rec.clone())
     }
 }
@@ -282,9 +312,15 @@ impl Drop for FakeUpstream {
 impl FakeUpstream {
     /// Binds 127.0.0.1:0 and serves on its own thread with its own 2-worker tokio runtime.
     pub fn start() -> FakeUpstream {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("fake upstream: bind 127.0.0.1:0");
-        listener.set_nonblocking(true).expect("fake upstream: set_nonblocking");
-        let port = listener.local_addr().expect("fake upstream: local_addr").port();
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("fake upstream: bind 127.0.0.1:0");
+        listener
+            .set_nonblocking(true)
+            .expect("fake upstream: set_nonblocking");
+        let port = listener
+            .local_addr()
+            .expect("fake upstream: local_addr")
+            .port();
         let state: Shared = Arc::new(Mutex::new(State {
             base_url: format!("http://127.0.0.1:{port}"),
             serial: 0,
@@ -315,7 +351,8 @@ impl FakeUpstream {
                     .build()
                     .expect("fake upstream: tokio runtime");
                 rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("fake upstream: listener");
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .expect("fake upstream: listener");
                     let app = Router::new().fallback(handle).with_state(shared);
                     tokio::select! {
                         r = axum::serve(listener, app).into_future() => {
@@ -329,7 +366,12 @@ impl FakeUpstream {
                 rt.shutdown_timeout(Duration::from_secs(1));
             })
             .expect("fake upstream: spawn thread");
-        FakeUpstream { state, port, shutdown: Some(tx), thread: Some(thread) }
+        FakeUpstream {
+            state,
+            port,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
     }
 
     fn st(&self) -> MutexGuard<'_, State> {
@@ -349,13 +391,26 @@ impl FakeUpstream {
         st.ensure_project(display_name);
         st.ensure_release(&key, version);
         for (filename, content) in files {
-            st.add_file(&key, version, filename, content.clone(), FileOpts::default());
+            st.add_file(
+                &key,
+                version,
+                filename,
+                content.clone(),
+                FileOpts::default(),
+            );
         }
         st.serial
     }
 
     /// Publish one file (creating the project / release if new). Returns the new global serial.
-    pub fn add_file(&self, display_name: &str, version: &str, filename: &str, content: Vec<u8>, opts: FileOpts) -> u64 {
+    pub fn add_file(
+        &self,
+        display_name: &str,
+        version: &str,
+        filename: &str,
+        content: Vec<u8>,
+        opts: FileOpts,
+    ) -> u64 {
         let mut st = self.st();
         let key = normalize(display_name);
         st.snapshot(&key);
@@ -364,7 +419,13 @@ impl FakeUpstream {
         st.add_file(&key, version, filename, content, opts)
     }
 
-    fn release_op(&self, display_name: &str, version: &str, action: &str, f: impl FnOnce(&mut Project)) -> u64 {
+    fn release_op(
+        &self,
+        display_name: &str,
+        version: &str,
+        action: &str,
+        f: impl FnOnce(&mut Project),
+    ) -> u64 {
         let mut st = self.st();
         let key = normalize(display_name);
         if !st.project(display_name).releases.contains_key(version) {
@@ -410,7 +471,11 @@ impl FakeUpstream {
             .unwrap_or_else(|| panic!("fake upstream: no file {filename:?} in {display_name:?}"));
         st.snapshot(&key);
         let p = st.projects.get_mut(&key).expect("checked");
-        p.releases.get_mut(&version).expect("checked").files.remove(filename);
+        p.releases
+            .get_mut(&version)
+            .expect("checked")
+            .files
+            .remove(filename);
         st.journal(&key, Some(&version), format!("remove file {filename}"))
     }
 
@@ -488,16 +553,32 @@ impl FakeUpstream {
         st.snapshot(&key);
         st.ensure_project(display_name);
         st.ensure_release(&key, version);
-        let filename = file.get("filename").and_then(Value::as_str).unwrap_or("<injected>").to_string();
-        let pyver = file.get("python_version").and_then(Value::as_str).unwrap_or("py3").to_string();
+        let filename = file
+            .get("filename")
+            .and_then(Value::as_str)
+            .unwrap_or("<injected>")
+            .to_string();
+        let pyver = file
+            .get("python_version")
+            .and_then(Value::as_str)
+            .unwrap_or("py3")
+            .to_string();
         let p = st.projects.get_mut(&key).expect("ensured");
-        p.releases.get_mut(version).expect("ensured").injected.push(file);
+        p.releases
+            .get_mut(version)
+            .expect("ensured")
+            .injected
+            .push(file);
         st.journal(&key, Some(version), format!("add {pyver} file {filename}"))
     }
 
     /// Serve `content` for GET/HEAD of exactly `path` (raw or percent-decoded), overriding all routes.
     pub fn serve_raw(&self, path: &str, content: Vec<u8>) {
-        let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
         self.st().raw.insert(path, Bytes::from(content));
     }
 
@@ -529,8 +610,14 @@ async fn handle(AxState(shared): AxState<Shared>, req: HttpRequest) -> Response 
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
     let headers = req.headers();
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = if method == Method::POST {
         axum::body::to_bytes(req.into_body(), 64 << 20).await.ok()
     } else {
@@ -539,7 +626,15 @@ async fn handle(AxState(shared): AxState<Shared>, req: HttpRequest) -> Response 
     let (resp, latency) = {
         let mut st = lock(&shared);
         let resp = match body {
-            Some(body) => route(&mut st, &method, &path, query.as_deref(), accept.as_deref(), range.as_deref(), &body),
+            Some(body) => route(
+                &mut st,
+                &method,
+                &path,
+                query.as_deref(),
+                accept.as_deref(),
+                range.as_deref(),
+                &body,
+            ),
             None => text(StatusCode::BAD_REQUEST, "bad request body"),
         };
         st.requests.push(Request {
@@ -597,7 +692,10 @@ fn route(
         }
         return simple_project(st, &norm, accept);
     }
-    if let Some(name) = decoded.strip_prefix("/pypi/").and_then(|r| r.strip_suffix("/json")) {
+    if let Some(name) = decoded
+        .strip_prefix("/pypi/")
+        .and_then(|r| r.strip_suffix("/json"))
+    {
         if name.is_empty() || name.contains('/') {
             return not_found();
         }
@@ -610,7 +708,11 @@ fn route(
 }
 
 fn text(status: StatusCode, msg: &str) -> Response {
-    bytes_response(status, "text/plain; charset=utf-8", Bytes::from(msg.to_string()))
+    bytes_response(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from(msg.to_string()),
+    )
 }
 
 fn not_found() -> Response {
@@ -634,12 +736,20 @@ fn with_header(mut r: Response, name: header::HeaderName, value: &str) -> Respon
 }
 
 fn redirect(location: &str) -> Response {
-    with_header(text(StatusCode::MOVED_PERMANENTLY, "moved"), header::LOCATION, location)
+    with_header(
+        text(StatusCode::MOVED_PERMANENTLY, "moved"),
+        header::LOCATION,
+        location,
+    )
 }
 
 fn json_response(v: &Value, content_type: &str, serial: u64) -> Response {
     let r = bytes_response(StatusCode::OK, content_type, Bytes::from(v.to_string()));
-    with_header(r, header::HeaderName::from_static("x-pypi-last-serial"), &serial.to_string())
+    with_header(
+        r,
+        header::HeaderName::from_static("x-pypi-last-serial"),
+        &serial.to_string(),
+    )
 }
 
 fn status_code(code: u16) -> StatusCode {
@@ -650,7 +760,10 @@ fn status_code(code: u16) -> StatusCode {
 
 fn json_api(st: &mut State, name: &str, q: &str) -> Response {
     let key = normalize(name);
-    let current = st.projects.get(&key).or_else(|| st.previous.get(&key).and_then(Option::as_ref));
+    let current = st
+        .projects
+        .get(&key)
+        .or_else(|| st.previous.get(&key).and_then(Option::as_ref));
     if let Some(p) = current {
         if p.display != name {
             return redirect(&format!("/pypi/{}/json{q}", encode_path(&p.display)));
@@ -662,18 +775,29 @@ fn json_api(st: &mut State, name: &str, q: &str) -> Response {
         st.projects.get(&key).cloned()
     };
     let Some(p) = project.filter(|p| !p.releases.is_empty()) else {
-        return bytes_response(StatusCode::NOT_FOUND, "application/json", Bytes::from(r#"{"message": "Not Found"}"#));
+        return bytes_response(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            Bytes::from(r#"{"message": "Not Found"}"#),
+        );
     };
     let base = &st.base_url;
     let latest = latest_version(&p).unwrap_or_default();
     let mut releases = serde_json::Map::new();
     for (v, rel) in &p.releases {
-        let mut files: Vec<Value> = rel.files.values().map(|f| file_json(base, f, rel)).collect();
+        let mut files: Vec<Value> = rel
+            .files
+            .values()
+            .map(|f| file_json(base, f, rel))
+            .collect();
         files.extend(rel.injected.iter().cloned());
         releases.insert(v.clone(), Value::Array(files));
     }
     let urls = releases.get(&latest).cloned().unwrap_or_else(|| json!([]));
-    let requires_python = p.releases.get(&latest).and_then(|r| r.files.values().find_map(|f| f.requires_python.clone()));
+    let requires_python = p
+        .releases
+        .get(&latest)
+        .and_then(|r| r.files.values().find_map(|f| f.requires_python.clone()));
     let body = json!({
         "info": {"name": p.display, "version": latest, "requires_python": requires_python, "summary": ""},
         "last_serial": p.last_serial,
@@ -721,7 +845,10 @@ fn file_json(base: &str, f: &FileRec, rel: &Release) -> Value {
 // ---- Simple API ----
 
 fn wants_json(accept: Option<&str>) -> bool {
-    accept.is_some_and(|a| a.contains("application/vnd.pypi.simple.v1+json") || a.contains("application/vnd.pypi.simple.latest+json"))
+    accept.is_some_and(|a| {
+        a.contains("application/vnd.pypi.simple.v1+json")
+            || a.contains("application/vnd.pypi.simple.latest+json")
+    })
 }
 
 fn html_type(accept: Option<&str>) -> &'static str {
@@ -748,15 +875,25 @@ fn simple_index(st: &State, accept: Option<&str>) -> Response {
         "<!DOCTYPE html>\n<html>\n  <head>\n    <meta name=\"pypi:repository-version\" content=\"1.1\">\n    <title>Simple index</title>\n  </head>\n  <body>\n",
     );
     for (key, p) in &st.projects {
-        html.push_str(&format!("    <a href=\"/simple/{}/\">{}</a>\n", html_escape(&encode_path(key)), html_escape(&p.display)));
+        html.push_str(&format!(
+            "    <a href=\"/simple/{}/\">{}</a>\n",
+            html_escape(&encode_path(key)),
+            html_escape(&p.display)
+        ));
     }
     html.push_str("  </body>\n</html>\n");
     let r = bytes_response(StatusCode::OK, html_type(accept), Bytes::from(html));
-    with_header(r, header::HeaderName::from_static("x-pypi-last-serial"), &st.serial.to_string())
+    with_header(
+        r,
+        header::HeaderName::from_static("x-pypi-last-serial"),
+        &st.serial.to_string(),
+    )
 }
 
 fn simple_project(st: &State, key: &str, accept: Option<&str>) -> Response {
-    let Some(p) = st.projects.get(key) else { return not_found() };
+    let Some(p) = st.projects.get(key) else {
+        return not_found();
+    };
     let mut versions: Vec<&String> = p.releases.keys().collect();
     versions.sort_by_key(|v| version_key(v));
     let files: Vec<(&Arc<FileRec>, &Release)> = versions
@@ -808,17 +945,36 @@ fn simple_project(st: &State, key: &str, accept: Option<&str>) -> Response {
             attrs.push_str(&format!(" data-requires-python=\"{}\"", html_escape(rp)));
         }
         if rel.yanked {
-            attrs.push_str(&format!(" data-yanked=\"{}\"", html_escape(rel.yanked_reason.as_deref().unwrap_or(""))));
+            attrs.push_str(&format!(
+                " data-yanked=\"{}\"",
+                html_escape(rel.yanked_reason.as_deref().unwrap_or(""))
+            ));
         }
         if let Some(h) = &f.metadata_sha256 {
-            attrs.push_str(&format!(" data-dist-info-metadata=\"sha256={h}\" data-core-metadata=\"sha256={h}\""));
+            attrs.push_str(&format!(
+                " data-dist-info-metadata=\"sha256={h}\" data-core-metadata=\"sha256={h}\""
+            ));
         }
-        let href = html_escape(&format!("{}#sha256={}", file_url(&st.base_url, f), f.sha256));
-        html.push_str(&format!("    <a href=\"{href}\"{attrs}>{}</a><br />\n", html_escape(&f.filename)));
+        let href = html_escape(&format!(
+            "{}#sha256={}",
+            file_url(&st.base_url, f),
+            f.sha256
+        ));
+        html.push_str(&format!(
+            "    <a href=\"{href}\"{attrs}>{}</a><br />\n",
+            html_escape(&f.filename)
+        ));
     }
-    html.push_str(&format!("  </body>\n</html>\n<!--SERIAL {}-->", p.last_serial));
+    html.push_str(&format!(
+        "  </body>\n</html>\n<!--SERIAL {}-->",
+        p.last_serial
+    ));
     let r = bytes_response(StatusCode::OK, html_type(accept), Bytes::from(html));
-    with_header(r, header::HeaderName::from_static("x-pypi-last-serial"), &p.last_serial.to_string())
+    with_header(
+        r,
+        header::HeaderName::from_static("x-pypi-last-serial"),
+        &p.last_serial.to_string(),
+    )
 }
 
 // ---- downloads ----
@@ -826,7 +982,10 @@ fn simple_project(st: &State, key: &str, accept: Option<&str>) -> Response {
 fn download(st: &mut State, method: &Method, rel_path: &str, range: Option<&str>) -> Response {
     let (content, is_metadata) = match st.live_file(rel_path) {
         Some(f) => (f.content.clone(), false),
-        None => match rel_path.strip_suffix(".metadata").and_then(|p| st.live_file(p)) {
+        None => match rel_path
+            .strip_suffix(".metadata")
+            .and_then(|p| st.live_file(p))
+        {
             Some(f) => match &f.metadata {
                 Some(m) => (m.clone(), true),
                 None => return not_found(),
@@ -866,7 +1025,11 @@ fn download(st: &mut State, method: &Method, rel_path: &str, range: Option<&str>
         None => (StatusCode::OK, content, None),
     };
     let full_len = body.len();
-    let body = if truncate { body.slice(..full_len / 2) } else { body };
+    let body = if truncate {
+        body.slice(..full_len / 2)
+    } else {
+        body
+    };
     if is_get && !is_metadata {
         st.bytes_served += body.len() as u64;
     }
@@ -916,7 +1079,10 @@ enum Xv {
 fn xml_dump(v: &Xv, out: &mut String) {
     match v {
         Xv::Int(i) => out.push_str(&format!("<value><int>{i}</int></value>\n")),
-        Xv::Str(s) => out.push_str(&format!("<value><string>{}</string></value>\n", xml_escape(s))),
+        Xv::Str(s) => out.push_str(&format!(
+            "<value><string>{}</string></value>\n",
+            xml_escape(s)
+        )),
         Xv::Nil => out.push_str("<value><nil/></value>"),
         Xv::Array(items) => {
             out.push_str("<value><array><data>\n");
@@ -949,7 +1115,10 @@ fn xml_ok(v: Xv) -> Response {
 
 fn xml_fault(code: i64, msg: &str) -> Response {
     let mut s = String::from("<fault>\n");
-    let v = Xv::Struct(vec![("faultCode".into(), Xv::Int(code)), ("faultString".into(), Xv::Str(msg.into()))]);
+    let v = Xv::Struct(vec![
+        ("faultCode".into(), Xv::Int(code)),
+        ("faultString".into(), Xv::Str(msg.into())),
+    ]);
     xml_dump(&v, &mut s);
     s.push_str("</fault>\n");
     xml_response(s)
@@ -976,7 +1145,10 @@ fn xmlrpc(st: &mut State, body: &[u8]) -> Response {
         .map(|s| s.trim().parse::<i64>());
     let result = match method {
         "list_packages_with_serial" => Xv::Struct(
-            st.projects.values().map(|p| (p.display.clone(), Xv::Int(p.last_serial as i64))).collect(),
+            st.projects
+                .values()
+                .map(|p| (p.display.clone(), Xv::Int(p.last_serial as i64)))
+                .collect(),
         ),
         "changelog_last_serial" => Xv::Int(st.serial as i64),
         "changelog_since_serial" => {
@@ -1001,7 +1173,12 @@ fn xmlrpc(st: &mut State, body: &[u8]) -> Response {
                 .collect();
             Xv::Array(rows)
         }
-        other => return xml_fault(-32601, &format!("server error; requested method not found: {other}")),
+        other => {
+            return xml_fault(
+                -32601,
+                &format!("server error; requested method not found: {other}"),
+            );
+        }
     };
     xml_ok(result)
 }
@@ -1060,7 +1237,9 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn html_escape(s: &str) -> String {
@@ -1073,7 +1252,11 @@ fn version_key(v: &str) -> Vec<(u64, bool, String)> {
     v.split('.')
         .map(|part| {
             let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
-            let num = if digits.is_empty() { 0 } else { digits.parse().unwrap_or(u64::MAX) };
+            let num = if digits.is_empty() {
+                0
+            } else {
+                digits.parse().unwrap_or(u64::MAX)
+            };
             let suffix = part[digits.len()..].to_string();
             (num, suffix.is_empty(), suffix)
         })
@@ -1103,7 +1286,12 @@ fn fake_time(serial: u64) -> (String, String) {
     let secs = fake_epoch(serial);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    let base = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60);
+    let base = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
     let micros = serial.wrapping_mul(7919) % 1_000_000;
     (base.clone(), format!("{base}.{micros:06}Z"))
 }
@@ -1128,6 +1316,12 @@ fn normalize_time(t: &str) -> (String, String) {
         return (t.to_string(), t.to_string());
     }
     let base = t[..19].to_string();
-    let frac: String = t[19..].strip_prefix('.').unwrap_or("").chars().take_while(char::is_ascii_digit).take(6).collect();
+    let frac: String = t[19..]
+        .strip_prefix('.')
+        .unwrap_or("")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .take(6)
+        .collect();
     (base.clone(), format!("{base}.{frac:0<6}Z"))
 }

@@ -1,0 +1,236 @@
+//! Drive the real `pymirror` binary against a mirror directory in a private sandbox, and read
+//! back what it produced: pages parsed as HTML, links followed, files hashed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::Digest;
+
+pub struct Mirror {
+    /// Everything the test may touch lives here; the mirror is `sandbox/mirror`.
+    pub sandbox: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Run {
+        assert_eq!(self.code, 0, "sync failed:\n{}", self.stderr);
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub href: String,
+    pub text: String,
+    pub requires_python: Option<String>,
+    pub yanked: Option<String>,
+}
+
+/// Settings that keep tests fast: short backoff, few workers.
+pub const TEST_SETTINGS: &str =
+    "workers = 4\nmetadata_workers = 4\nretry_delay = 0.01\nfsync = false\n";
+
+impl Mirror {
+    pub fn new(master: &str) -> Mirror {
+        Mirror::with_settings(master, TEST_SETTINGS)
+    }
+
+    pub fn with_settings(master: &str, settings: &str) -> Mirror {
+        let sandbox = tempfile::tempdir().unwrap();
+        let dir = sandbox.path().join("mirror");
+        let config = sandbox.path().join("mirror.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[mirror]\ndirectory = \"{}\"\nmaster = \"{master}\"\n{settings}",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        Mirror {
+            sandbox,
+            dir,
+            config,
+        }
+    }
+
+    pub fn sync(&self) -> Run {
+        self.run(&["sync", "--config", self.config.to_str().unwrap()])
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = Command::new(env!("CARGO_BIN_EXE_pymirror"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("NO_PROXY", "*")
+            .output()
+            .unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn web(&self) -> PathBuf {
+        self.dir.join("web")
+    }
+
+    pub fn status_serial(&self) -> u64 {
+        std::fs::read_to_string(self.dir.join("status"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn page(&self, normalized: &str) -> Option<String> {
+        std::fs::read_to_string(
+            self.web()
+                .join("simple")
+                .join(normalized)
+                .join("index.html"),
+        )
+        .ok()
+    }
+
+    pub fn links(&self, normalized: &str) -> Vec<Link> {
+        parse_links(
+            &self
+                .page(normalized)
+                .unwrap_or_else(|| panic!("no page for {normalized}")),
+        )
+    }
+
+    pub fn root_links(&self) -> Vec<Link> {
+        parse_links(&std::fs::read_to_string(self.web().join("simple/index.html")).unwrap())
+    }
+
+    /// Follow a project page link to the file it names, check the fragment's sha256 against
+    /// the bytes, and return the bytes.
+    pub fn follow(&self, normalized: &str, link: &Link) -> Vec<u8> {
+        let (path, fragment) = link.href.split_once('#').expect("link has a hash fragment");
+        let sha = fragment.strip_prefix("sha256=").expect("sha256 fragment");
+        let rel = path
+            .strip_prefix("../../")
+            .expect("relative link to the file tree");
+        let decoded = percent_decode(rel);
+        let file = self.web().join(&decoded);
+        assert!(
+            file.starts_with(self.web().join("packages")),
+            "{normalized}: link {path} leaves packages/"
+        );
+        let bytes = std::fs::read(&file)
+            .unwrap_or_else(|e| panic!("{normalized}: {} missing: {e}", file.display()));
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            sha,
+            "{normalized}: hash of {rel}"
+        );
+        bytes
+    }
+
+    /// Every file under the sandbox with its length and content hash (for "nothing changed"
+    /// and "nothing written outside" checks).
+    pub fn snapshot(&self, root: &Path) -> BTreeMap<PathBuf, (u64, String, std::time::SystemTime)> {
+        snapshot(root)
+    }
+}
+
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u64, String, std::time::SystemTime)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                let bytes = std::fs::read(entry.path()).unwrap_or_default();
+                out.insert(
+                    entry.path(),
+                    (
+                        meta.len(),
+                        hex::encode(sha2::Sha256::digest(&bytes)),
+                        meta.modified().unwrap(),
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+pub fn parse_links(html: &str) -> Vec<Link> {
+    let dom = tl::parse(html, tl::ParserOptions::default()).expect("page parses as HTML");
+    let parser = dom.parser();
+    let attr = |tag: &tl::HTMLTag, name: &str| {
+        tag.attributes()
+            .get(name)
+            .map(|v| unescape(&v.map(|b| b.as_utf8_str().into_owned()).unwrap_or_default()))
+    };
+    dom.query_selector("a")
+        .expect("valid selector")
+        .filter_map(|h| h.get(parser).and_then(|n| n.as_tag()))
+        .map(|tag| Link {
+            href: attr(tag, "href").expect("link without href"),
+            text: unescape(&tag.inner_text(parser)),
+            requires_python: attr(tag, "data-requires-python"),
+            yanked: attr(tag, "data-yanked"),
+        })
+        .collect()
+}
+
+pub fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// PEP 503 normalization, written independently of the crate's.
+pub fn normalize(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !out.ends_with('-') {
+                out.push('-');
+            }
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
