@@ -18,24 +18,37 @@
 //! (an HTTP status), `stale_metadata` (the JSON API serves the project's previous snapshot),
 //! `set_xmlrpc_status` (XML-RPC disabled with 404/405...), `inject_file_json` (hostile file
 //! entries in the JSON API), `serve_raw` (arbitrary bytes at an arbitrary path).
+//! Download faults are keyed by the URL's last segment (`<file>.metadata` for PEP 658 files),
+//! apply to GET only (not HEAD), and are checked in the order fail, truncate, corrupt. The
+//! "previous snapshot" of `stale_metadata` is the project as it was before the latest helper
+//! call that changed it (a whole `add_release` counts as one change). Truncation is done at the
+//! socket (see `CutIo`) and is HTTP/1.1-only.
 //! Observation: `requests`, `request_count`, `reset_requests`, `bytes_served`.
+//!
+//! Not real: md5 digests are a fake (the first 32 hex of the sha256), timestamps come from a
+//! fake clock (one minute per serial), and version ordering is a simplified PEP 440.
 //!
 //! Helper misuse (e.g. yanking a release that does not exist) panics in the calling test;
 //! odd HTTP input never panics the server.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::IntoFuture;
+use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{Request as HttpRequest, State as AxState};
 use axum::http::{Method, StatusCode, header};
 use axum::response::Response;
 use blake2::Blake2b256;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// One request seen by the server, recorded before latency is applied, with its final status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -354,8 +367,9 @@ impl FakeUpstream {
                     let listener = tokio::net::TcpListener::from_std(listener)
                         .expect("fake upstream: listener");
                     let app = Router::new().fallback(handle).with_state(shared);
+                    let app = app.into_make_service_with_connect_info::<ConnCut>();
                     tokio::select! {
-                        r = axum::serve(listener, app).into_future() => {
+                        r = axum::serve(CutListener(listener), app).into_future() => {
                             if let Err(e) = r {
                                 eprintln!("fake upstream: server error: {e}");
                             }
@@ -605,7 +619,11 @@ impl FakeUpstream {
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-async fn handle(AxState(shared): AxState<Shared>, req: HttpRequest) -> Response {
+async fn handle(
+    AxState(shared): AxState<Shared>,
+    ConnectInfo(cut): ConnectInfo<ConnCut>,
+    req: HttpRequest,
+) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
@@ -626,15 +644,18 @@ async fn handle(AxState(shared): AxState<Shared>, req: HttpRequest) -> Response 
     let (resp, latency) = {
         let mut st = lock(&shared);
         let resp = match body {
-            Some(body) => route(
-                &mut st,
-                &method,
-                &path,
-                query.as_deref(),
-                accept.as_deref(),
-                range.as_deref(),
-                &body,
-            ),
+            Some(body) => {
+                let req = Req {
+                    method: &method,
+                    path: &path,
+                    query: query.as_deref(),
+                    accept: accept.as_deref(),
+                    range: range.as_deref(),
+                    body: &body,
+                    cut: &cut,
+                };
+                route(&mut st, &req)
+            }
             None => text(StatusCode::BAD_REQUEST, "bad request body"),
         };
         st.requests.push(Request {
@@ -652,21 +673,30 @@ async fn handle(AxState(shared): AxState<Shared>, req: HttpRequest) -> Response 
     resp
 }
 
-fn route(
-    st: &mut State,
-    method: &Method,
-    path: &str,
-    query: Option<&str>,
-    accept: Option<&str>,
-    range: Option<&str>,
-    body: &[u8],
-) -> Response {
+/// What routing needs from a request.
+struct Req<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: Option<&'a str>,
+    accept: Option<&'a str>,
+    range: Option<&'a str>,
+    body: &'a [u8],
+    cut: &'a ConnCut,
+}
+
+fn route(st: &mut State, req: &Req<'_>) -> Response {
+    let Req {
+        method,
+        path,
+        query,
+        accept,
+        body,
+        ..
+    } = *req;
     let is_get = method == Method::GET || method == Method::HEAD;
     let decoded = percent_decode(path);
-    if is_get {
-        if let Some(c) = st.raw.get(path).or_else(|| st.raw.get(&decoded)) {
-            return bytes_response(StatusCode::OK, "application/octet-stream", c.clone());
-        }
+    if is_get && let Some(c) = st.raw.get(path).or_else(|| st.raw.get(&decoded)) {
+        return bytes_response(StatusCode::OK, "application/octet-stream", c.clone());
     }
     if method == Method::POST && matches!(path, "/pypi" | "/pypi/" | "/RPC2") {
         return xmlrpc(st, body);
@@ -702,7 +732,7 @@ fn route(
         return json_api(st, name, &q);
     }
     if decoded.starts_with("/packages/") {
-        return download(st, method, &decoded[1..], range);
+        return download(st, req, &decoded[1..]);
     }
     not_found()
 }
@@ -764,10 +794,10 @@ fn json_api(st: &mut State, name: &str, q: &str) -> Response {
         .projects
         .get(&key)
         .or_else(|| st.previous.get(&key).and_then(Option::as_ref));
-    if let Some(p) = current {
-        if p.display != name {
-            return redirect(&format!("/pypi/{}/json{q}", encode_path(&p.display)));
-        }
+    if let Some(p) = current
+        && p.display != name
+    {
+        return redirect(&format!("/pypi/{}/json{q}", encode_path(&p.display)));
     }
     let project = if take(&mut st.stale, &key) {
         st.previous.get(&key).cloned().flatten()
@@ -979,7 +1009,10 @@ fn simple_project(st: &State, key: &str, accept: Option<&str>) -> Response {
 
 // ---- downloads ----
 
-fn download(st: &mut State, method: &Method, rel_path: &str, range: Option<&str>) -> Response {
+fn download(st: &mut State, req: &Req<'_>, rel_path: &str) -> Response {
+    let Req {
+        method, range, cut, ..
+    } = *req;
     let (content, is_metadata) = match st.live_file(rel_path) {
         Some(f) => (f.content.clone(), false),
         None => match rel_path
@@ -995,13 +1028,12 @@ fn download(st: &mut State, method: &Method, rel_path: &str, range: Option<&str>
     };
     let name = rel_path.rsplit('/').next().unwrap_or_default().to_string();
     let is_get = method == Method::GET;
-    if is_get {
-        if let Some((status, n)) = st.fail.get_mut(&name) {
-            if *n > 0 {
-                *n -= 1;
-                return text(status_code(*status), "injected failure");
-            }
-        }
+    if is_get
+        && let Some((status, n)) = st.fail.get_mut(&name)
+        && *n > 0
+    {
+        *n -= 1;
+        return text(status_code(*status), "injected failure");
     }
     let truncate = is_get && take(&mut st.truncate, &name);
     let mut content = content;
@@ -1024,24 +1056,14 @@ fn download(st: &mut State, method: &Method, rel_path: &str, range: Option<&str>
         }
         None => (StatusCode::OK, content, None),
     };
-    let full_len = body.len();
-    let body = if truncate {
-        body.slice(..full_len / 2)
-    } else {
-        body
-    };
-    if is_get && !is_metadata {
-        st.bytes_served += body.len() as u64;
+    if truncate && !body.is_empty() {
+        // The response itself is complete; the connection stops after half the body.
+        cut.arm(body.len() / 2);
     }
-    let mut r = if truncate {
-        // Unknown-length stream + explicit Content-Length: hyper sends the short body, notices
-        // it ended early and aborts the connection, like a dropped download.
-        let mut r = Response::new(Body::from_stream(Body::from(body).into_data_stream()));
-        r = with_header(r, header::CONTENT_TYPE, "application/octet-stream");
-        with_header(r, header::CONTENT_LENGTH, &full_len.to_string())
-    } else {
-        bytes_response(StatusCode::OK, "application/octet-stream", body)
-    };
+    if is_get && !is_metadata {
+        st.bytes_served += if truncate { body.len() / 2 } else { body.len() } as u64;
+    }
+    let mut r = bytes_response(StatusCode::OK, "application/octet-stream", body);
     *r.status_mut() = status;
     r = with_header(r, header::ACCEPT_RANGES, "bytes");
     if let Some(cr) = content_range {
@@ -1063,6 +1085,168 @@ fn parse_range(h: &str, total: u64) -> Option<Result<(u64, u64), ()>> {
         return Some(Err(()));
     }
     Some(Ok((start, end)))
+}
+
+// ---- connection layer: truncated downloads ----
+//
+// hyper drops whatever it still buffers when a body ends short of its Content-Length, so a
+// truncated download cannot be made from a short body. Instead every connection's socket is
+// wrapped: the handler arms it with how many body bytes may pass, the wrapper lets the response
+// head and that many body bytes through, then fails the write, and hyper closes the connection.
+// (HTTP/1.1 only, like every client of this server.)
+
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    Off,
+    /// Still in the response head; `matched` bytes of "\r\n\r\n" seen so far.
+    Head {
+        matched: u8,
+        allowed: usize,
+    },
+    Body {
+        left: usize,
+    },
+    Dead,
+}
+
+/// Per-connection truncation switch, handed to the handler as `ConnectInfo`.
+#[derive(Clone, Debug)]
+struct ConnCut(Arc<Mutex<Cut>>);
+
+impl ConnCut {
+    fn get(&self) -> Cut {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, c: Cut) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = c;
+    }
+
+    fn arm(&self, allowed: usize) {
+        self.set(Cut::Head {
+            matched: 0,
+            allowed,
+        });
+    }
+}
+
+struct CutListener(tokio::net::TcpListener);
+
+impl axum::serve::Listener for CutListener {
+    type Io = CutIo;
+    type Addr = ConnCut;
+
+    async fn accept(&mut self) -> (CutIo, ConnCut) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let cut = ConnCut(Arc::new(Mutex::new(Cut::Off)));
+                    return (
+                        CutIo {
+                            stream,
+                            cut: cut.clone(),
+                        },
+                        cut,
+                    );
+                }
+                // e.g. too many open files: back off, like axum's own listener.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<ConnCut> {
+        Ok(ConnCut(Arc::new(Mutex::new(Cut::Off))))
+    }
+}
+
+impl Connected<axum::serve::IncomingStream<'_, CutListener>> for ConnCut {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, CutListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+struct CutIo {
+    stream: tokio::net::TcpStream,
+    cut: ConnCut,
+}
+
+/// Scan for the end of an HTTP head: (index just past "\r\n\r\n" if found, matcher state).
+fn head_end(mut matched: u8, buf: &[u8]) -> (Option<usize>, u8) {
+    const PAT: &[u8; 4] = b"\r\n\r\n";
+    for (i, &b) in buf.iter().enumerate() {
+        if b == PAT[matched as usize] {
+            matched += 1;
+            if matched == 4 {
+                return (Some(i + 1), 4);
+            }
+        } else {
+            matched = u8::from(b == b'\r');
+        }
+    }
+    (None, matched)
+}
+
+impl AsyncRead for CutIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CutIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let state = self.cut.get();
+        let limit = match state {
+            Cut::Off => buf.len(),
+            Cut::Head { matched, allowed } => match head_end(matched, buf).0 {
+                Some(i) => (i + allowed).min(buf.len()),
+                None => buf.len(),
+            },
+            Cut::Body { left } => left.min(buf.len()),
+            Cut::Dead => 0,
+        };
+        if limit == 0 && !buf.is_empty() {
+            self.cut.set(Cut::Dead);
+            let e = io::Error::new(io::ErrorKind::ConnectionAborted, "fake upstream: truncated");
+            return Poll::Ready(Err(e));
+        }
+        let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &buf[..limit]))?;
+        let next = match state {
+            Cut::Head { matched, allowed } => match head_end(matched, &buf[..n]) {
+                (Some(i), _) => Cut::Body {
+                    left: allowed - (n - i),
+                },
+                (None, m) => Cut::Head {
+                    matched: m,
+                    allowed,
+                },
+            },
+            Cut::Body { left } => Cut::Body { left: left - n },
+            other => other,
+        };
+        self.cut.set(match next {
+            Cut::Body { left: 0 } => Cut::Dead,
+            other => other,
+        });
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 // ---- XML-RPC ----
@@ -1223,12 +1407,13 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;

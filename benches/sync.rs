@@ -1,0 +1,243 @@
+//! Sync benchmark: a generated upstream (the tests' fake index on loopback, with optional
+//! injected latency) synced by the real `pymirror` binary, next to a baseline client that
+//! works the way bandersnatch does: N workers, each taking one project at a time, fetching its
+//! metadata and then its files one after another.
+//!
+//! `cargo bench --bench sync -- [--projects N] [--files N] [--latency-ms A,B] [--workers N]
+//!  [--baseline-workers N] [--no-baseline] [--fsync]`
+//! Prints wall time, CPU time and peak RSS of the pymirror process (from wait4's rusage),
+//! and the requests and bytes the upstream served.
+
+#[path = "../tests/support/upstream.rs"]
+#[allow(dead_code)]
+mod upstream;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use sha2::Digest;
+use upstream::FakeUpstream;
+
+struct Args {
+    projects: usize,
+    files: usize,
+    latencies: Vec<u64>,
+    workers: usize,
+    baseline_workers: usize,
+    baseline: bool,
+    fsync: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        projects: 2000,
+        files: 10,
+        latencies: vec![0, 50],
+        workers: 64,
+        baseline_workers: 10,
+        baseline: true,
+        fsync: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().expect("flag needs a value");
+        match flag.as_str() {
+            "--projects" => a.projects = value().parse().unwrap(),
+            "--files" => a.files = value().parse().unwrap(),
+            "--latency-ms" => {
+                a.latencies = value().split(',').map(|s| s.parse().unwrap()).collect()
+            }
+            "--workers" => a.workers = value().parse().unwrap(),
+            "--baseline-workers" => a.baseline_workers = value().parse().unwrap(),
+            "--no-baseline" => a.baseline = false,
+            "--fsync" => a.fsync = true,
+            "--bench" => {}
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+/// Deterministic file sizes between 1 KiB and ~24 KiB (median ~10 KiB).
+fn file_bytes(project: usize, file: usize) -> Vec<u8> {
+    let seed = (project * 7919 + file * 104_729) as u64;
+    let size = 1024 + (seed.wrapping_mul(2_654_435_761) % (23 * 1024)) as usize;
+    (0..size).map(|i| (seed as usize + i * 131) as u8).collect()
+}
+
+fn publish(up: &FakeUpstream, projects: usize, files: usize) -> u64 {
+    let mut total = 0;
+    for p in 0..projects {
+        let name = format!("bench-project-{p}");
+        for f in 0..files {
+            let version = format!("1.{}", f / 2);
+            let filename = if f % 2 == 0 {
+                format!("bench_project_{p}-{version}-py3-none-any.whl")
+            } else {
+                format!("bench_project_{p}-{version}.tar.gz")
+            };
+            let bytes = file_bytes(p, f);
+            total += bytes.len() as u64;
+            up.add_release(&name, &version, &[(&filename, bytes)]);
+        }
+    }
+    total
+}
+
+struct Measured {
+    wall: Duration,
+    cpu: Duration,
+    max_rss_kib: i64,
+    code: i32,
+}
+
+// The child is reaped by wait4 (which also yields its rusage), not by Child::wait.
+#[allow(clippy::zombie_processes)]
+fn run_pymirror(config: &Path) -> Measured {
+    let start = Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pymirror"))
+        .args(["sync", "--config", config.to_str().unwrap()])
+        .env("NO_PROXY", "*")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with valid pointers.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4 failed");
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Measured {
+        wall: start.elapsed(),
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss_kib: usage.ru_maxrss,
+        code: libc::WEXITSTATUS(status),
+    }
+}
+
+/// One project at a time per worker, files one after another: the shape of bandersnatch's
+/// sync loop. Verifies sha256 and writes each file, like a real client.
+async fn baseline(master: &str, projects: usize, workers: usize, dir: &Path) -> Duration {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let start = Instant::now();
+    let dir = Arc::new(dir.to_owned());
+    futures::stream::iter(0..projects)
+        .map(|p| {
+            let (client, dir) = (client.clone(), dir.clone());
+            let url = format!("{master}/pypi/bench-project-{p}/json");
+            async move {
+                let body = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
+                let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                for files in json["releases"].as_object().unwrap().values() {
+                    for f in files.as_array().unwrap() {
+                        let body = client
+                            .get(f["url"].as_str().unwrap())
+                            .send()
+                            .await
+                            .unwrap()
+                            .bytes()
+                            .await
+                            .unwrap();
+                        assert_eq!(
+                            hex::encode(sha2::Sha256::digest(&body)),
+                            f["digests"]["sha256"].as_str().unwrap()
+                        );
+                        tokio::fs::write(dir.join(f["filename"].as_str().unwrap()), &body)
+                            .await
+                            .unwrap();
+                    }
+                }
+            }
+        })
+        .buffer_unordered(workers)
+        .collect::<Vec<()>>()
+        .await;
+    start.elapsed()
+}
+
+fn main() {
+    let a = args();
+    let up = FakeUpstream::start();
+    let t = Instant::now();
+    let bytes = publish(&up, a.projects, a.files);
+    eprintln!(
+        "generated {} projects, {} files, {:.1} MiB in {:.1}s",
+        a.projects,
+        a.projects * a.files,
+        bytes as f64 / 1048576.0,
+        t.elapsed().as_secs_f64()
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    println!(
+        "{:<28} {:>8} {:>9} {:>10} {:>9} {:>10} {:>9} {:>12}",
+        "run", "latency", "wall s", "cpu s", "cpu/file", "peak RSS", "requests", "MiB served"
+    );
+    for &latency in &a.latencies {
+        up.set_latency(Duration::from_millis(latency));
+        let sandbox = tempfile::tempdir().unwrap();
+        let config = sandbox.path().join("mirror.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[mirror]\ndirectory = \"{}\"\nmaster = \"{}\"\nworkers = {}\nmetadata_workers = 16\nfsync = {}\n",
+                sandbox.path().join("mirror").display(),
+                up.url(),
+                a.workers,
+                a.fsync
+            ),
+        )
+        .unwrap();
+        for label in ["pymirror first sync", "pymirror no-op sync"] {
+            up.reset_requests();
+            let served_before = up.bytes_served();
+            let m = run_pymirror(&config);
+            assert_eq!(m.code, 0, "pymirror failed");
+            let files = (a.projects * a.files).max(1) as f64;
+            println!(
+                "{:<28} {:>6}ms {:>9.2} {:>10.2} {:>7.0}µs {:>7} MiB {:>9} {:>12.1}",
+                format!("{label} (w={})", a.workers),
+                latency,
+                m.wall.as_secs_f64(),
+                m.cpu.as_secs_f64(),
+                if label.contains("first") {
+                    m.cpu.as_secs_f64() * 1e6 / files
+                } else {
+                    0.0
+                },
+                m.max_rss_kib / 1024,
+                up.request_count(),
+                (up.bytes_served() - served_before) as f64 / 1048576.0
+            );
+        }
+        if a.baseline {
+            let dir = tempfile::tempdir().unwrap();
+            up.reset_requests();
+            let wall = rt.block_on(baseline(
+                &up.url(),
+                a.projects,
+                a.baseline_workers,
+                dir.path(),
+            ));
+            println!(
+                "{:<28} {:>6}ms {:>9.2} {:>10} {:>9} {:>11} {:>9} {:>12}",
+                format!("baseline (w={})", a.baseline_workers),
+                latency,
+                wall.as_secs_f64(),
+                "-",
+                "-",
+                "-",
+                up.request_count(),
+                "-"
+            );
+        }
+    }
+}
