@@ -4,7 +4,7 @@
 //! metadata and then its files one after another.
 //!
 //! `cargo bench --bench sync -- [--projects N] [--files N] [--latency-ms A,B] [--workers N]
-//!  [--baseline-workers N] [--no-baseline] [--fsync]`
+//!  [--baseline-workers N] [--no-baseline] [--fsync] [--dir DIR]`
 //! Prints wall time, CPU time and peak RSS of the pymirror process (from wait4's rusage),
 //! and the requests and bytes the upstream served.
 
@@ -28,6 +28,8 @@ struct Args {
     baseline_workers: usize,
     baseline: bool,
     fsync: bool,
+    /// Where mirrors are made (filesystem matters: file creation is most of the CPU).
+    dir: Option<std::path::PathBuf>,
 }
 
 fn args() -> Args {
@@ -39,6 +41,7 @@ fn args() -> Args {
         baseline_workers: 10,
         baseline: true,
         fsync: false,
+        dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +56,7 @@ fn args() -> Args {
             "--baseline-workers" => a.baseline_workers = value().parse().unwrap(),
             "--no-baseline" => a.baseline = false,
             "--fsync" => a.fsync = true,
+            "--dir" => a.dir = Some(value().into()),
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -88,7 +92,8 @@ fn publish(up: &FakeUpstream, projects: usize, files: usize) -> u64 {
 
 struct Measured {
     wall: Duration,
-    cpu: Duration,
+    user: Duration,
+    sys: Duration,
     max_rss_kib: i64,
     code: i32,
 }
@@ -111,7 +116,8 @@ fn run_pymirror(config: &Path) -> Measured {
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Measured {
         wall: start.elapsed(),
-        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        user: tv(usage.ru_utime),
+        sys: tv(usage.ru_stime),
         max_rss_kib: usage.ru_maxrss,
         code: libc::WEXITSTATUS(status),
     }
@@ -178,12 +184,22 @@ fn main() {
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     println!(
-        "{:<28} {:>8} {:>9} {:>10} {:>9} {:>10} {:>9} {:>12}",
-        "run", "latency", "wall s", "cpu s", "cpu/file", "peak RSS", "requests", "MiB served"
+        "{:<28} {:>8} {:>9} {:>14} {:>16} {:>10} {:>9} {:>12}",
+        "run",
+        "latency",
+        "wall s",
+        "cpu s usr+sys",
+        "cpu/file usr+sys",
+        "peak RSS",
+        "requests",
+        "MiB served"
     );
     for &latency in &a.latencies {
         up.set_latency(Duration::from_millis(latency));
-        let sandbox = tempfile::tempdir().unwrap();
+        let sandbox = match &a.dir {
+            Some(d) => tempfile::tempdir_in(d).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
         let config = sandbox.path().join("mirror.toml");
         std::fs::write(
             &config,
@@ -202,17 +218,21 @@ fn main() {
             let m = run_pymirror(&config);
             assert_eq!(m.code, 0, "pymirror failed");
             let files = (a.projects * a.files).max(1) as f64;
+            let first = label.contains("first");
+            let per_file = |d: Duration| {
+                if first {
+                    d.as_secs_f64() * 1e6 / files
+                } else {
+                    0.0
+                }
+            };
             println!(
-                "{:<28} {:>6}ms {:>9.2} {:>10.2} {:>7.0}µs {:>7} MiB {:>9} {:>12.1}",
+                "{:<28} {:>6}ms {:>9.2} {:>14} {:>16} {:>6} MiB {:>9} {:>12.1}",
                 format!("{label} (w={})", a.workers),
                 latency,
                 m.wall.as_secs_f64(),
-                m.cpu.as_secs_f64(),
-                if label.contains("first") {
-                    m.cpu.as_secs_f64() * 1e6 / files
-                } else {
-                    0.0
-                },
+                format!("{:.2}+{:.2}", m.user.as_secs_f64(), m.sys.as_secs_f64()),
+                format!("{:.0}+{:.0}µs", per_file(m.user), per_file(m.sys)),
                 m.max_rss_kib / 1024,
                 up.request_count(),
                 (up.bytes_served() - served_before) as f64 / 1048576.0
@@ -228,7 +248,7 @@ fn main() {
                 dir.path(),
             ));
             println!(
-                "{:<28} {:>6}ms {:>9.2} {:>10} {:>9} {:>11} {:>9} {:>12}",
+                "{:<28} {:>6}ms {:>9.2} {:>14} {:>16} {:>10} {:>9} {:>12}",
                 format!("baseline (w={})", a.baseline_workers),
                 latency,
                 wall.as_secs_f64(),

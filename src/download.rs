@@ -3,20 +3,25 @@
 //! 1. A file already at its final path (left by an interrupted run, not yet recorded) is
 //!    hashed; if size, SHA-256 and BLAKE2b-256 match it is adopted instead of fetched.
 //! 2. Otherwise the body streams into a fresh file in `tmp/` (same filesystem as `web/`) while
-//!    both digests and the length are computed; more bytes than promised abort at once.
+//!    both digests and the length are computed; more bytes than promised abort at once. Bytes
+//!    are spooled in memory and written in 1 MiB batches, each batch one blocking call, so a
+//!    typical file costs one hand-off to the blocking pool instead of one per file operation
+//!    (memory stays bounded: `workers` × 1 MiB).
 //! 3. Only when length, SHA-256 (from the metadata) and BLAKE2b-256 (the path's own name for
 //!    the content) all match is the file flushed, optionally fsynced, and renamed into place.
 //!    Anything else deletes the temp file and retries with backoff, up to `retries` times.
 //!
 //! A global semaphore bounds concurrent downloads across all projects (`workers`).
 
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::Client;
 use reqwest::header::ACCEPT_ENCODING;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 use crate::hashing::{FileHasher, hash_file};
@@ -83,7 +88,8 @@ pub struct Downloader {
     progress: Arc<Progress>,
 }
 
-const WRITE_BUFFER: usize = 256 * 1024;
+/// Bytes held in memory before they are written out in one blocking call.
+const SPOOL_BATCH: usize = 1024 * 1024;
 
 impl Downloader {
     pub fn new(
@@ -109,11 +115,14 @@ impl Downloader {
     /// Make sure `file` is at its final path, verified.
     pub async fn place(&self, file: &RemoteFile) -> Result<Placed, DownloadError> {
         let dest = self.layout.web_path(&file.record.path.relative());
-        if tokio::fs::symlink_metadata(&dest).await.is_ok() {
-            let d = dest.clone();
-            let hashed = tokio::task::spawn_blocking(move || hash_file(&d))
-                .await
-                .expect("hashing panicked");
+        // One blocking call: stat, and hash only if something is there.
+        let d = dest.clone();
+        let present = tokio::task::spawn_blocking(move || {
+            std::fs::symlink_metadata(&d).is_ok().then(|| hash_file(&d))
+        })
+        .await
+        .expect("hashing panicked");
+        if let Some(hashed) = present {
             match hashed {
                 Ok(h)
                     if h.len == file.record.size
@@ -122,12 +131,10 @@ impl Downloader {
                 {
                     return Ok(Placed::Adopted);
                 }
-                _ => {
-                    tracing::warn!(
-                        "{}: does not match its metadata; downloading it again",
-                        dest.display()
-                    );
-                }
+                _ => tracing::warn!(
+                    "{}: does not match its metadata; downloading it again",
+                    dest.display()
+                ),
             }
         }
         let mut attempt = 0;
@@ -152,11 +159,7 @@ impl Downloader {
         }
     }
 
-    async fn attempt(
-        &self,
-        file: &RemoteFile,
-        dest: &std::path::Path,
-    ) -> Result<u64, DownloadError> {
+    async fn attempt(&self, file: &RemoteFile, dest: &Path) -> Result<u64, DownloadError> {
         let tmp = self.layout.temp_path();
         let result = self.fetch_into(file, &tmp, dest).await;
         if result.is_err() {
@@ -168,8 +171,8 @@ impl Downloader {
     async fn fetch_into(
         &self,
         file: &RemoteFile,
-        tmp: &std::path::Path,
-        dest: &std::path::Path,
+        tmp: &Path,
+        dest: &Path,
     ) -> Result<u64, DownloadError> {
         let url = file.url.as_str();
         let want = file.record.size;
@@ -201,8 +204,7 @@ impl Downloader {
                 want,
             });
         }
-        let out = tokio::fs::File::create_new(tmp).await.map_err(disk(tmp))?;
-        let mut out = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, out);
+        let mut spool = Spool::new(tmp.to_owned());
         let mut hasher = FileHasher::default();
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
@@ -215,8 +217,8 @@ impl Downloader {
                 });
             }
             hasher.update(&chunk);
-            out.write_all(&chunk).await.map_err(disk(tmp))?;
             self.progress.add_bytes(chunk.len() as u64);
+            spool = spool.push(&chunk).await.map_err(disk(tmp))?;
         }
         let got = hasher.finish();
         if got.len != want {
@@ -246,18 +248,70 @@ impl Downloader {
                 file.record.blake2b().to_hex(),
             ));
         }
-        out.flush().await.map_err(disk(tmp))?;
-        let out = out.into_inner();
-        if self.fsync {
-            out.sync_all().await.map_err(disk(tmp))?;
-        }
-        drop(out);
-        if let Some(parent) = dest.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(disk(parent))?;
-        }
-        tokio::fs::rename(tmp, dest).await.map_err(disk(dest))?;
+        let (fsync, dest) = (self.fsync, dest.to_owned());
+        tokio::task::spawn_blocking(move || spool.finish(&dest, fsync))
+            .await
+            .expect("file writer panicked")
+            .map_err(|(path, source)| DownloadError::Disk {
+                path: path.display().to_string(),
+                source,
+            })?;
         Ok(want)
+    }
+}
+
+/// A temp file written in batches from the async side, one blocking call per batch.
+struct Spool {
+    path: PathBuf,
+    file: Option<File>,
+    pending: Vec<u8>,
+}
+
+impl Spool {
+    fn new(path: PathBuf) -> Spool {
+        Spool {
+            path,
+            file: None,
+            pending: Vec::new(),
+        }
+    }
+
+    async fn push(mut self, bytes: &[u8]) -> std::io::Result<Spool> {
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() < SPOOL_BATCH {
+            return Ok(self);
+        }
+        tokio::task::spawn_blocking(move || {
+            self.write_pending()?;
+            Ok(self)
+        })
+        .await
+        .expect("file writer panicked")
+    }
+
+    fn write_pending(&mut self) -> std::io::Result<()> {
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(File::create_new(&self.path)?),
+        };
+        file.write_all(&self.pending)?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Write the rest, optionally fsync, and rename into place. Errors name the path involved.
+    fn finish(mut self, dest: &Path, fsync: bool) -> Result<(), (PathBuf, std::io::Error)> {
+        let tmp = self.path.clone();
+        let on_tmp = |e| (tmp.clone(), e);
+        self.write_pending().map_err(on_tmp)?;
+        let file = self.file.take().expect("write_pending opened the file");
+        if fsync {
+            file.sync_all().map_err(on_tmp)?;
+        }
+        drop(file);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| (parent.to_owned(), e))?;
+        }
+        std::fs::rename(&tmp, dest).map_err(|e| (dest.to_owned(), e))
     }
 }
