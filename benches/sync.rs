@@ -5,7 +5,7 @@
 //!
 //! `cargo bench --bench sync -- [--projects N] [--files N] [--latency-ms A,B] [--workers N]
 //!  [--baseline-workers N] [--no-baseline] [--fsync] [--dir DIR]`
-//! Prints wall time, CPU time and peak RSS of the pymirror process (from wait4's rusage),
+//! Prints wall time and CPU time (wait4's rusage) and peak RSS (sampled VmHWM) of pymirror,
 //! and the requests and bytes the upstream served.
 
 #[path = "../tests/support/upstream.rs"]
@@ -108,23 +108,45 @@ fn run_pymirror(config: &Path) -> Measured {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // ru_maxrss survives execve (it would report this big parent's memory), so sample the
+    // child's own high-water mark, VmHWM, until it exits; it only grows, so the last sample
+    // is within one interval of the true peak.
+    let peak = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let sampler = {
+        let (peak, pid) = (peak.clone(), child.id());
+        std::thread::spawn(move || {
+            while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                let hwm = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+                match hwm {
+                    Some(kib) => peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed),
+                    None => break, // a zombie has no memory left to report
+                };
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: wait4 on our own child with valid pointers.
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as i32, "wait4 failed");
+    sampler.join().unwrap();
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Measured {
         wall: start.elapsed(),
         user: tv(usage.ru_utime),
         sys: tv(usage.ru_stime),
-        max_rss_kib: usage.ru_maxrss,
+        max_rss_kib: peak.load(std::sync::atomic::Ordering::Relaxed),
         code: libc::WEXITSTATUS(status),
     }
 }
 
 /// One project at a time per worker, files one after another: the shape of bandersnatch's
-/// sync loop. Verifies sha256 and writes each file, like a real client.
+/// sync loop. Verifies sha256 and writes each file into the mirror layout, like a real client
+/// (it records no state and writes no index pages, so it does less work than pymirror).
 async fn baseline(master: &str, projects: usize, workers: usize, dir: &Path) -> Duration {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let start = Instant::now();
@@ -157,9 +179,14 @@ async fn baseline(master: &str, projects: usize, workers: usize, dir: &Path) -> 
                             hex::encode(sha2::Sha256::digest(&body)),
                             f["digests"]["sha256"].as_str().unwrap()
                         );
-                        tokio::fs::write(dir.join(f["filename"].as_str().unwrap()), &body)
+                        // Same tree as a mirror: web/packages/aa/bb/<hash>/<file>.
+                        let url = f["url"].as_str().unwrap();
+                        let rel = &url[url.find("/packages/").unwrap() + 1..];
+                        let dest = dir.join(rel);
+                        tokio::fs::create_dir_all(dest.parent().unwrap())
                             .await
                             .unwrap();
+                        tokio::fs::write(dest, &body).await.unwrap();
                     }
                 }
             }
@@ -194,12 +221,16 @@ fn main() {
         "requests",
         "MiB served"
     );
+    // Kept until the end: deleting 20,000 files makes the next run's inode allocation slower
+    // on ext4, which would skew whatever runs after.
+    let mut keep = Vec::new();
+    let tempdir = || match &a.dir {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     for &latency in &a.latencies {
         up.set_latency(Duration::from_millis(latency));
-        let sandbox = match &a.dir {
-            Some(d) => tempfile::tempdir_in(d).unwrap(),
-            None => tempfile::tempdir().unwrap(),
-        };
+        let sandbox = tempdir();
         let config = sandbox.path().join("mirror.toml");
         std::fs::write(
             &config,
@@ -239,7 +270,7 @@ fn main() {
             );
         }
         if a.baseline {
-            let dir = tempfile::tempdir().unwrap();
+            let dir = tempdir();
             up.reset_requests();
             let wall = rt.block_on(baseline(
                 &up.url(),
@@ -258,6 +289,8 @@ fn main() {
                 up.request_count(),
                 "-"
             );
+            keep.push(dir);
         }
+        keep.push(sandbox);
     }
 }

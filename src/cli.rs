@@ -21,7 +21,27 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Bring the mirror up to date with upstream (first run: a full mirror).
-    Sync(ConfigArg),
+    Sync(SyncArgs),
+    /// Show the mirror's serial, upstream's, the lag, pending projects and the last run.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Remove projects upstream removed even when there are more than max_deletions.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
 }
 
 #[derive(Debug, Args)]

@@ -37,6 +37,7 @@ pub struct Config {
     pub retry_delay: Duration,
     pub fsync: bool,
     pub max_metadata_bytes: u64,
+    pub max_deletions: usize,
 }
 
 /// One line: where, which key, what is wrong, what to do.
@@ -60,6 +61,7 @@ const MIRROR_KEYS: &[&str] = &[
     "retry_delay",
     "fsync",
     "max_metadata_bytes",
+    "max_deletions",
 ];
 
 impl Config {
@@ -156,6 +158,7 @@ impl Config {
             max_metadata_bytes: keys
                 .integer("max_metadata_bytes", 1024, 1 << 40)?
                 .unwrap_or(64 << 20) as u64,
+            max_deletions: keys.integer("max_deletions", 0, i64::MAX)?.unwrap_or(1000) as usize,
         })
     }
 }

@@ -32,12 +32,8 @@ use crate::upstream::retry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
-    #[error("{url}: {source}")]
-    Network {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("{url}: {error}")]
+    Network { url: String, error: reqwest::Error },
     #[error("{url}: upstream answered {status}")]
     Status {
         url: String,
@@ -52,12 +48,8 @@ pub enum DownloadError {
         got: String,
         want: String,
     },
-    #[error("{path}: {source}")]
-    Disk {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Disk { path: String, error: std::io::Error },
 }
 
 impl DownloadError {
@@ -176,13 +168,13 @@ impl Downloader {
     ) -> Result<u64, DownloadError> {
         let url = file.url.as_str();
         let want = file.record.size;
-        let net = |source| DownloadError::Network {
+        let net = |error| DownloadError::Network {
             url: url.to_owned(),
-            source,
+            error,
         };
         let disk = |path: &std::path::Path| {
             let path = path.display().to_string();
-            move |source| DownloadError::Disk { path, source }
+            move |error| DownloadError::Disk { path, error }
         };
         let resp = self
             .client
@@ -252,9 +244,9 @@ impl Downloader {
         tokio::task::spawn_blocking(move || spool.finish(&dest, fsync))
             .await
             .expect("file writer panicked")
-            .map_err(|(path, source)| DownloadError::Disk {
+            .map_err(|(path, error)| DownloadError::Disk {
                 path: path.display().to_string(),
-                source,
+                error,
             })?;
         Ok(want)
     }

@@ -11,6 +11,7 @@ pub mod metadata;
 pub mod plan;
 pub mod progress;
 pub mod state;
+pub mod status;
 pub mod sync;
 pub mod types;
 pub mod upstream;

@@ -13,12 +13,8 @@ pub enum LockError {
         "another pymirror (pid {pid}) is working on {dir}; wait for it to finish (this run changed nothing)"
     )]
     Held { pid: String, dir: String },
-    #[error("cannot lock {path}: {source}; check the mirror directory's permissions")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot lock {path}: {error}; check the mirror directory's permissions")]
+    Io { path: String, error: std::io::Error },
 }
 
 pub struct MirrorLock {
@@ -27,9 +23,9 @@ pub struct MirrorLock {
 
 impl MirrorLock {
     pub fn acquire(layout: &Layout) -> Result<MirrorLock, LockError> {
-        let io = |source| LockError::Io {
+        let io = |error| LockError::Io {
             path: layout.lock.display().to_string(),
-            source,
+            error,
         };
         let mut file = OpenOptions::new()
             .read(true)

@@ -31,13 +31,16 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Sync(args) => {
-            let cfg = match Config::load(&args.config) {
+            let cfg = match Config::load(&args.config.config) {
                 Ok(cfg) => cfg,
                 Err(e) => return fatal(e.to_string()),
             };
             let stop = Arc::new(AtomicBool::new(false));
             runtime.spawn(watch_signals(stop.clone()));
-            match runtime.block_on(pymirror::sync::run(&cfg, multi.as_ref(), stop)) {
+            let options = pymirror::sync::Options {
+                allow_mass_delete: args.allow_mass_delete,
+            };
+            match runtime.block_on(pymirror::sync::run(&cfg, options, multi.as_ref(), stop)) {
                 Ok(summary) => {
                     tracing::info!("{}", summary.line());
                     if summary.succeeded() {
@@ -45,6 +48,26 @@ fn main() -> ExitCode {
                     } else {
                         ExitCode::from(1)
                     }
+                }
+                Err(e) => fatal(format!("{e:#}")),
+            }
+        }
+        Command::Status(args) => {
+            let cfg = match Config::load(&args.config.config) {
+                Ok(cfg) => cfg,
+                Err(e) => return fatal(e.to_string()),
+            };
+            match runtime.block_on(pymirror::status::report(&cfg)) {
+                Ok(report) if args.json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).expect("report serializes")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(report) => {
+                    print!("{}", report.text());
+                    ExitCode::SUCCESS
                 }
                 Err(e) => fatal(format!("{e:#}")),
             }

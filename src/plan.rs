@@ -23,6 +23,8 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// Names in the feed that are not valid project names (never turned into paths).
     pub invalid_names: Vec<String>,
+    /// Projects the mirror holds that a full listing (PEP 691 root) lacks: likely removals.
+    pub unlisted: usize,
 }
 
 /// Collects changes keeping the highest serial seen per project.
@@ -61,6 +63,7 @@ impl Changes {
                 })
                 .collect(),
             invalid_names: self.invalid,
+            unlisted: 0,
         }
     }
 }
@@ -156,8 +159,13 @@ async fn from_simple_root(
         }
         changes.add(p.name, Serial(serial));
     }
+    let mut unlisted = 0;
     for (name, _) in known.into_iter().filter(|(n, _)| !listed.contains(n)) {
         changes.add(name, feed_serial);
+        unlisted += 1;
     }
-    Ok(changes.into_plan(feed_serial))
+    Ok(Plan {
+        unlisted,
+        ..changes.into_plan(feed_serial)
+    })
 }

@@ -1,12 +1,15 @@
 //! `pymirror sync`: one run, start to finish.
 //!
-//! lock → clear `tmp/` → plan (change feed → `todo`) → for each queued project, concurrently:
-//! fetch metadata (reject stale) → validate → place every new file (downloads share one
-//! `workers` bound across all projects) → write its page → record it and dequeue it → delete
-//! files nothing references any more. Then the root page and `status`.
+//! lock → clear `tmp/`, empty `trash` → plan (change feed → `todo`) → for each queued
+//! project, concurrently: fetch metadata (reject stale) → validate → place every new file
+//! (downloads share one `workers` bound across all projects) → write its page → record it and
+//! dequeue it → delete files nothing references any more. Then projects upstream removed
+//! (behind the mass-delete guard): forget them, rewrite the root page, delete their pages, then
+//! their files. Last, `status`.
 //!
 //! A project whose metadata is stale or whose files fail stays queued with its error and is
 //! tried first next run; the others go on. Its old page keeps pointing at its old files.
+//! A disk error (full, read-only, permission) stops the run: nothing more would succeed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +21,7 @@ use indicatif::{HumanBytes, MultiProgress};
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
-use crate::download::{Downloader, Placed};
+use crate::download::{DownloadError, Downloader, Placed};
 use crate::index::IndexWriter;
 use crate::layout::Layout;
 use crate::lock::MirrorLock;
@@ -42,28 +45,40 @@ pub struct Summary {
     pub serial: Serial,
     pub elapsed: Duration,
     pub interrupted: bool,
+    /// Removals held back by the mass-delete guard.
+    pub deletions_refused: u64,
+    /// The disk error that stopped the run.
+    pub disk_error: Option<String>,
 }
 
 impl Summary {
     pub fn succeeded(&self) -> bool {
-        self.projects_failed == 0 && self.refused == 0 && !self.interrupted
+        self.projects_failed == 0
+            && self.refused == 0
+            && !self.interrupted
+            && self.deletions_refused == 0
+            && self.disk_error.is_none()
+    }
+
+    pub fn outcome(&self) -> &'static str {
+        if self.interrupted {
+            "interrupted"
+        } else if self.succeeded() {
+            "complete"
+        } else {
+            "partial"
+        }
     }
 
     pub fn line(&self) -> String {
         format!(
             "sync {}: {} projects synced, {} removed, {} files ({}) downloaded, {} failures, serial {} reached, {:.1}s",
-            if self.interrupted {
-                "interrupted"
-            } else if self.succeeded() {
-                "complete"
-            } else {
-                "partial"
-            },
+            self.outcome(),
             self.projects_synced,
             self.projects_removed,
             self.files_downloaded,
             HumanBytes(self.bytes_downloaded),
-            self.projects_failed + self.refused,
+            self.projects_failed + self.refused + self.deletions_refused,
             self.serial,
             self.elapsed.as_secs_f64()
         )
@@ -77,10 +92,12 @@ enum Outcome {
         bytes: u64,
         refused: u64,
     },
-    Removed,
-    /// Upstream has no such project and neither do we.
-    Absent,
-    Failed(String),
+    /// Upstream answered 404: removed once the whole queue is through, behind the mass-delete guard.
+    Gone(Todo),
+    Failed {
+        error: String,
+        disk: bool,
+    },
 }
 
 struct Ctx {
@@ -94,20 +111,50 @@ struct Ctx {
     progress: Arc<Progress>,
 }
 
+/// Per-run switches from the command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Remove projects even when more than `max_deletions` are gone upstream.
+    pub allow_mass_delete: bool,
+}
+
 pub async fn run(
     cfg: &Config,
+    options: Options,
     multi: Option<&MultiProgress>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Summary> {
-    let started = Instant::now();
     let layout = Arc::new(Layout::new(&cfg.directory));
     layout.create()?;
     let _lock = MirrorLock::acquire(&layout)?;
+    let state = Arc::new(Mutex::new(State::open(&layout.db)?));
+    let run_id = lock(&state).start_run()?;
+    let result = run_locked(cfg, options, multi, stop, layout, state.clone()).await;
+    let (outcome, line) = match &result {
+        Ok(summary) => (summary.outcome(), summary.line()),
+        Err(e) => ("failed", format!("{e:#}")),
+    };
+    if let Err(e) = lock(&state).finish_run(run_id, outcome, &line) {
+        // The mirror is consistent either way; only `status` loses this run's record.
+        tracing::warn!("cannot record this run's outcome: {e}");
+    }
+    result
+}
+
+async fn run_locked(
+    cfg: &Config,
+    options: Options,
+    multi: Option<&MultiProgress>,
+    stop: Arc<AtomicBool>,
+    layout: Arc<Layout>,
+    state: Arc<Mutex<State>>,
+) -> anyhow::Result<Summary> {
+    let started = Instant::now();
     let leftovers = layout.clear_tmp()?;
     if leftovers > 0 {
         tracing::info!("removed {leftovers} temporary files left by an interrupted run");
     }
-    let state = Arc::new(Mutex::new(State::open(&layout.db)?));
+    empty_trash(&layout, &mut lock(&state))?;
     let upstream = Arc::new(Upstream::new(cfg)?);
     let progress = Arc::new(Progress::new(multi));
     let mut summary = Summary::default();
@@ -122,6 +169,14 @@ pub async fn run(
         tracing::warn!("upstream lists {name:?}, which is not a valid project name; skipped");
     }
     summary.refused += plan.invalid_names.len() as u64;
+    if plan.unlisted > cfg.max_deletions && !options.allow_mass_delete {
+        anyhow::bail!(
+            "upstream's listing lacks {} projects this mirror holds, more than max_deletions = {}; \
+             nothing was changed. If upstream really removed them, run again with --allow-mass-delete",
+            plan.unlisted,
+            cfg.max_deletions
+        );
+    }
     let queued = lock(&state).enqueue(&plan.changes, plan.feed_serial)?;
     let todo = lock(&state).todo()?;
     tracing::info!(
@@ -155,6 +210,7 @@ pub async fn run(
     // memory stays bounded however long the queue is.
     let in_flight = cfg.metadata_workers + cfg.workers;
     let mut root_changed = false;
+    let mut gone = Vec::new();
     let mut last_report = Instant::now();
     let done_total = todo.len();
     let mut done = 0usize;
@@ -186,14 +242,19 @@ pub async fn run(
                 summary.refused += refused;
                 root_changed |= new_project;
             }
-            Outcome::Removed => {
-                summary.projects_removed += 1;
-                root_changed = true;
-            }
-            Outcome::Absent => {}
-            Outcome::Failed(error) => {
+            Outcome::Gone(todo) => gone.push(todo),
+            Outcome::Failed { error, disk } => {
                 summary.projects_failed += 1;
-                tracing::warn!("{name}: {error}; left queued for the next run");
+                if disk && summary.disk_error.is_none() {
+                    // Every other project would fail the same way: stop, keep what is done.
+                    stop.store(true, Ordering::Relaxed);
+                    tracing::error!(
+                        "disk error, stopping: {error}; free space or fix permissions, then run again"
+                    );
+                    summary.disk_error = Some(error);
+                } else {
+                    tracing::warn!("{name}: {error}; left queued for the next run");
+                }
             }
         }
         if multi.is_none() && last_report.elapsed() >= Duration::from_secs(30) {
@@ -206,19 +267,53 @@ pub async fn run(
         }
     }
     progress.finish();
-    summary.interrupted = stop.load(Ordering::Relaxed);
+    summary.interrupted = stop.load(Ordering::Relaxed) && summary.disk_error.is_none();
 
-    let state = lock(&state);
-    let index = IndexWriter::new(&layout, cfg.fsync);
-    if root_changed || !index.root_exists() {
-        index.write_root(&state)?;
+    let mut state = lock(&state);
+    if gone.len() > cfg.max_deletions && !options.allow_mass_delete {
+        tracing::error!(
+            "{} projects are gone upstream, more than max_deletions = {}; none was removed. \
+             If upstream really removed them, run again with --allow-mass-delete",
+            gone.len(),
+            cfg.max_deletions
+        );
+        for todo in &gone {
+            state.record_failure(&todo.name, "held back by the mass-delete guard")?;
+        }
+        summary.deletions_refused = gone.len() as u64;
+    } else {
+        for todo in &gone {
+            if state.remove_project(&todo.name, todo.serial)? {
+                tracing::info!(
+                    "{}: removed upstream; removing it from the mirror",
+                    todo.name
+                );
+                summary.projects_removed += 1;
+                root_changed = true;
+            }
+        }
     }
     summary.serial = state.fully_synced_serial()?;
-    layout.write_if_changed(
-        &layout.status,
-        format!("{}\n", summary.serial).as_bytes(),
-        cfg.fsync,
-    )?;
+    let finished = (|| -> anyhow::Result<()> {
+        let index = IndexWriter::new(&layout, cfg.fsync);
+        if root_changed || !index.root_exists() {
+            index.write_root(&state)?;
+        }
+        // After the root page: removed projects' pages, then their files.
+        empty_trash(&layout, &mut state)?;
+        layout.write_if_changed(
+            &layout.status,
+            format!("{}\n", summary.serial).as_bytes(),
+            cfg.fsync,
+        )?;
+        Ok(())
+    })();
+    match finished {
+        // The disk error is already the run's outcome; the old root page and status stay
+        // valid (the root lists only projects with pages), and the next run rewrites them.
+        Err(e) if summary.disk_error.is_some() => tracing::warn!("{e:#}"),
+        other => other?,
+    }
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
@@ -236,14 +331,17 @@ async fn sync_project(ctx: &Arc<Ctx>, todo: Todo) -> Outcome {
             let m = msg.clone();
             let _ =
                 tokio::task::spawn_blocking(move || lock(&state).record_failure(&name, &m)).await;
-            Outcome::Failed(msg)
+            Outcome::Failed {
+                error: msg,
+                disk: is_disk_error(&error),
+            }
         }
     }
 }
 
 async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome> {
     let Some(snapshot) = fetch_fresh(ctx, todo).await? else {
-        return remove_project(ctx, todo).await;
+        return Ok(Outcome::Gone(todo.clone()));
     };
     for why in &snapshot.refused {
         tracing::warn!("{why}");
@@ -283,7 +381,7 @@ async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome
             })
         })
         .collect();
-    let (mut files, mut bytes, mut errors) = (0, 0, Vec::new());
+    let (mut files, mut bytes, mut failed, mut first_error) = (0, 0, 0, None);
     for task in tasks {
         match task.await? {
             Ok(Placed::Downloaded { bytes: n }) => {
@@ -291,11 +389,14 @@ async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome
                 bytes += n;
             }
             Ok(Placed::Adopted) => {}
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
         }
     }
-    if let Some(first) = errors.first() {
-        anyhow::bail!("{} of its files failed: {first}", errors.len());
+    if let Some(e) = first_error {
+        return Err(anyhow::Error::new(e).context(format!("{failed} of its files failed")));
     }
 
     let ctx2 = ctx.clone();
@@ -351,37 +452,56 @@ fn commit_project(ctx: &Ctx, snapshot: &ProjectSnapshot) -> anyhow::Result<()> {
         &snapshot.display_name,
         &records,
     )?;
-    let gone = lock(&ctx.state).record_project(snapshot)?;
+    let mut state = lock(&ctx.state);
+    let gone = state.record_project(snapshot)?;
     delete_files(&ctx.layout, &gone);
+    state.emptied(&gone)?;
     tracing::debug!("{}: synced at serial {}", snapshot.name, snapshot.serial);
     Ok(())
 }
 
-async fn remove_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome> {
-    let ctx = ctx.clone();
-    let (name, serial) = (todo.name.clone(), todo.serial);
-    tokio::task::spawn_blocking(move || {
-        // Page first: once it is gone no client is sent to the files deleted next.
-        IndexWriter::new(&ctx.layout, ctx.fsync).remove_project(&name)?;
-        match lock(&ctx.state).remove_project(&name, serial)? {
-            Some(gone) => {
-                delete_files(&ctx.layout, &gone);
-                tracing::info!("{name}: removed upstream; removed from the mirror");
-                Ok(Outcome::Removed)
-            }
-            None => Ok(Outcome::Absent),
-        }
-    })
-    .await?
+/// Delete what `trash` holds (pages first, then files), then forget it.
+fn empty_trash(layout: &Layout, state: &mut State) -> anyhow::Result<()> {
+    let paths = state.trash()?;
+    if paths.is_empty() {
+        return Ok(());
+    }
+    delete_files(layout, &paths);
+    state.emptied(&paths)?;
+    Ok(())
 }
 
+/// Delete paths relative to `web/` (a trailing `/` names a page directory). Failures are
+/// logged, not fatal: a file that cannot be deleted now is an orphan for `verify`, not a
+/// reason to leave the index inconsistent.
 fn delete_files(layout: &Layout, relative_paths: &[String]) {
     for rel in relative_paths {
-        let path = layout.web_path(rel);
-        if let Err(e) = std::fs::remove_file(&path)
+        let path = layout.web_path(rel.trim_end_matches('/'));
+        let result = if rel.ends_with('/') {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if let Err(e) = result
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!("cannot delete {}: {e}", path.display());
         }
     }
+}
+
+/// Errors that retrying other projects cannot get past.
+fn is_disk_error(error: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::*;
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<DownloadError>(),
+            Some(DownloadError::Disk { .. })
+        ) || cause.downcast_ref::<std::io::Error>().is_some_and(|e| {
+            matches!(
+                e.kind(),
+                StorageFull | ReadOnlyFilesystem | PermissionDenied | QuotaExceeded
+            )
+        })
+    })
 }

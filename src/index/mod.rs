@@ -35,18 +35,6 @@ impl<'a> IndexWriter<'a> {
         self.layout.write_if_changed(&dest, &page, self.fsync)
     }
 
-    /// Remove a project's pages (the whole `simple/<name>/` directory).
-    pub fn remove_project(&self, name: &ProjectName) -> std::io::Result<()> {
-        let dir = self.layout.project_dir(name);
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(std::io::Error::new(
-                e.kind(),
-                format!("cannot remove {}: {e}", dir.display()),
-            )),
-            _ => Ok(()),
-        }
-    }
-
     /// Regenerate `simple/index.html` from every project in the database.
     pub fn write_root(&self, state: &State) -> std::io::Result<()> {
         let dest = self.layout.root_index();

@@ -4,11 +4,18 @@
 use rusqlite::{Connection, params};
 
 /// (version, file name, SQL). Add new files here; a test checks none is forgotten.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_initial.sql",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_initial.sql",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "0002_trash_and_runs.sql",
+        include_str!("../../migrations/0002_trash_and_runs.sql"),
+    ),
+];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.execute_batch(

@@ -16,7 +16,7 @@ use crate::types::{Filename, PackagePath, ProjectName, Serial, Sha256};
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state database: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
     #[error(
         "state database {path} has schema version {found}, newer than this pymirror knows ({known}); upgrade pymirror"
     )]
@@ -29,6 +29,13 @@ pub enum StateError {
         "state database holds an invalid row: {0}; run `pymirror verify --repair` or restore a backup"
     )]
     Corrupt(String),
+}
+
+// Not `#[from]`: that would also make it the error's source and print the cause twice.
+impl From<rusqlite::Error> for StateError {
+    fn from(e: rusqlite::Error) -> Self {
+        StateError::Sql(e)
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StateError>;
@@ -52,6 +59,24 @@ pub struct Change {
 
 pub struct State {
     conn: Connection,
+}
+
+/// A queued project as `pymirror status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pending {
+    pub name: String,
+    pub serial: Serial,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// One sync run; `finished` and `outcome` are empty for a run still going or killed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRecord {
+    pub started: String,
+    pub finished: Option<String>,
+    pub outcome: Option<String>,
+    pub summary: Option<String>,
 }
 
 const CHANGELOG_SERIAL: &str = "changelog_serial";
@@ -260,7 +285,8 @@ impl State {
     }
 
     /// Replace everything recorded for the project with `snap`, dequeue it, and return the
-    /// paths that no project references any more (for the caller to delete from disk).
+    /// paths that no project references any more. They are put in `trash` in the same
+    /// transaction; the caller deletes them and then calls [`State::emptied`].
     pub fn record_project(&mut self, snap: &ProjectSnapshot) -> Result<Vec<String>> {
         let tx = self.conn.transaction()?;
         let old_paths = paths_of(&tx, &snap.name)?;
@@ -315,17 +341,15 @@ impl State {
             params![snap.name.as_str(), snap.serial.to_db()],
         )?;
         let gone = unreferenced(&tx, old_paths)?;
+        trash(&tx, &gone)?;
         tx.commit()?;
         Ok(gone)
     }
 
-    /// Forget a project upstream no longer has; returns the paths nothing references now.
-    /// `None` when the mirror did not hold it.
-    pub fn remove_project(
-        &mut self,
-        name: &ProjectName,
-        serial: Serial,
-    ) -> Result<Option<Vec<String>>> {
+    /// Forget a project upstream no longer has. Its page directory (`simple/<name>/`) and the
+    /// files nothing else references go to `trash` in the same transaction. `false` when the
+    /// mirror did not hold it.
+    pub fn remove_project(&mut self, name: &ProjectName, serial: Serial) -> Result<bool> {
         let tx = self.conn.transaction()?;
         let old_paths = paths_of(&tx, name)?;
         let removed = tx.execute("DELETE FROM projects WHERE name = ?1", [name.as_str()])? > 0;
@@ -333,9 +357,120 @@ impl State {
             "DELETE FROM todo WHERE name = ?1 AND serial <= ?2",
             params![name.as_str(), serial.to_db()],
         )?;
-        let gone = unreferenced(&tx, old_paths)?;
+        let mut gone = unreferenced(&tx, old_paths)?;
+        gone.push(format!("simple/{name}/"));
+        trash(&tx, &gone)?;
         tx.commit()?;
-        Ok(removed.then_some(gone))
+        Ok(removed)
+    }
+
+    /// Paths queued for deletion that nothing references (any a project took back are
+    /// dropped from the queue here rather than deleted). Page directories (ending in `/`)
+    /// come first, so no page ever links a file already deleted.
+    pub fn trash(&mut self) -> Result<Vec<String>> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM trash WHERE path IN (SELECT path FROM files)",
+            [],
+        )?;
+        tx.execute(
+            "DELETE FROM trash WHERE path IN (SELECT 'simple/' || name || '/' FROM projects)",
+            [],
+        )?;
+        let paths = {
+            let mut stmt =
+                tx.prepare("SELECT path FROM trash ORDER BY path LIKE '%/' DESC, path")?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?
+        };
+        tx.commit()?;
+        Ok(paths)
+    }
+
+    /// The files at `paths` are gone from disk.
+    pub fn emptied(&mut self, paths: &[String]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut del = tx.prepare_cached("DELETE FROM trash WHERE path = ?1")?;
+            for p in paths {
+                del.execute([p])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn start_run(&mut self) -> Result<i64> {
+        self.conn
+            .execute("INSERT INTO runs (started_at) VALUES (unixepoch())", [])?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(&mut self, id: i64, outcome: &str, summary: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET finished_at = unixepoch(), outcome = ?2, summary = ?3 WHERE id = ?1",
+            params![id, outcome, summary],
+        )?;
+        Ok(())
+    }
+
+    /// (projects, files, total bytes) the mirror holds.
+    pub fn totals(&self) -> Result<(u64, u64, u64)> {
+        Ok(self.conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM projects), COUNT(*), COALESCE(SUM(size), 0) FROM files",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            },
+        )?)
+    }
+
+    /// Queued projects with their last error, failed ones first, at most `limit`.
+    pub fn pending(&self, limit: usize) -> Result<Vec<Pending>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, serial, attempts, last_error FROM todo
+             ORDER BY attempts > 0 DESC, name LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(Pending {
+                name: r.get(0)?,
+                serial: Serial::from_db(r.get(1)?),
+                attempts: r.get::<_, i64>(2)? as u32,
+                last_error: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn pending_count(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM todo", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// The most recent run, times as ISO 8601 UTC.
+    pub fn last_run(&self) -> Result<Option<RunRecord>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT strftime('%Y-%m-%dT%H:%M:%SZ', started_at, 'unixepoch'),
+                        strftime('%Y-%m-%dT%H:%M:%SZ', finished_at, 'unixepoch'), outcome, summary
+                 FROM runs ORDER BY id DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(RunRecord {
+                        started: r.get(0)?,
+                        finished: r.get(1)?,
+                        outcome: r.get(2)?,
+                        summary: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
     }
 
     /// Every mirrored project as (normalized name, display name), ordered by name.
@@ -352,6 +487,14 @@ impl State {
         }
         Ok(())
     }
+}
+
+fn trash(tx: &rusqlite::Transaction<'_>, paths: &[String]) -> Result<()> {
+    let mut put = tx.prepare_cached("INSERT OR IGNORE INTO trash (path) VALUES (?1)")?;
+    for p in paths {
+        put.execute([p])?;
+    }
+    Ok(())
 }
 
 fn paths_of(tx: &rusqlite::Transaction<'_>, name: &ProjectName) -> Result<Vec<String>> {

@@ -25,12 +25,8 @@ pub const USER_AGENT: &str = concat!("pymirror/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("{url}: {source}")]
-    Http {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("{url}: {error}")]
+    Http { url: String, error: reqwest::Error },
     #[error("{url}: upstream answered {status}")]
     Status { url: String, status: StatusCode },
     #[error(
@@ -39,12 +35,8 @@ pub enum UpstreamError {
     TooLarge { url: String, limit: u64 },
     #[error("{url}: invalid JSON: {message}")]
     Json { url: String, message: String },
-    #[error("{url}: {source}")]
-    XmlRpc {
-        url: String,
-        #[source]
-        source: XmlRpcError,
-    },
+    #[error("{url}: {error}")]
+    XmlRpc { url: String, error: XmlRpcError },
 }
 
 impl UpstreamError {
@@ -135,10 +127,10 @@ impl Upstream {
                     tracing::debug!("{url}: {e}; retrying");
                     retry::backoff(self.retry_delay, attempt)
                 }
-                Err(source) => {
+                Err(error) => {
                     return Err(UpstreamError::Http {
                         url: url.to_string(),
-                        source,
+                        error,
                     });
                 }
             };
@@ -160,9 +152,9 @@ impl Upstream {
         let mut body = Vec::new();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| UpstreamError::Http {
+            let chunk = chunk.map_err(|error| UpstreamError::Http {
                 url: url.to_string(),
-                source,
+                error,
             })?;
             if body.len() as u64 + chunk.len() as u64 > limit {
                 return Err(too_large());
@@ -191,17 +183,27 @@ impl Upstream {
         }
         let body = self.body(&url, resp).await?;
         let text = String::from_utf8_lossy(&body);
-        xmlrpc::parse_response(&text).map_err(|source| UpstreamError::XmlRpc {
+        xmlrpc::parse_response(&text).map_err(|error| UpstreamError::XmlRpc {
             url: url.to_string(),
-            source,
+            error,
         })
+    }
+
+    pub async fn changelog_last_serial(&self) -> Result<u64, UpstreamError> {
+        match self.xmlrpc("changelog_last_serial", &[]).await? {
+            Value::Int(n) if n >= 0 => Ok(n as u64),
+            other => Err(UpstreamError::XmlRpc {
+                url: self.endpoint("/pypi").to_string(),
+                error: XmlRpcError::Malformed(format!("changelog_last_serial returned {other:?}")),
+            }),
+        }
     }
 
     pub async fn list_packages_with_serial(&self) -> Result<HashMap<String, u64>, UpstreamError> {
         let v = self.xmlrpc("list_packages_with_serial", &[]).await?;
-        xmlrpc::as_name_serials(v).map_err(|source| UpstreamError::XmlRpc {
+        xmlrpc::as_name_serials(v).map_err(|error| UpstreamError::XmlRpc {
             url: self.endpoint("/pypi").to_string(),
-            source,
+            error,
         })
     }
 
@@ -212,9 +214,9 @@ impl Upstream {
         let v = self
             .xmlrpc("changelog_since_serial", &[Value::Int(serial as i64)])
             .await?;
-        xmlrpc::as_changelog(v).map_err(|source| UpstreamError::XmlRpc {
+        xmlrpc::as_changelog(v).map_err(|error| UpstreamError::XmlRpc {
             url: self.endpoint("/pypi").to_string(),
-            source,
+            error,
         })
     }
 

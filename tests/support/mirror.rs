@@ -67,6 +67,75 @@ impl Mirror {
         self.run(&["sync", "--config", self.config.to_str().unwrap()])
     }
 
+    /// Start a sync without waiting for it (for kill and signal tests).
+    pub fn spawn_sync(&self, extra: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_pymirror"))
+            .args(["sync", "--config", self.config.to_str().unwrap()])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .env("NO_PROXY", "*")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The invariants that must hold at every instant, even right after a SIGKILL: every link
+    /// of every page resolves to a file with the advertised hash, and every file under
+    /// packages/ holds exactly the bytes its path names (BLAKE2b-256).
+    pub fn assert_consistent(&self) {
+        let simple = self.web().join("simple");
+        if let Ok(dirs) = std::fs::read_dir(&simple) {
+            for d in dirs {
+                let d = d.unwrap();
+                if d.file_type().unwrap().is_dir() {
+                    let name = d.file_name().into_string().unwrap();
+                    if self.page(&name).is_some() {
+                        for link in self.links(&name) {
+                            self.follow(&name, &link);
+                        }
+                    }
+                }
+            }
+        }
+        for path in snapshot(&self.web().join("packages")).into_keys() {
+            let rel = path
+                .strip_prefix(self.web().join("packages"))
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let parts: Vec<&str> = rel.split('/').collect();
+            assert_eq!(parts.len(), 4, "unexpected file {rel}");
+            let want = format!("{}{}{}", parts[0], parts[1], parts[2]);
+            let bytes = std::fs::read(&path).unwrap();
+            let got = hex::encode(blake2::Blake2b::<blake2::digest::consts::U32>::digest(
+                &bytes,
+            ));
+            assert_eq!(got, want, "partial or wrong file at {rel}");
+        }
+    }
+
+    /// The served tree and status, as {relative path: content hash}, for comparing mirrors.
+    pub fn published(&self) -> BTreeMap<String, String> {
+        let mut out: BTreeMap<String, String> = snapshot(&self.web())
+            .into_iter()
+            .map(|(p, (_, sha, _))| {
+                (
+                    p.strip_prefix(&self.dir)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                    sha,
+                )
+            })
+            .collect();
+        out.insert(
+            "status".into(),
+            std::fs::read_to_string(self.dir.join("status")).unwrap_or_default(),
+        );
+        out
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         let out = Command::new(env!("CARGO_BIN_EXE_pymirror"))
             .args(args)

@@ -1,0 +1,164 @@
+//! `pymirror status`: where the mirror stands, for an operator or a monitoring system.
+//!
+//! Reads the state database without taking the lock (WAL lets it read beside a running sync)
+//! and asks upstream for its current serial, one request, to show the lag.
+
+use std::fmt::Write as _;
+
+use indicatif::HumanBytes;
+use serde::Serialize;
+
+use crate::config::{ChangeFeed, Config};
+use crate::layout::Layout;
+use crate::state::{Pending, RunRecord, State};
+use crate::types::Serial;
+use crate::upstream::Upstream;
+
+/// At most this many pending projects are listed (the count is always exact).
+const PENDING_SHOWN: usize = 100;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub directory: String,
+    /// Every project is mirrored at or beyond this serial (also in `<directory>/status`).
+    pub serial: Serial,
+    /// How far the change feed has been read and queued.
+    pub feed_serial: Option<Serial>,
+    pub upstream_serial: Option<u64>,
+    pub upstream_error: Option<String>,
+    pub lag: Option<u64>,
+    pub projects: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub pending_count: u64,
+    pub pending: Vec<Pending>,
+    pub last_run: Option<RunRecord>,
+}
+
+pub async fn report(cfg: &Config) -> anyhow::Result<Report> {
+    let layout = Layout::new(&cfg.directory);
+    if !layout.db.exists() {
+        anyhow::bail!(
+            "no mirror state at {}; run `pymirror sync` first (or fix `directory`)",
+            layout.db.display()
+        );
+    }
+    let (serial, feed_serial, (projects, files, bytes), pending_count, pending, last_run) = {
+        let state = State::open(&layout.db)?;
+        (
+            state.fully_synced_serial()?,
+            state.changelog_serial()?,
+            state.totals()?,
+            state.pending_count()?,
+            state.pending(PENDING_SHOWN)?,
+            state.last_run()?,
+        )
+    };
+    let (upstream_serial, upstream_error) = match upstream_serial(cfg).await {
+        Ok(n) => (Some(n), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    Ok(Report {
+        directory: cfg.directory.display().to_string(),
+        serial,
+        feed_serial,
+        lag: upstream_serial.map(|u| u.saturating_sub(serial.0)),
+        upstream_serial,
+        upstream_error,
+        projects,
+        files,
+        bytes,
+        pending_count,
+        pending,
+        last_run,
+    })
+}
+
+async fn upstream_serial(cfg: &Config) -> anyhow::Result<u64> {
+    let upstream = Upstream::new(cfg)?;
+    let from_root = async {
+        let root = upstream.simple_root().await?;
+        root.meta
+            .last_serial
+            .ok_or_else(|| anyhow::anyhow!("upstream's root index carries no _last-serial"))
+    };
+    match cfg.change_feed {
+        ChangeFeed::Simple => from_root.await,
+        _ => match upstream.changelog_last_serial().await {
+            Err(e) if cfg.change_feed == ChangeFeed::Auto && e.is_xmlrpc_unavailable() => {
+                from_root.await
+            }
+            other => Ok(other?),
+        },
+    }
+}
+
+impl Report {
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "mirror:    {}", self.directory);
+        let feed = self.feed_serial.map_or("never".into(), |s| s.to_string());
+        let _ = writeln!(
+            out,
+            "serial:    {} fully synced (change feed read to {feed})",
+            self.serial
+        );
+        match (&self.upstream_serial, &self.upstream_error) {
+            (Some(u), _) => {
+                let _ = writeln!(out, "upstream:  {u} (lag {})", self.lag.unwrap_or(0));
+            }
+            (None, Some(e)) => {
+                let _ = writeln!(out, "upstream:  unreachable: {e}");
+            }
+            _ => {}
+        }
+        let _ = writeln!(
+            out,
+            "holds:     {} projects, {} files, {}",
+            self.projects,
+            self.files,
+            HumanBytes(self.bytes)
+        );
+        let _ = writeln!(out, "pending:   {} projects", self.pending_count);
+        for p in &self.pending {
+            let _ = writeln!(
+                out,
+                "  {} (serial {}, {} failed attempts){}",
+                p.name,
+                p.serial,
+                p.attempts,
+                p.last_error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        if self.pending_count > self.pending.len() as u64 {
+            let _ = writeln!(
+                out,
+                "  … and {} more",
+                self.pending_count - self.pending.len() as u64
+            );
+        }
+        match &self.last_run {
+            Some(run) => {
+                let _ = writeln!(
+                    out,
+                    "last run:  started {}, {}",
+                    run.started,
+                    match (&run.finished, &run.outcome) {
+                        (Some(f), Some(o)) => format!("finished {f}, {o}"),
+                        _ => "still running, or killed before it finished".into(),
+                    }
+                );
+                if let Some(summary) = &run.summary {
+                    let _ = writeln!(out, "           {summary}");
+                }
+            }
+            None => {
+                let _ = writeln!(out, "last run:  none");
+            }
+        }
+        out
+    }
+}
