@@ -22,6 +22,24 @@ pub enum ChangeFeed {
     Simple,
 }
 
+/// Which simple index formats to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimpleFormat {
+    All,
+    Html,
+    Json,
+}
+
+impl SimpleFormat {
+    pub fn html(self) -> bool {
+        self != SimpleFormat::Json
+    }
+
+    pub fn json(self) -> bool {
+        self != SimpleFormat::Html
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Mirror root: `web/`, `tmp/`, the state database, `status` and the lock live here.
@@ -38,6 +56,13 @@ pub struct Config {
     pub fsync: bool,
     pub max_metadata_bytes: u64,
     pub max_deletions: usize,
+    pub simple_format: SimpleFormat,
+    /// Absolute base URL for file links, without a trailing slash (default: relative links).
+    pub root_uri: Option<String>,
+    /// Also write the JSON API mirror (`web/json/<name>`, `web/pypi/<name>/json`).
+    pub json: bool,
+    /// Also fetch each changed project's PEP 691 page (provenance, status, extra hashes).
+    pub simple_json: bool,
 }
 
 /// One line: where, which key, what is wrong, what to do.
@@ -62,6 +87,10 @@ const MIRROR_KEYS: &[&str] = &[
     "fsync",
     "max_metadata_bytes",
     "max_deletions",
+    "simple_format",
+    "root_uri",
+    "json",
+    "simple_json",
 ];
 
 impl Config {
@@ -159,6 +188,22 @@ impl Config {
                 .integer("max_metadata_bytes", 1024, 1 << 40)?
                 .unwrap_or(64 << 20) as u64,
             max_deletions: keys.integer("max_deletions", 0, i64::MAX)?.unwrap_or(1000) as usize,
+            simple_format: match keys.string("simple_format")?.as_deref() {
+                None | Some("all") => SimpleFormat::All,
+                Some("html") => SimpleFormat::Html,
+                Some("json") => SimpleFormat::Json,
+                Some(other) => {
+                    return Err(format!(
+                        "[mirror] simple_format = {other:?} is not one of \"all\", \"html\", \"json\"; pick one"
+                    ));
+                }
+            },
+            root_uri: keys
+                .string("root_uri")?
+                .map(|u| parse_root_uri(&u))
+                .transpose()?,
+            json: keys.boolean("json")?.unwrap_or(false),
+            simple_json: keys.boolean("simple_json")?.unwrap_or(true),
         })
     }
 }
@@ -188,6 +233,21 @@ fn parse_master(raw: &str, allow_http: bool) -> Result<Url, String> {
     let trimmed = url.path().trim_end_matches('/').to_owned();
     url.set_path(&trimmed);
     Ok(url)
+}
+
+fn parse_root_uri(raw: &str) -> Result<String, String> {
+    match Url::parse(raw) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.query().is_none()
+                && u.fragment().is_none() =>
+        {
+            Ok(raw.trim_end_matches('/').to_owned())
+        }
+        _ => Err(format!(
+            "[mirror] root_uri = {raw:?} is not an http(s) URL; write the URL this mirror's web/ is served at, e.g. \"https://mirror.example.org\""
+        )),
+    }
 }
 
 pub fn host_is_loopback(url: &Url) -> bool {

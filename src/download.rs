@@ -11,6 +11,9 @@
 //!    the content) all match is the file flushed, optionally fsynced, and renamed into place.
 //!    Anything else deletes the temp file and retries with backoff, up to `retries` times.
 //!
+//! PEP 658 `.metadata` sidecars go the same way, checked against their sha256 (they have no
+//! size or BLAKE2b in the metadata, so their length is capped instead).
+//!
 //! A global semaphore bounds concurrent downloads across all projects (`workers`).
 
 use std::fs::File;
@@ -28,6 +31,7 @@ use crate::hashing::{FileHasher, hash_file};
 use crate::layout::Layout;
 use crate::metadata::RemoteFile;
 use crate::progress::Progress;
+use crate::types::{Blake2b256, Sha256};
 use crate::upstream::retry;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +43,7 @@ pub enum DownloadError {
         url: String,
         status: reqwest::StatusCode,
     },
-    #[error("{url}: got {got} bytes, metadata says {want}")]
+    #[error("{url}: got {got} bytes, expected {want}")]
     Length { url: String, got: u64, want: u64 },
     #[error("{url}: {which} mismatch (got {got}, want {want}); refused")]
     Digest {
@@ -70,7 +74,57 @@ pub enum Placed {
     Adopted,
 }
 
+/// What to fetch, where it goes, and what its bytes must be.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: reqwest::Url,
+    /// Path under `web/`, from a validated [`crate::types::PackagePath`].
+    pub relative: String,
+    pub size: Option<u64>,
+    pub sha256: Sha256,
+    pub blake2b: Option<Blake2b256>,
+}
+
+impl Target {
+    pub fn file(f: &RemoteFile) -> Target {
+        Target {
+            url: f.url.clone(),
+            relative: f.record.path.relative(),
+            size: Some(f.record.size),
+            sha256: f.record.sha256,
+            blake2b: Some(f.record.blake2b()),
+        }
+    }
+
+    /// The file's PEP 658 sidecar, when upstream promises one with a hash.
+    pub fn sidecar(f: &RemoteFile) -> Option<Target> {
+        Some(Target {
+            url: f.metadata_url(),
+            relative: format!("{}.metadata", f.record.path.relative()),
+            size: None,
+            sha256: f.record.core_metadata?,
+            blake2b: None,
+        })
+    }
+
+    fn matches(&self, h: &crate::hashing::Hashes) -> bool {
+        self.size.is_none_or(|s| s == h.len)
+            && h.sha256 == self.sha256
+            && self.blake2b.is_none_or(|b| b == h.blake2b)
+    }
+}
+
+impl DownloadError {
+    /// Upstream does not have it (404/410): for a sidecar, "not offered" rather than a failure.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, DownloadError::Status { status, .. }
+            if *status == reqwest::StatusCode::NOT_FOUND || *status == reqwest::StatusCode::GONE)
+    }
+}
+
 pub struct Downloader {
+    /// Length cap for targets without a known size.
+    max_unsized: u64,
     layout: Arc<Layout>,
     client: Client,
     permits: Semaphore,
@@ -87,13 +141,13 @@ impl Downloader {
     pub fn new(
         layout: Arc<Layout>,
         client: Client,
-        workers: usize,
-        fsync: bool,
-        retries: u32,
-        retry_delay: Duration,
+        cfg: &crate::config::Config,
         progress: Arc<Progress>,
     ) -> Downloader {
+        let (workers, fsync, retries, retry_delay) =
+            (cfg.workers, cfg.fsync, cfg.retries, cfg.retry_delay);
         Downloader {
+            max_unsized: cfg.max_metadata_bytes,
             layout,
             client,
             permits: Semaphore::new(workers),
@@ -104,9 +158,9 @@ impl Downloader {
         }
     }
 
-    /// Make sure `file` is at its final path, verified.
-    pub async fn place(&self, file: &RemoteFile) -> Result<Placed, DownloadError> {
-        let dest = self.layout.web_path(&file.record.path.relative());
+    /// Make sure `target` is at its final path, verified.
+    pub async fn place(&self, target: &Target) -> Result<Placed, DownloadError> {
+        let dest = self.layout.web_path(&target.relative);
         // One blocking call: stat, and hash only if something is there.
         let d = dest.clone();
         let present = tokio::task::spawn_blocking(move || {
@@ -116,11 +170,7 @@ impl Downloader {
         .expect("hashing panicked");
         if let Some(hashed) = present {
             match hashed {
-                Ok(h)
-                    if h.len == file.record.size
-                        && h.sha256 == file.record.sha256
-                        && h.blake2b == file.record.blake2b() =>
-                {
+                Ok(h) if target.matches(&h) => {
                     return Ok(Placed::Adopted);
                 }
                 _ => tracing::warn!(
@@ -137,7 +187,7 @@ impl Downloader {
                     .acquire()
                     .await
                     .expect("semaphore never closed");
-                self.attempt(file, &dest).await
+                self.attempt(target, &dest).await
             };
             match result {
                 Ok(bytes) => return Ok(Placed::Downloaded { bytes }),
@@ -151,9 +201,9 @@ impl Downloader {
         }
     }
 
-    async fn attempt(&self, file: &RemoteFile, dest: &Path) -> Result<u64, DownloadError> {
+    async fn attempt(&self, target: &Target, dest: &Path) -> Result<u64, DownloadError> {
         let tmp = self.layout.temp_path();
-        let result = self.fetch_into(file, &tmp, dest).await;
+        let result = self.fetch_into(target, &tmp, dest).await;
         if result.is_err() {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
@@ -162,12 +212,12 @@ impl Downloader {
 
     async fn fetch_into(
         &self,
-        file: &RemoteFile,
+        target: &Target,
         tmp: &Path,
         dest: &Path,
     ) -> Result<u64, DownloadError> {
-        let url = file.url.as_str();
-        let want = file.record.size;
+        let url = target.url.as_str();
+        let limit = target.size.unwrap_or(self.max_unsized);
         let net = |error| DownloadError::Network {
             url: url.to_owned(),
             error,
@@ -178,7 +228,7 @@ impl Downloader {
         };
         let resp = self
             .client
-            .get(file.url.clone())
+            .get(target.url.clone())
             .header(ACCEPT_ENCODING, "identity")
             .send()
             .await
@@ -189,11 +239,14 @@ impl Downloader {
                 status: resp.status(),
             });
         }
-        if let Some(got) = resp.content_length().filter(|&n| n != want) {
+        if let Some(got) = resp
+            .content_length()
+            .filter(|&n| target.size.map_or(n > limit, |want| n != want))
+        {
             return Err(DownloadError::Length {
                 url: url.to_owned(),
                 got,
-                want,
+                want: limit,
             });
         }
         let mut spool = Spool::new(tmp.to_owned());
@@ -201,11 +254,11 @@ impl Downloader {
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(net)?;
-            if hasher.len() + chunk.len() as u64 > want {
+            if hasher.len() + chunk.len() as u64 > limit {
                 return Err(DownloadError::Length {
                     url: url.to_owned(),
                     got: hasher.len() + chunk.len() as u64,
-                    want,
+                    want: limit,
                 });
             }
             hasher.update(&chunk);
@@ -213,7 +266,7 @@ impl Downloader {
             spool = spool.push(&chunk).await.map_err(disk(tmp))?;
         }
         let got = hasher.finish();
-        if got.len != want {
+        if let Some(want) = target.size.filter(|&want| want != got.len) {
             return Err(DownloadError::Length {
                 url: url.to_owned(),
                 got: got.len,
@@ -226,19 +279,15 @@ impl Downloader {
             got,
             want,
         };
-        if got.sha256 != file.record.sha256 {
+        if got.sha256 != target.sha256 {
             return Err(mismatch(
                 "sha256",
                 got.sha256.to_hex(),
-                file.record.sha256.to_hex(),
+                target.sha256.to_hex(),
             ));
         }
-        if got.blake2b != file.record.blake2b() {
-            return Err(mismatch(
-                "blake2b_256",
-                got.blake2b.to_hex(),
-                file.record.blake2b().to_hex(),
-            ));
+        if let Some(want) = target.blake2b.filter(|&b| b != got.blake2b) {
+            return Err(mismatch("blake2b_256", got.blake2b.to_hex(), want.to_hex()));
         }
         let (fsync, dest) = (self.fsync, dest.to_owned());
         tokio::task::spawn_blocking(move || spool.finish(&dest, fsync))
@@ -248,7 +297,7 @@ impl Downloader {
                 path: path.display().to_string(),
                 error,
             })?;
-        Ok(want)
+        Ok(got.len)
     }
 }
 

@@ -1,8 +1,10 @@
-//! Turn one untrusted JSON API answer into a [`ProjectSnapshot`] the mirror may act on.
+//! Turn untrusted upstream answers into a [`ProjectSnapshot`] the mirror may act on.
 //!
-//! Every file entry is checked here, once, before anything is downloaded or written: its name,
-//! its URL (scheme, raw path shape, no dot segments or encoded separators), and its digests.
-//! An entry that fails is refused with a reason and left out; the rest of the project goes on.
+//! The JSON API answer is the source of files; the PEP 691 project page, when fetched, adds
+//! provenance (PEP 740), project status (PEP 792) and digests besides sha256. Every entry is
+//! checked here, once, before anything is downloaded or written: its name, its URL (scheme,
+//! raw path shape, no dot segments or encoded separators), its digests. An entry that fails is
+//! refused with a reason and left out; the rest of the project goes on.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -10,6 +12,7 @@ use reqwest::Url;
 
 use crate::types::{Blake2b256, Filename, PackagePath, ProjectName, Serial, Sha256};
 use crate::upstream::json_api::{FileJson, ProjectJson};
+use crate::upstream::simple::{PageFile, ProjectPage};
 
 /// A distribution file as the mirror records and serves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +28,13 @@ pub struct FileRecord {
     pub yanked_reason: Option<String>,
     pub packagetype: Option<String>,
     pub python_version: Option<String>,
+    /// sha256 of the PEP 658 `.metadata` sidecar. Upstream's promise on a [`RemoteFile`];
+    /// on a recorded file, set only when the mirror holds the sidecar.
+    pub core_metadata: Option<Sha256>,
+    /// PEP 740 provenance URL, as upstream gave it (absolute).
+    pub provenance: Option<String>,
+    /// Digests besides sha256 from upstream's project page: {hashlib name: hex}.
+    pub extra_hashes: BTreeMap<String, String>,
 }
 
 impl FileRecord {
@@ -40,6 +50,29 @@ pub struct RemoteFile {
     pub url: Url,
 }
 
+impl RemoteFile {
+    /// PEP 658: the sidecar lives at the file's URL plus `.metadata`.
+    pub fn metadata_url(&self) -> Url {
+        let mut url = self.url.clone();
+        url.set_path(&format!("{}.metadata", self.url.path()));
+        url
+    }
+}
+
+/// PEP 792 project status, when upstream gave one other than the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectStatus {
+    pub status: String,
+    pub reason: Option<String>,
+}
+
+impl ProjectStatus {
+    /// A quarantined project offers no files.
+    pub fn is_quarantined(&self) -> bool {
+        self.status == "quarantined"
+    }
+}
+
 #[derive(Debug)]
 pub struct ProjectSnapshot {
     pub name: ProjectName,
@@ -48,6 +81,7 @@ pub struct ProjectSnapshot {
     /// Every version upstream lists, including those without files.
     pub versions: Vec<String>,
     pub files: Vec<RemoteFile>,
+    pub status: Option<ProjectStatus>,
     /// Entries left out, each with the reason (logged and counted as failures).
     pub refused: Vec<String>,
 }
@@ -58,15 +92,57 @@ pub enum MetadataError {
     WrongProject { want: ProjectName, got: String },
 }
 
-/// Validate `json` (fetched from `source`) as the metadata of `want` at `serial`.
+/// What upstream answered for one project.
+pub struct Answers<'a> {
+    /// JSON API answer and where it came from; `None` on 404.
+    pub json: Option<(ProjectJson, &'a Url)>,
+    /// PEP 691 project page; `None` when not fetched, 404, or not offered as JSON.
+    pub page: Option<ProjectPage>,
+}
+
+/// Validate the answers as the metadata of `want` at `serial`. `display_name` is used when
+/// only the project page answered (a project without releases, or quarantined).
 pub fn snapshot(
     want: &ProjectName,
-    json: ProjectJson,
+    display_name: &str,
+    answers: Answers<'_>,
     serial: Serial,
-    source: &Url,
 ) -> Result<ProjectSnapshot, MetadataError> {
+    let status = answers
+        .page
+        .as_ref()
+        .and_then(|p| check_status(p.project_status.as_ref()?));
+    let (page_name, page_files) = match answers.page {
+        Some(page) => {
+            let files: BTreeMap<String, PageFile> = page
+                .files
+                .into_iter()
+                .map(|f| (f.filename.clone(), f))
+                .collect();
+            (Some(page.name), files)
+        }
+        None => (None, BTreeMap::new()),
+    };
+    if let Some(got) = page_name.filter(|n| ProjectName::new(n).ok().as_ref() != Some(want)) {
+        return Err(MetadataError::WrongProject {
+            want: want.clone(),
+            got: got.chars().take(200).collect(),
+        });
+    }
+    let mut snap = ProjectSnapshot {
+        name: want.clone(),
+        display_name: display_name.to_owned(),
+        serial,
+        versions: Vec::new(),
+        files: Vec::new(),
+        status,
+        refused: Vec::new(),
+    };
+    let Some((json, source)) = answers.json else {
+        return Ok(snap);
+    };
     match ProjectName::new(&json.info.name) {
-        Ok(n) if &n == want => {}
+        Ok(n) if &n == want => snap.display_name = json.info.name.clone(),
         _ => {
             return Err(MetadataError::WrongProject {
                 want: want.clone(),
@@ -74,39 +150,55 @@ pub fn snapshot(
             });
         }
     }
+    let quarantined = snap
+        .status
+        .as_ref()
+        .is_some_and(ProjectStatus::is_quarantined);
     let require_https = source.scheme() == "https";
-    let mut files = Vec::new();
-    let mut refused = Vec::new();
     let mut seen = HashSet::new();
-    let mut versions = Vec::with_capacity(json.releases.len());
-    let releases: BTreeMap<String, Vec<FileJson>> = json.releases;
-    for (version, entries) in releases {
-        for entry in entries {
+    for (version, entries) in json.releases {
+        for entry in entries.into_iter().filter(|_| !quarantined) {
             let shown = entry.filename.chars().take(200).collect::<String>();
-            match check_file(&version, entry, source, require_https) {
-                Ok(file) if seen.insert(file.record.filename.clone()) => files.push(file),
-                Ok(file) => refused.push(format!(
+            let page_file = page_files.get(&entry.filename);
+            match check_file(&version, entry, page_file, source, require_https) {
+                Ok(file) if seen.insert(file.record.filename.clone()) => snap.files.push(file),
+                Ok(file) => snap.refused.push(format!(
                     "{want}: file {} is listed twice",
                     file.record.filename
                 )),
-                Err(why) => refused.push(format!("{want}: refused file {shown:?}: {why}")),
+                Err(why) => snap
+                    .refused
+                    .push(format!("{want}: refused file {shown:?}: {why}")),
             }
         }
-        versions.push(version);
+        snap.versions.push(version);
     }
-    Ok(ProjectSnapshot {
-        name: want.clone(),
-        display_name: json.info.name,
-        serial,
-        versions,
-        files,
-        refused,
+    Ok(snap)
+}
+
+const STATUSES: &[&str] = &["active", "archived", "quarantined", "deprecated"];
+
+fn check_status(s: &crate::upstream::simple::ProjectStatus) -> Option<ProjectStatus> {
+    if !STATUSES.contains(&s.status.as_str()) {
+        tracing::warn!(
+            "unknown project status {:?} ignored",
+            s.status.chars().take(40).collect::<String>()
+        );
+        return None;
+    }
+    Some(ProjectStatus {
+        status: s.status.clone(),
+        reason: s
+            .reason
+            .as_ref()
+            .map(|r| r.chars().filter(|c| !c.is_control()).take(1000).collect()),
     })
 }
 
 fn check_file(
     version: &str,
     f: FileJson,
+    page: Option<&PageFile>,
     source: &Url,
     require_https: bool,
 ) -> Result<RemoteFile, String> {
@@ -128,6 +220,31 @@ fn check_file(
         }
     }
     let upload_time = f.upload_time_iso_8601.or(f.upload_time);
+    let core_metadata = match f.core_metadata.or(f.data_dist_info_metadata) {
+        Some(cm) => match cm.sha256() {
+            Some(h) => Some(
+                Sha256::from_hex(h).map_err(|_| "core-metadata sha256 is not 64 hex characters")?,
+            ),
+            None => None, // advertised without a hash: it could not be verified, so not mirrored
+        },
+        None => None,
+    };
+    let (provenance, extra_hashes) = match page {
+        Some(p) => {
+            if p.hashes
+                .get("sha256")
+                .is_some_and(|h| !h.eq_ignore_ascii_case(&sha256.to_hex()))
+            {
+                return Err("the project page and the JSON API disagree on its sha256".into());
+            }
+            let provenance = match &p.provenance {
+                Some(raw) => Some(check_url(raw, source, require_https)?.to_string()),
+                None => None,
+            };
+            (provenance, check_extra_hashes(&p.hashes)?)
+        }
+        None => (None, BTreeMap::new()),
+    };
     Ok(RemoteFile {
         record: FileRecord {
             version: version.to_owned(),
@@ -141,9 +258,38 @@ fn check_file(
             yanked_reason: if f.yanked { f.yanked_reason } else { None },
             packagetype: f.packagetype,
             python_version: f.python_version,
+            core_metadata,
+            provenance,
+            extra_hashes,
         },
         url,
     })
+}
+
+/// Digests other than sha256 (which the record carries already): hashlib names, hex values.
+fn check_extra_hashes(
+    hashes: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for (name, value) in hashes.iter().filter(|(n, _)| n.as_str() != "sha256") {
+        let name_ok = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let value_ok = !value.is_empty()
+            && value.len() <= 256
+            && value.len() % 2 == 0
+            && value.bytes().all(|b| b.is_ascii_hexdigit());
+        if !(name_ok && value_ok) {
+            return Err(format!(
+                "hash {:?} is not a digest name with a hex value",
+                name.chars().take(40).collect::<String>()
+            ));
+        }
+        out.insert(name.clone(), value.to_ascii_lowercase());
+    }
+    Ok(out)
 }
 
 /// Resolve a file URL, refusing anything a crafted entry could use to escape the layout. The
@@ -202,6 +348,15 @@ mod tests {
             yanked_reason: None,
             packagetype: None,
             python_version: None,
+            core_metadata: None,
+            data_dist_info_metadata: None,
+        }
+    }
+
+    fn only_json<'a>(json: ProjectJson, source: &'a Url) -> Answers<'a> {
+        Answers {
+            json: Some((json, source)),
+            page: None,
         }
     }
 
@@ -249,7 +404,7 @@ mod tests {
             entry("demo-1.0.tar.gz", &good),
         ]);
         let name = ProjectName::new("demo-pkg").unwrap();
-        let snap = snapshot(&name, json, Serial(5), &source).unwrap();
+        let snap = snapshot(&name, "demo-pkg", only_json(json, &source), Serial(5)).unwrap();
         assert_eq!(snap.files.len(), 1);
         assert_eq!(snap.files[0].record.filename.as_str(), "demo-1.0.tar.gz");
         assert_eq!(snap.refused.len(), 7, "{:#?}", snap.refused);
@@ -260,6 +415,106 @@ mod tests {
     fn refuses_an_answer_for_another_project() {
         let source = Url::parse("https://index.example/pypi/x/json").unwrap();
         let name = ProjectName::new("other").unwrap();
-        assert!(snapshot(&name, project(vec![]), Serial(1), &source).is_err());
+        assert!(
+            snapshot(
+                &name,
+                "other",
+                only_json(project(vec![]), &source),
+                Serial(1)
+            )
+            .is_err()
+        );
+    }
+
+    fn page(status: Option<&str>, files: Vec<PageFile>) -> ProjectPage {
+        serde_json::from_value::<ProjectPage>(serde_json::json!({
+            "meta": {"api-version": "1.4", "_last-serial": 5},
+            "name": "demo-pkg",
+            "files": [],
+        }))
+        .map(|mut p| {
+            p.files = files;
+            p.project_status = status.map(|s| crate::upstream::simple::ProjectStatus {
+                status: s.into(),
+                reason: Some("because".into()),
+            });
+            p
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_project_page_adds_provenance_status_and_extra_hashes() {
+        let e60 = "e".repeat(60);
+        let url = format!("https://files.example/packages/ab/cd/{e60}/demo-1.0.tar.gz");
+        let source = Url::parse("https://index.example/pypi/Demo_Pkg/json").unwrap();
+        let page_file = |hashes: &[(&str, &str)], provenance: Option<&str>| PageFile {
+            filename: "demo-1.0.tar.gz".into(),
+            hashes: hashes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            provenance: provenance.map(str::to_owned),
+        };
+        let name = ProjectName::new("demo-pkg").unwrap();
+        let good = page_file(
+            &[("sha256", SHA), ("sha512", "AB12")],
+            Some("https://index.example/integrity/x/provenance"),
+        );
+        let answers = Answers {
+            json: Some((project(vec![entry("demo-1.0.tar.gz", &url)]), &source)),
+            page: Some(page(Some("archived"), vec![good])),
+        };
+        let snap = snapshot(&name, "demo-pkg", answers, Serial(5)).unwrap();
+        let rec = &snap.files[0].record;
+        assert_eq!(
+            rec.provenance.as_deref(),
+            Some("https://index.example/integrity/x/provenance")
+        );
+        assert_eq!(
+            rec.extra_hashes.get("sha512").map(String::as_str),
+            Some("ab12")
+        );
+        assert_eq!(snap.status.as_ref().unwrap().status, "archived");
+
+        for bad in [
+            page_file(&[("sha256", &"f".repeat(64))], None),
+            page_file(&[("sha512", "not hex")], None),
+            page_file(&[], Some("http://plain.example/p")),
+        ] {
+            let answers = Answers {
+                json: Some((project(vec![entry("demo-1.0.tar.gz", &url)]), &source)),
+                page: Some(page(None, vec![bad])),
+            };
+            let snap = snapshot(&name, "demo-pkg", answers, Serial(5)).unwrap();
+            assert!(
+                snap.files.is_empty() && snap.refused.len() == 1,
+                "{:?}",
+                snap.refused
+            );
+        }
+    }
+
+    #[test]
+    fn a_quarantined_project_offers_no_files() {
+        let e60 = "e".repeat(60);
+        let url = format!("https://files.example/packages/ab/cd/{e60}/demo-1.0.tar.gz");
+        let source = Url::parse("https://index.example/pypi/Demo_Pkg/json").unwrap();
+        let name = ProjectName::new("demo-pkg").unwrap();
+        let answers = Answers {
+            json: Some((project(vec![entry("demo-1.0.tar.gz", &url)]), &source)),
+            page: Some(page(Some("quarantined"), vec![])),
+        };
+        let snap = snapshot(&name, "demo-pkg", answers, Serial(5)).unwrap();
+        assert!(snap.files.is_empty());
+        assert!(snap.status.unwrap().is_quarantined());
+        // Only the page answered (the JSON API hides quarantined projects): kept, no files.
+        let answers = Answers {
+            json: None,
+            page: Some(page(Some("quarantined"), vec![])),
+        };
+        let snap = snapshot(&name, "Demo_Pkg", answers, Serial(5)).unwrap();
+        assert_eq!(snap.display_name, "Demo_Pkg");
+        assert!(snap.files.is_empty());
     }
 }

@@ -21,8 +21,8 @@ use indicatif::{HumanBytes, MultiProgress};
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
-use crate::download::{DownloadError, Downloader, Placed};
-use crate::index::IndexWriter;
+use crate::download::{DownloadError, Downloader, Placed, Target};
+use crate::index::{IndexWriter, ProjectView};
 use crate::layout::Layout;
 use crate::lock::MirrorLock;
 use crate::metadata::{self, FileRecord, ProjectSnapshot};
@@ -87,7 +87,6 @@ impl Summary {
 
 enum Outcome {
     Synced {
-        new_project: bool,
         files: u64,
         bytes: u64,
         refused: u64,
@@ -101,14 +100,24 @@ enum Outcome {
 }
 
 struct Ctx {
+    cfg: Config,
     layout: Arc<Layout>,
     state: Arc<Mutex<State>>,
     upstream: Arc<Upstream>,
     downloader: Arc<Downloader>,
     metadata_permits: Semaphore,
-    stale_retries: u32,
-    fsync: bool,
     progress: Arc<Progress>,
+}
+
+impl Ctx {
+    fn index(&self) -> IndexWriter<'_> {
+        IndexWriter::new(
+            &self.layout,
+            self.cfg.fsync,
+            self.cfg.simple_format,
+            self.cfg.root_uri.as_deref(),
+        )
+    }
 }
 
 /// Per-run switches from the command line.
@@ -188,21 +197,17 @@ async fn run_locked(
     progress.set_projects(todo.len() as u64);
 
     let ctx = Arc::new(Ctx {
+        cfg: cfg.clone(),
         downloader: Arc::new(Downloader::new(
             layout.clone(),
             upstream.files().clone(),
-            cfg.workers,
-            cfg.fsync,
-            cfg.retries,
-            cfg.retry_delay,
+            cfg,
             progress.clone(),
         )),
         layout: layout.clone(),
         state: state.clone(),
         upstream,
         metadata_permits: Semaphore::new(cfg.metadata_workers),
-        stale_retries: cfg.stale_retries,
-        fsync: cfg.fsync,
         progress: progress.clone(),
     });
 
@@ -231,7 +236,6 @@ async fn run_locked(
         progress.project_done(&name);
         match outcome {
             Outcome::Synced {
-                new_project,
                 files,
                 bytes,
                 refused,
@@ -240,7 +244,8 @@ async fn run_locked(
                 summary.files_downloaded += files;
                 summary.bytes_downloaded += bytes;
                 summary.refused += refused;
-                root_changed |= new_project;
+                // The JSON root lists each project's serial, so any sync changes it.
+                root_changed = true;
             }
             Outcome::Gone(todo) => gone.push(todo),
             Outcome::Failed { error, disk } => {
@@ -295,9 +300,14 @@ async fn run_locked(
     }
     summary.serial = state.fully_synced_serial()?;
     let finished = (|| -> anyhow::Result<()> {
-        let index = IndexWriter::new(&layout, cfg.fsync);
+        let index = IndexWriter::new(
+            &layout,
+            cfg.fsync,
+            cfg.simple_format,
+            cfg.root_uri.as_deref(),
+        );
         if root_changed || !index.root_exists() {
-            index.write_root(&state)?;
+            index.write_root(&state, summary.serial)?;
         }
         // After the root page: removed projects' pages, then their files.
         empty_trash(&layout, &mut state)?;
@@ -340,7 +350,7 @@ async fn sync_project(ctx: &Arc<Ctx>, todo: Todo) -> Outcome {
 }
 
 async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome> {
-    let Some(snapshot) = fetch_fresh(ctx, todo).await? else {
+    let Some((mut snapshot, upstream_json)) = fetch_fresh(ctx, todo).await? else {
         return Ok(Outcome::Gone(todo.clone()));
     };
     for why in &snapshot.refused {
@@ -355,40 +365,56 @@ async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome
             .into_iter()
             .map(|f| (f.filename.clone(), f))
             .collect();
-    let new_project = lock(&ctx.state).project_serial(&todo.name)?.is_none();
 
-    // Files recorded with the same path, size and digest are in place already: no request,
+    // What is recorded with the same path, size and digest is in place already: no request,
     // no re-hash. Everything else is placed concurrently (bounded by the download semaphore).
-    let tasks: Vec<_> = snapshot
-        .files
-        .iter()
-        .filter(|f| {
-            existing.get(&f.record.filename).is_none_or(|old| {
-                old.path != f.record.path
-                    || old.size != f.record.size
-                    || old.sha256 != f.record.sha256
-            })
-        })
-        .map(|f| {
-            let (downloader, file, progress) =
-                (ctx.downloader.clone(), f.clone(), ctx.progress.clone());
-            tokio::spawn(async move {
-                let placed = downloader.place(&file).await;
-                if placed.is_ok() {
-                    progress.file_done();
-                }
-                placed
-            })
-        })
-        .collect();
+    let mut tasks = Vec::new();
+    for (i, f) in snapshot.files.iter().enumerate() {
+        let old = existing.get(&f.record.filename);
+        let same_file = old.is_some_and(|o| {
+            o.path == f.record.path && o.size == f.record.size && o.sha256 == f.record.sha256
+        });
+        let same_sidecar =
+            same_file && old.is_some_and(|o| o.core_metadata == f.record.core_metadata);
+        let targets = [
+            (!same_file).then(|| Target::file(f)),
+            Target::sidecar(f).filter(|_| !same_sidecar),
+        ];
+        for (sidecar, target) in targets
+            .into_iter()
+            .enumerate()
+            .filter_map(|(k, t)| Some((k == 1, t?)))
+        {
+            let (downloader, progress) = (ctx.downloader.clone(), ctx.progress.clone());
+            tasks.push((
+                i,
+                sidecar,
+                tokio::spawn(async move {
+                    let placed = downloader.place(&target).await;
+                    if placed.is_ok() && !sidecar {
+                        progress.file_done();
+                    }
+                    placed
+                }),
+            ));
+        }
+    }
     let (mut files, mut bytes, mut failed, mut first_error) = (0, 0, 0, None);
-    for task in tasks {
+    for (i, sidecar, task) in tasks {
         match task.await? {
             Ok(Placed::Downloaded { bytes: n }) => {
-                files += 1;
+                files += u64::from(!sidecar);
                 bytes += n;
             }
             Ok(Placed::Adopted) => {}
+            // A sidecar upstream advertises but does not serve is simply not advertised here.
+            Err(e) if sidecar && e.is_not_found() => {
+                tracing::warn!(
+                    "{}: {e}; its core metadata will not be advertised",
+                    snapshot.name
+                );
+                snapshot.files[i].record.core_metadata = None;
+            }
             Err(e) => {
                 failed += 1;
                 first_error.get_or_insert(e);
@@ -400,9 +426,9 @@ async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome
     }
 
     let ctx2 = ctx.clone();
-    tokio::task::spawn_blocking(move || commit_project(&ctx2, &snapshot)).await??;
+    tokio::task::spawn_blocking(move || commit_project(&ctx2, &snapshot, upstream_json.as_ref()))
+        .await??;
     Ok(Outcome::Synced {
-        new_project,
         files,
         bytes,
         refused,
@@ -410,23 +436,69 @@ async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome
 }
 
 /// Metadata at least as new as the serial the feed promised, retrying stale CDN answers with
-/// a cache-busting query. `None`: upstream has no such project (404).
-async fn fetch_fresh(ctx: &Ctx, todo: &Todo) -> anyhow::Result<Option<ProjectSnapshot>> {
+/// a cache-busting query. `None`: upstream has no such project. With `json = true`, also
+/// upstream's JSON API document, for the JSON API mirror.
+async fn fetch_fresh(
+    ctx: &Ctx,
+    todo: &Todo,
+) -> anyhow::Result<Option<(ProjectSnapshot, Option<serde_json::Value>)>> {
     let mut attempt = 0;
     loop {
-        let fetched = {
+        let (json, page) = {
             let _permit = ctx.metadata_permits.acquire().await?;
             let bust = (attempt > 0).then_some(todo.serial.0);
-            ctx.upstream.project_json(&todo.display_name, bust).await?
+            let page = async {
+                match ctx.cfg.simple_json {
+                    true => ctx.upstream.project_page(&todo.name, bust).await,
+                    false => Ok(None),
+                }
+            };
+            let (json, page) =
+                tokio::join!(ctx.upstream.project_json(&todo.display_name, bust), page);
+            (json?, page?)
         };
-        let ProjectFetch::Found { json, serial, url } = fetched else {
-            return Ok(None);
+        let json_serial = match &json {
+            ProjectFetch::Found { serial, .. } => Some(Serial(serial.unwrap_or(0))),
+            ProjectFetch::NotFound => None,
         };
-        let serial = Serial(serial.unwrap_or(0));
-        if serial >= todo.serial {
-            return Ok(Some(metadata::snapshot(&todo.name, json, serial, &url)?));
-        }
-        if attempt >= ctx.stale_retries {
+        let page_serial = page.as_ref().map(|(_, s)| Serial(s.unwrap_or(0)));
+        let stale = [json_serial, page_serial]
+            .into_iter()
+            .flatten()
+            .find(|&s| s < todo.serial);
+        let Some(serial) = stale else {
+            if json_serial.is_none() && page_serial.is_none() {
+                return Ok(None);
+            }
+            let serial = json_serial
+                .into_iter()
+                .chain(page_serial)
+                .max()
+                .unwrap_or_default();
+            let page = page.map(|(p, _)| p);
+            let (json, url, raw) = match json {
+                ProjectFetch::Found {
+                    json, url, body, ..
+                } => {
+                    let raw = if ctx.cfg.json {
+                        Some(serde_json::from_slice(&body)?)
+                    } else {
+                        None
+                    };
+                    (Some(json), Some(url), raw)
+                }
+                ProjectFetch::NotFound => (None, None, None),
+            };
+            let answers = metadata::Answers {
+                json: json.zip(url.as_ref()),
+                page,
+            };
+            return Ok(Some((
+                metadata::snapshot(&todo.name, &todo.display_name, answers, serial)?,
+                raw,
+            )));
+        };
+        if attempt >= ctx.cfg.stale_retries {
             anyhow::bail!(
                 "upstream metadata is stale (serial {serial}, expected at least {}) after {} attempts",
                 todo.serial,
@@ -445,13 +517,25 @@ async fn fetch_fresh(ctx: &Ctx, todo: &Todo) -> anyhow::Result<Option<ProjectSna
 
 /// Every file is in place: write the page, then record the project, then delete what it no
 /// longer references. A crash between steps leaves the project queued and the tree valid.
-fn commit_project(ctx: &Ctx, snapshot: &ProjectSnapshot) -> anyhow::Result<()> {
+fn commit_project(
+    ctx: &Ctx,
+    snapshot: &ProjectSnapshot,
+    upstream_json: Option<&serde_json::Value>,
+) -> anyhow::Result<()> {
     let records: Vec<&FileRecord> = snapshot.files.iter().map(|f| &f.record).collect();
-    IndexWriter::new(&ctx.layout, ctx.fsync).write_project(
+    let view = ProjectView::new(
         &snapshot.name,
         &snapshot.display_name,
-        &records,
-    )?;
+        snapshot.serial,
+        snapshot.status.as_ref(),
+        &snapshot.versions,
+        records,
+    );
+    let index = ctx.index();
+    index.write_project(&view)?;
+    if let Some(doc) = upstream_json {
+        index.write_json_api(&snapshot.name, doc, &view.files().collect::<Vec<_>>())?;
+    }
     let mut state = lock(&ctx.state);
     let gone = state.record_project(snapshot)?;
     delete_files(&ctx.layout, &gone);

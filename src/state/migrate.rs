@@ -15,6 +15,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0002_trash_and_runs.sql",
         include_str!("../../migrations/0002_trash_and_runs.sql"),
     ),
+    (
+        3,
+        "0003_index_fields.sql",
+        include_str!("../../migrations/0003_index_fields.sql"),
+    ),
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

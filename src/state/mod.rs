@@ -237,48 +237,44 @@ impl State {
     pub fn project_files(&self, name: &ProjectName) -> Result<Vec<FileRecord>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT r.version, f.filename, f.path, f.size, f.sha256, f.upload_time, f.requires_python,
-                    f.yanked, f.yanked_reason, f.packagetype, f.python_version
+                    f.yanked, f.yanked_reason, f.packagetype, f.python_version,
+                    f.core_metadata_sha256, f.provenance, f.extra_hashes
              FROM files f JOIN releases r ON r.id = f.release_id JOIN projects p ON p.id = f.project_id
              WHERE p.name = ?1 ORDER BY f.filename",
         )?;
-        let rows = stmt.query_map([name.as_str()], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
-                (
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, bool>(7)?,
-                    r.get::<_, Option<String>>(8)?,
-                    r.get::<_, Option<String>>(9)?,
-                    r.get::<_, Option<String>>(10)?,
-                ),
-            ))
-        })?;
+        let mut rows = stmt.query([name.as_str()])?;
         let mut out = Vec::new();
-        for row in rows {
-            let (version, filename, path, size, sha256, rest) = row?;
-            let (upload_time, requires_python, yanked, yanked_reason, packagetype, python_version) =
-                rest;
+        while let Some(r) = rows.next()? {
             let corrupt = |what: String| StateError::Corrupt(format!("{name}: {what}"));
+            let filename: String = r.get(1)?;
             let filename = Filename::new(&filename).map_err(|e| corrupt(e.to_string()))?;
-            let url_path = format!("/{path}");
+            let path: String = r.get(2)?;
+            let sha256: String = r.get(4)?;
+            let core_metadata: Option<String> = r.get(11)?;
+            let extra_hashes: Option<String> = r.get(13)?;
             out.push(FileRecord {
-                path: PackagePath::from_url_path(&url_path, &filename)
+                version: r.get(0)?,
+                path: PackagePath::from_url_path(&format!("/{path}"), &filename)
                     .map_err(|e| corrupt(e.to_string()))?,
-                sha256: Sha256::from_hex(&sha256).map_err(|e| corrupt(e.to_string()))?,
-                version,
                 filename,
-                size: size as u64,
-                upload_time,
-                requires_python,
-                yanked,
-                yanked_reason,
-                packagetype,
-                python_version,
+                size: r.get::<_, i64>(3)? as u64,
+                sha256: Sha256::from_hex(&sha256).map_err(|e| corrupt(e.to_string()))?,
+                upload_time: r.get(5)?,
+                requires_python: r.get(6)?,
+                yanked: r.get(7)?,
+                yanked_reason: r.get(8)?,
+                packagetype: r.get(9)?,
+                python_version: r.get(10)?,
+                core_metadata: core_metadata
+                    .map(|h| Sha256::from_hex(&h).map_err(|e| corrupt(e.to_string())))
+                    .transpose()?,
+                provenance: r.get(12)?,
+                extra_hashes: extra_hashes
+                    .map(|j| {
+                        serde_json::from_str(&j).map_err(|e| corrupt(format!("extra_hashes: {e}")))
+                    })
+                    .transpose()?
+                    .unwrap_or_default(),
             });
         }
         Ok(out)
@@ -291,10 +287,18 @@ impl State {
         let tx = self.conn.transaction()?;
         let old_paths = paths_of(&tx, &snap.name)?;
         tx.execute(
-            "INSERT INTO projects (name, display_name, serial, synced_at) VALUES (?1, ?2, ?3, unixepoch())
+            "INSERT INTO projects (name, display_name, serial, synced_at, status, status_reason)
+             VALUES (?1, ?2, ?3, unixepoch(), ?4, ?5)
              ON CONFLICT (name) DO UPDATE SET display_name = excluded.display_name,
-                 serial = excluded.serial, synced_at = excluded.synced_at",
-            params![snap.name.as_str(), snap.display_name, snap.serial.to_db()],
+                 serial = excluded.serial, synced_at = excluded.synced_at,
+                 status = excluded.status, status_reason = excluded.status_reason",
+            params![
+                snap.name.as_str(),
+                snap.display_name,
+                snap.serial.to_db(),
+                snap.status.as_ref().map(|s| s.status.as_str()),
+                snap.status.as_ref().and_then(|s| s.reason.as_deref()),
+            ],
         )?;
         let project_id: i64 = tx.query_row(
             "SELECT id FROM projects WHERE name = ?1",
@@ -314,8 +318,9 @@ impl State {
             }
             let mut file = tx.prepare_cached(
                 "INSERT INTO files (project_id, release_id, filename, path, size, sha256, blake2b_256,
-                    upload_time, requires_python, yanked, yanked_reason, packagetype, python_version)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    upload_time, requires_python, yanked, yanked_reason, packagetype, python_version,
+                    core_metadata_sha256, provenance, extra_hashes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?;
             for f in snap.files.iter().map(|f| &f.record) {
                 let release_id = release_ids[f.version.as_str()];
@@ -333,6 +338,11 @@ impl State {
                     f.yanked_reason,
                     f.packagetype,
                     f.python_version,
+                    f.core_metadata.map(|h| h.to_hex()),
+                    f.provenance,
+                    (!f.extra_hashes.is_empty())
+                        .then(|| serde_json::to_string(&f.extra_hashes)
+                            .expect("a string map serializes")),
                 ])?;
             }
         }
@@ -358,7 +368,11 @@ impl State {
             params![name.as_str(), serial.to_db()],
         )?;
         let mut gone = unreferenced(&tx, old_paths)?;
-        gone.push(format!("simple/{name}/"));
+        gone.extend([
+            format!("simple/{name}/"),
+            format!("pypi/{name}/"),
+            format!("json/{name}"),
+        ]);
         trash(&tx, &gone)?;
         tx.commit()?;
         Ok(removed)
@@ -374,7 +388,9 @@ impl State {
             [],
         )?;
         tx.execute(
-            "DELETE FROM trash WHERE path IN (SELECT 'simple/' || name || '/' FROM projects)",
+            "DELETE FROM trash WHERE path IN (SELECT 'simple/' || name || '/' FROM projects)
+                 OR path IN (SELECT 'pypi/' || name || '/' FROM projects)
+                 OR path IN (SELECT 'json/' || name FROM projects)",
             [],
         )?;
         let paths = {
@@ -473,17 +489,21 @@ impl State {
             .optional()?)
     }
 
-    /// Every mirrored project as (normalized name, display name), ordered by name.
+    /// Every mirrored project as (normalized name, display name, serial), ordered by name.
     pub fn for_each_project(
         &self,
-        mut f: impl FnMut(&str, &str) -> std::io::Result<()>,
+        mut f: impl FnMut(&str, &str, Serial) -> std::io::Result<()>,
     ) -> anyhow::Result<()> {
         let mut stmt = self
             .conn
-            .prepare("SELECT name, display_name FROM projects ORDER BY name")?;
+            .prepare("SELECT name, display_name, serial FROM projects ORDER BY name")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            f(row.get_ref(0)?.as_str()?, row.get_ref(1)?.as_str()?)?;
+            f(
+                row.get_ref(0)?.as_str()?,
+                row.get_ref(1)?.as_str()?,
+                Serial::from_db(row.get(2)?),
+            )?;
         }
         Ok(())
     }
@@ -497,20 +517,31 @@ fn trash(tx: &rusqlite::Transaction<'_>, paths: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn paths_of(tx: &rusqlite::Transaction<'_>, name: &ProjectName) -> Result<Vec<String>> {
+/// The project's file paths, each with whether its `.metadata` sidecar is held.
+fn paths_of(tx: &rusqlite::Transaction<'_>, name: &ProjectName) -> Result<Vec<(String, bool)>> {
     let mut stmt = tx.prepare_cached(
-        "SELECT f.path FROM files f JOIN projects p ON p.id = f.project_id WHERE p.name = ?1",
+        "SELECT f.path, f.core_metadata_sha256 IS NOT NULL
+         FROM files f JOIN projects p ON p.id = f.project_id WHERE p.name = ?1",
     )?;
-    let rows = stmt.query_map([name.as_str()], |r| r.get(0))?;
+    let rows = stmt.query_map([name.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-fn unreferenced(tx: &rusqlite::Transaction<'_>, paths: Vec<String>) -> Result<Vec<String>> {
-    let mut used = tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM files WHERE path = ?1)")?;
+/// Of `paths`, those no file row references now (with their sidecars), and sidecars whose
+/// file is still referenced but no longer with a held sidecar.
+fn unreferenced(tx: &rusqlite::Transaction<'_>, paths: Vec<(String, bool)>) -> Result<Vec<String>> {
+    let mut used = tx.prepare_cached(
+        "SELECT COUNT(*) > 0, COALESCE(MAX(core_metadata_sha256 IS NOT NULL), 0) FROM files WHERE path = ?1",
+    )?;
     let mut gone = Vec::new();
-    for p in paths {
-        if !used.query_row([&p], |r| r.get::<_, bool>(0))? {
-            gone.push(p);
+    for (path, had_sidecar) in paths {
+        let (referenced, has_sidecar): (bool, bool) =
+            used.query_row([&path], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if had_sidecar && !has_sidecar {
+            gone.push(format!("{path}.metadata"));
+        }
+        if !referenced {
+            gone.push(path);
         }
     }
     Ok(gone)

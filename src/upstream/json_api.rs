@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::simple::CoreMetadata;
+
 #[derive(Debug, Deserialize)]
 pub struct ProjectJson {
     pub info: Info,
@@ -45,6 +47,11 @@ pub struct FileJson {
     pub packagetype: Option<String>,
     #[serde(default)]
     pub python_version: Option<String>,
+    /// PEP 658/714 metadata sidecar (`data_dist_info_metadata` in older answers).
+    #[serde(rename = "core-metadata", default)]
+    pub core_metadata: Option<CoreMetadata>,
+    #[serde(default)]
+    pub data_dist_info_metadata: Option<CoreMetadata>,
 }
 
 #[derive(Debug, Default, Deserialize)]

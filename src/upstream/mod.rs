@@ -6,7 +6,7 @@
 
 pub mod json_api;
 pub mod retry;
-pub mod simple_root;
+pub mod simple;
 pub mod xmlrpc;
 
 use std::collections::HashMap;
@@ -17,8 +17,9 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
 
 use crate::config::Config;
+use crate::types::ProjectName;
 use json_api::ProjectJson;
-use simple_root::RootIndex;
+use simple::{ProjectPage, RootIndex};
 use xmlrpc::{ChangelogRow, Value, XmlRpcError};
 
 pub const USER_AGENT: &str = concat!("pymirror/", env!("CARGO_PKG_VERSION"));
@@ -55,6 +56,8 @@ pub enum ProjectFetch {
         serial: Option<u64>,
         /// Where the answer came from (after redirects): relative file URLs resolve against it.
         url: Url,
+        /// The raw body, for the JSON API mirror.
+        body: Vec<u8>,
     },
     /// 404: no such project, or one without releases.
     NotFound,
@@ -226,7 +229,7 @@ impl Upstream {
             .send(&url, || {
                 self.metadata
                     .get(url.clone())
-                    .header(ACCEPT, simple_root::ACCEPT_JSON)
+                    .header(ACCEPT, simple::ACCEPT_JSON)
             })
             .await?;
         let (body, _) = self.ok_body(&url, resp).await?;
@@ -251,16 +254,51 @@ impl Upstream {
         let final_url = resp.url().clone();
         let (body, headers) = self.ok_body(&url, resp).await?;
         let json: ProjectJson = parse_json(&url, &body)?;
-        let serial = headers
-            .get("x-pypi-last-serial")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok())
-            .or(json.last_serial);
+        let serial = last_serial(&headers).or(json.last_serial);
         Ok(ProjectFetch::Found {
             json,
             serial,
             url: final_url,
+            body,
         })
+    }
+
+    /// `GET /simple/<name>/` as PEP 691 JSON, with its serial. `None` when upstream has no
+    /// such page or does not offer it as JSON (an HTML-only index).
+    pub async fn project_page(
+        &self,
+        name: &ProjectName,
+        cache_bust: Option<u64>,
+    ) -> Result<Option<(ProjectPage, Option<u64>)>, UpstreamError> {
+        let mut url = self.endpoint(&format!("/simple/{name}/"));
+        if let Some(n) = cache_bust {
+            url.set_query(Some(&format!("serial={n}")));
+        }
+        let resp = self
+            .send(&url, || {
+                self.metadata
+                    .get(url.clone())
+                    .header(ACCEPT, simple::ACCEPT_JSON)
+            })
+            .await?;
+        if matches!(
+            resp.status(),
+            StatusCode::NOT_FOUND | StatusCode::NOT_ACCEPTABLE
+        ) {
+            return Ok(None);
+        }
+        let is_json = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.contains("json"));
+        let (body, headers) = self.ok_body(&url, resp).await?;
+        if !is_json {
+            return Ok(None);
+        }
+        let page: ProjectPage = parse_json(&url, &body)?;
+        let serial = last_serial(&headers).or(page.meta.last_serial);
+        Ok(Some((page, serial)))
     }
 
     async fn ok_body(
@@ -277,6 +315,16 @@ impl Upstream {
         let headers = resp.headers().clone();
         Ok((self.body(url, resp).await?, headers))
     }
+}
+
+fn last_serial(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get("x-pypi-last-serial")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Deeply nested JSON is refused by serde_json's recursion limit (128 levels).

@@ -33,6 +33,8 @@ pub struct Link {
     pub text: String,
     pub requires_python: Option<String>,
     pub yanked: Option<String>,
+    /// `data-core-metadata`, e.g. `sha256=…`.
+    pub core_metadata: Option<String>,
 }
 
 /// Settings that keep tests fast: short backoff, few workers.
@@ -82,7 +84,7 @@ impl Mirror {
 
     /// The invariants that must hold at every instant, even right after a SIGKILL: every link
     /// of every page resolves to a file with the advertised hash, and every file under
-    /// packages/ holds exactly the bytes its path names (BLAKE2b-256).
+    /// packages/ holds exactly the bytes its path names (BLAKE2b-256), or is a sidecar beside one.
     pub fn assert_consistent(&self) {
         let simple = self.web().join("simple");
         if let Ok(dirs) = std::fs::read_dir(&simple) {
@@ -106,6 +108,14 @@ impl Mirror {
                 .into_owned();
             let parts: Vec<&str> = rel.split('/').collect();
             assert_eq!(parts.len(), 4, "unexpected file {rel}");
+            if let Some(file) = rel.strip_suffix(".metadata") {
+                // A PEP 658 sidecar (its hash is the page's to check) lives beside its file.
+                assert!(
+                    self.web().join("packages").join(file).exists(),
+                    "sidecar without its file: {rel}"
+                );
+                continue;
+            }
             let want = format!("{}{}{}", parts[0], parts[1], parts[2]);
             let bytes = std::fs::read(&path).unwrap();
             let got = hex::encode(blake2::Blake2b::<blake2::digest::consts::U32>::digest(
@@ -204,6 +214,18 @@ impl Mirror {
             sha,
             "{normalized}: hash of {rel}"
         );
+        if let Some(meta) = &link.core_metadata {
+            let want = meta.strip_prefix("sha256=").expect("sha256 core metadata");
+            let sidecar =
+                std::fs::read(format!("{}.metadata", file.display())).unwrap_or_else(|e| {
+                    panic!("{normalized}: advertised sidecar of {rel} missing: {e}")
+                });
+            assert_eq!(
+                hex::encode(sha2::Sha256::digest(&sidecar)),
+                want,
+                "{normalized}: sidecar of {rel}"
+            );
+        }
         bytes
     }
 
@@ -258,6 +280,7 @@ pub fn parse_links(html: &str) -> Vec<Link> {
             text: unescape(&tag.inner_text(parser)),
             requires_python: attr(tag, "data-requires-python"),
             yanked: attr(tag, "data-yanked"),
+            core_metadata: attr(tag, "data-core-metadata"),
         })
         .collect()
 }

@@ -83,6 +83,10 @@ pub struct FileOpts {
     pub upload_time: Option<String>,
     /// PEP 658 core metadata, served at `<file url>.metadata`.
     pub metadata: Option<Vec<u8>>,
+    /// PEP 740 provenance URL for the project page (absolute, or a path on this server).
+    pub provenance: Option<String>,
+    /// Digests besides sha256 listed in the project page's `hashes` ({name: hex}).
+    pub extra_hashes: Vec<(String, String)>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -105,6 +109,8 @@ struct FileRec {
     upload_time_iso: String,
     metadata: Option<Bytes>,
     metadata_sha256: Option<String>,
+    provenance: Option<String>,
+    extra_hashes: Vec<(String, String)>,
 }
 
 #[derive(Clone, Default)]
@@ -120,6 +126,16 @@ struct Project {
     display: String,
     last_serial: u64,
     releases: BTreeMap<String, Release>,
+    /// PEP 792 status and reason; `quarantined` hides the project like PyPI does.
+    status: Option<(String, Option<String>)>,
+}
+
+impl Project {
+    fn quarantined(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(|(s, _)| s == "quarantined")
+    }
 }
 
 struct JournalRow {
@@ -210,6 +226,7 @@ impl State {
                 display: display.to_string(),
                 last_serial: 0,
                 releases: BTreeMap::new(),
+                status: None,
             };
             self.projects.insert(key.clone(), p);
             self.journal(&key, None, "create".into());
@@ -273,6 +290,8 @@ impl State {
             upload_time_iso,
             metadata: opts.metadata.map(Bytes::from),
             metadata_sha256,
+            provenance: opts.provenance,
+            extra_hashes: opts.extra_hashes,
         });
         let p = self.projects.get_mut(key).expect("project exists");
         let rel = p.releases.get_mut(version).expect("release exists");
@@ -510,6 +529,28 @@ impl FakeUpstream {
         st.project(display_name);
         st.snapshot(&key);
         st.journal(&key, None, "add Owner someone".into())
+    }
+
+    /// PEP 792: set the project's status (journal `project quarantined` / `project status`);
+    /// `None` clears it (`project quarantine cleared`).
+    pub fn set_project_status(
+        &self,
+        display_name: &str,
+        status: Option<(&str, Option<&str>)>,
+    ) -> u64 {
+        let mut st = self.st();
+        let key = normalize(display_name);
+        st.project(display_name);
+        st.snapshot(&key);
+        let action = match status {
+            Some(("quarantined", _)) => "project quarantined".to_string(),
+            Some((s, _)) => format!("project status {s}"),
+            None => "project quarantine cleared".to_string(),
+        };
+        let serial = st.journal(&key, None, action);
+        st.projects.get_mut(&key).expect("checked").status =
+            status.map(|(s, r)| (s.to_string(), r.map(str::to_string)));
+        serial
     }
 
     pub fn serial(&self) -> u64 {
@@ -804,7 +845,7 @@ fn json_api(st: &mut State, name: &str, q: &str) -> Response {
     } else {
         st.projects.get(&key).cloned()
     };
-    let Some(p) = project.filter(|p| !p.releases.is_empty()) else {
+    let Some(p) = project.filter(|p| !p.releases.is_empty() && !p.quarantined()) else {
         return bytes_response(
             StatusCode::NOT_FOUND,
             "application/json",
@@ -896,9 +937,10 @@ fn simple_index(st: &State, accept: Option<&str>) -> Response {
         let projects: Vec<Value> = st
             .projects
             .values()
+            .filter(|p| !p.quarantined())
             .map(|p| json!({"name": p.display, "_last-serial": p.last_serial}))
             .collect();
-        let body = json!({"meta": {"api-version": "1.1", "_last-serial": st.serial}, "projects": projects});
+        let body = json!({"meta": {"api-version": "1.4", "_last-serial": st.serial}, "projects": projects});
         return json_response(&body, SIMPLE_JSON, st.serial);
     }
     let mut html = String::from(
@@ -932,6 +974,7 @@ fn simple_project(st: &State, key: &str, accept: Option<&str>) -> Response {
             let rel = &p.releases[*v];
             rel.files.values().map(move |f| (f, rel))
         })
+        .filter(|_| !p.quarantined())
         .collect();
     let yanked = |rel: &Release| -> Value {
         match (&rel.yanked, &rel.yanked_reason) {
@@ -944,10 +987,22 @@ fn simple_project(st: &State, key: &str, accept: Option<&str>) -> Response {
             .iter()
             .map(|(f, rel)| {
                 let meta = metadata_json(f);
+                let mut hashes = json!({"sha256": f.sha256});
+                for (name, hex) in &f.extra_hashes {
+                    hashes[name] = json!(hex);
+                }
+                let provenance = f.provenance.as_ref().map(|p| {
+                    if p.starts_with('/') {
+                        format!("{}{p}", st.base_url)
+                    } else {
+                        p.clone()
+                    }
+                });
                 json!({
                     "filename": f.filename,
                     "url": file_url(&st.base_url, f),
-                    "hashes": {"sha256": f.sha256},
+                    "hashes": hashes,
+                    "provenance": provenance,
                     "requires-python": f.requires_python,
                     "yanked": yanked(rel),
                     "size": f.content.len(),
@@ -957,12 +1012,15 @@ fn simple_project(st: &State, key: &str, accept: Option<&str>) -> Response {
                 })
             })
             .collect();
-        let body = json!({
-            "meta": {"api-version": "1.1", "_last-serial": p.last_serial},
+        let mut body = json!({
+            "meta": {"api-version": "1.4", "_last-serial": p.last_serial},
             "name": key,
             "files": files,
             "versions": versions,
         });
+        if let Some((status, reason)) = &p.status {
+            body["project-status"] = json!({"status": status, "reason": reason});
+        }
         return json_response(&body, SIMPLE_JSON, p.last_serial);
     }
     let title = html_escape(&p.display);

@@ -1,0 +1,38 @@
+//! The optional JSON API mirror (`json = true`): upstream's `/pypi/<name>/json` answer, with
+//! every file URL pointing into this mirror and only the files the mirror holds listed.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::Links;
+use crate::metadata::FileRecord;
+
+pub fn rewrite(upstream: &Value, held: &[&FileRecord], links: &Links) -> Vec<u8> {
+    let held: HashMap<&str, &FileRecord> = held.iter().map(|f| (f.filename.as_str(), *f)).collect();
+    let mut doc = upstream.clone();
+    let fix = |files: &mut Value| {
+        if let Value::Array(list) = files {
+            list.retain_mut(|file| {
+                let Some(record) = file
+                    .get("filename")
+                    .and_then(Value::as_str)
+                    .and_then(|n| held.get(n))
+                else {
+                    return false;
+                };
+                file["url"] = links.file(record).into();
+                true
+            });
+        }
+    };
+    if let Some(Value::Object(releases)) = doc.get_mut("releases") {
+        releases.values_mut().for_each(fix);
+    }
+    if let Some(urls) = doc.get_mut("urls") {
+        fix(urls);
+    }
+    let mut out = serde_json::to_vec(&doc).expect("JSON values serialize");
+    out.push(b'\n');
+    out
+}

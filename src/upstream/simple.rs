@@ -1,0 +1,81 @@
+//! The PEP 691 JSON simple API as upstream serves it, read-side.
+//! <https://packaging.python.org/en/latest/specifications/simple-repository-api/#json-serialization>
+//!
+//! The root index (`/simple/`) is the change feed for upstreams without XML-RPC; a project
+//! page (`/simple/<name>/`) adds what the JSON API lacks: PEP 740 provenance, PEP 792 project
+//! status, and any digests besides sha256. Nothing here is trusted; `metadata.rs` checks it.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+pub const ACCEPT_JSON: &str = "application/vnd.pypi.simple.v1+json";
+
+#[derive(Debug, Deserialize)]
+pub struct RootIndex {
+    pub meta: Meta,
+    pub projects: Vec<RootProject>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Meta {
+    #[serde(rename = "api-version")]
+    pub api_version: String,
+    /// Private to PyPI (and mirrors following it): the newest journal serial.
+    #[serde(rename = "_last-serial", default)]
+    pub last_serial: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RootProject {
+    pub name: String,
+    #[serde(rename = "_last-serial", default)]
+    pub last_serial: Option<u64>,
+}
+
+/// `GET /simple/<name>/` (JSON).
+#[derive(Debug, Deserialize)]
+pub struct ProjectPage {
+    pub meta: Meta,
+    pub name: String,
+    #[serde(default)]
+    pub files: Vec<PageFile>,
+    /// PEP 792 (api-version 1.4).
+    #[serde(rename = "project-status", default)]
+    pub project_status: Option<ProjectStatus>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PageFile {
+    pub filename: String,
+    #[serde(default)]
+    pub hashes: BTreeMap<String, String>,
+    /// PEP 740 (api-version 1.3): URL of the file's provenance, or null.
+    #[serde(default)]
+    pub provenance: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProjectStatus {
+    pub status: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// PEP 658/714 `core-metadata`: `false`, `true` (no hash given) or `{"sha256": …}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum CoreMetadata {
+    Flag(bool),
+    Hashes(BTreeMap<String, String>),
+}
+
+impl CoreMetadata {
+    /// The sha256 to verify the sidecar against; without one it cannot be mirrored.
+    pub fn sha256(&self) -> Option<&str> {
+        match self {
+            CoreMetadata::Hashes(h) => h.get("sha256").map(String::as_str),
+            CoreMetadata::Flag(_) => None,
+        }
+    }
+}
