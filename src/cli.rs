@@ -24,6 +24,20 @@ pub enum Command {
     Sync(SyncArgs),
     /// Show the mirror's serial, upstream's, the lag, pending projects and the last run.
     Status(StatusArgs),
+    /// Print an nginx configuration (a conf.d file) that serves this mirror.
+    NginxConfig(NginxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NginxArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// nginx `listen` value.
+    #[arg(long, default_value = "80")]
+    pub listen: String,
+    /// nginx `server_name` value.
+    #[arg(long, default_value = "_")]
+    pub server_name: String,
 }
 
 #[derive(Debug, Args)]

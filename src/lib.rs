@@ -8,6 +8,7 @@ pub mod index;
 pub mod layout;
 pub mod lock;
 pub mod metadata;
+pub mod nginx;
 pub mod plan;
 pub mod progress;
 pub mod state;

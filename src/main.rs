@@ -14,7 +14,7 @@ use indicatif::MultiProgress;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use pymirror::cli::{Cli, Command};
+use pymirror::cli::{Cli, Command, ConfigArg};
 use pymirror::config::Config;
 use pymirror::progress;
 
@@ -31,9 +31,9 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Sync(args) => {
-            let cfg = match Config::load(&args.config.config) {
+            let cfg = match load(&args.config) {
                 Ok(cfg) => cfg,
-                Err(e) => return fatal(e.to_string()),
+                Err(code) => return code,
             };
             let stop = Arc::new(AtomicBool::new(false));
             runtime.spawn(watch_signals(stop.clone()));
@@ -53,9 +53,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Status(args) => {
-            let cfg = match Config::load(&args.config.config) {
+            let cfg = match load(&args.config) {
                 Ok(cfg) => cfg,
-                Err(e) => return fatal(e.to_string()),
+                Err(code) => return code,
             };
             match runtime.block_on(pymirror::status::report(&cfg)) {
                 Ok(report) if args.json => {
@@ -72,7 +72,22 @@ fn main() -> ExitCode {
                 Err(e) => fatal(format!("{e:#}")),
             }
         }
+        Command::NginxConfig(args) => {
+            let cfg = match load(&args.config) {
+                Ok(cfg) => cfg,
+                Err(code) => return code,
+            };
+            print!(
+                "{}",
+                pymirror::nginx::render(&cfg.directory, &args.listen, &args.server_name)
+            );
+            ExitCode::SUCCESS
+        }
     }
+}
+
+fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {
+    Config::load(&arg.config).map_err(|e| fatal(e.to_string()))
 }
 
 fn fatal(message: String) -> ExitCode {
