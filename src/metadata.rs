@@ -96,8 +96,9 @@ pub enum MetadataError {
 pub struct Answers<'a> {
     /// JSON API answer and where it came from; `None` on 404.
     pub json: Option<(ProjectJson, &'a Url)>,
-    /// PEP 691 project page; `None` when not fetched, 404, or not offered as JSON.
-    pub page: Option<ProjectPage>,
+    /// PEP 691 project page and where it came from; `None` when not fetched, 404, or not
+    /// offered as JSON.
+    pub page: Option<(ProjectPage, &'a Url)>,
 }
 
 /// Validate the answers as the metadata of `want` at `serial`. `display_name` is used when
@@ -111,22 +112,13 @@ pub fn snapshot(
     let status = answers
         .page
         .as_ref()
-        .and_then(|p| check_status(p.project_status.as_ref()?));
-    let (page_name, page_files) = match answers.page {
-        Some(page) => {
-            let files: BTreeMap<String, PageFile> = page
-                .files
-                .into_iter()
-                .map(|f| (f.filename.clone(), f))
-                .collect();
-            (Some(page.name), files)
-        }
-        None => (None, BTreeMap::new()),
-    };
-    if let Some(got) = page_name.filter(|n| ProjectName::new(n).ok().as_ref() != Some(want)) {
+        .and_then(|(p, _)| check_status(p.project_status.as_ref()?));
+    if let Some((page, _)) = &answers.page
+        && ProjectName::new(&page.name).ok().as_ref() != Some(want)
+    {
         return Err(MetadataError::WrongProject {
             want: want.clone(),
-            got: got.chars().take(200).collect(),
+            got: page.name.chars().take(200).collect(),
         });
     }
     let mut snap = ProjectSnapshot {
@@ -138,8 +130,25 @@ pub fn snapshot(
         status,
         refused: Vec::new(),
     };
+    let quarantined = snap
+        .status
+        .as_ref()
+        .is_some_and(ProjectStatus::is_quarantined);
     let Some((json, source)) = answers.json else {
+        // No JSON API (another mirror that serves only the simple index, or a quarantined
+        // project): the PEP 691 page is the whole answer.
+        if let Some((page, source)) = answers.page.filter(|_| !quarantined) {
+            from_page(&mut snap, page, source);
+        }
         return Ok(snap);
+    };
+    let page_files: BTreeMap<String, PageFile> = match answers.page {
+        Some((page, _)) => page
+            .files
+            .into_iter()
+            .map(|f| (f.filename.clone(), f))
+            .collect(),
+        None => BTreeMap::new(),
     };
     match ProjectName::new(&json.info.name) {
         Ok(n) if &n == want => snap.display_name = json.info.name.clone(),
@@ -150,10 +159,6 @@ pub fn snapshot(
             });
         }
     }
-    let quarantined = snap
-        .status
-        .as_ref()
-        .is_some_and(ProjectStatus::is_quarantined);
     let require_https = source.scheme() == "https";
     let mut seen = HashSet::new();
     for (version, entries) in json.releases {
@@ -174,6 +179,89 @@ pub fn snapshot(
         snap.versions.push(version);
     }
     Ok(snap)
+}
+
+/// Files from a PEP 691 page alone. It has no per-file version, so each comes from the file
+/// name (wheel and sdist naming rules); it has every other field the index needs.
+fn from_page(snap: &mut ProjectSnapshot, page: ProjectPage, source: &Url) {
+    let require_https = source.scheme() == "https";
+    let mut seen = HashSet::new();
+    let mut versions: Vec<String> = page.versions.unwrap_or_default();
+    for f in page.files {
+        let shown = f.filename.chars().take(200).collect::<String>();
+        let version = version_from_filename(&snap.name, &f.filename).unwrap_or_default();
+        let (yanked, yanked_reason) = match &f.yanked {
+            Some(serde_json::Value::String(r)) => (true, Some(r.clone())),
+            Some(serde_json::Value::Bool(b)) => (*b, None),
+            _ => (false, None),
+        };
+        let entry = FileJson {
+            filename: f.filename.clone(),
+            url: f.url.clone(),
+            size: f.size.unwrap_or(0),
+            digests: crate::upstream::json_api::Digests {
+                sha256: f.hashes.get("sha256").cloned(),
+                blake2b_256: None,
+            },
+            requires_python: f.requires_python.clone(),
+            upload_time_iso_8601: f.upload_time.clone(),
+            upload_time: None,
+            yanked,
+            yanked_reason,
+            packagetype: None,
+            python_version: None,
+            core_metadata: f.core_metadata.clone(),
+            data_dist_info_metadata: f.data_dist_info_metadata.clone(),
+        };
+        let checked = match f.size {
+            None => Err(
+                "the project page gives no size (api-version 1.1 or later is needed)".to_owned(),
+            ),
+            Some(_) => check_file(&version, entry, Some(&f), source, require_https),
+        };
+        match checked {
+            Ok(file) if seen.insert(file.record.filename.clone()) => {
+                if !versions.contains(&version) {
+                    versions.push(version);
+                }
+                snap.files.push(file);
+            }
+            Ok(file) => snap.refused.push(format!(
+                "{}: file {} is listed twice",
+                snap.name, file.record.filename
+            )),
+            Err(why) => snap
+                .refused
+                .push(format!("{}: refused file {shown:?}: {why}", snap.name)),
+        }
+    }
+    versions.sort();
+    versions.dedup();
+    snap.versions = versions;
+}
+
+/// The version in a distribution's file name: wheels `name-ver(-build)?-py-abi-plat.whl`,
+/// sdists and others `name-ver.ext`, where `name` may itself contain separators.
+pub fn version_from_filename(project: &ProjectName, filename: &str) -> Option<String> {
+    if let Some(stem) = filename.strip_suffix(".whl") {
+        return stem.split('-').nth(1).map(str::to_owned);
+    }
+    let stem = [
+        ".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip", ".egg", ".exe", ".msi", ".rpm", ".dmg",
+    ]
+    .iter()
+    .find_map(|ext| filename.strip_suffix(ext))?;
+    let stem = if filename.ends_with(".egg") {
+        // name-ver-pyX.Y(-plat)
+        stem.rsplitn(2, "-py").last()?
+    } else {
+        stem
+    };
+    let parts: Vec<&str> = stem.split('-').collect();
+    (1..parts.len()).find_map(|k| {
+        let name = parts[..k].join("-");
+        (ProjectName::new(&name).ok().as_ref() == Some(project)).then(|| parts[k..].join("-"))
+    })
 }
 
 const STATUSES: &[&str] = &["active", "archived", "quarantined", "deprecated"];
@@ -296,7 +384,18 @@ fn check_extra_hashes(
 /// raw text is checked before parsing because URL parsing silently resolves `..` segments.
 fn check_url(raw: &str, source: &Url, require_https: bool) -> Result<Url, String> {
     let path_part = raw.split(['?', '#']).next().unwrap_or_default();
-    let has_dot_segment = path_part.split('/').any(|seg| {
+    // A relative reference may climb from the page it is on (`../../packages/…`, as mirrors
+    // write); after those leading steps, and anywhere in an absolute URL, a dot segment is
+    // refused. Either way the resolved path must still have the exact file host layout.
+    let is_relative = !path_part.contains(':') && !path_part.starts_with('/');
+    let mut segments = path_part.split('/').peekable();
+    if is_relative {
+        while segments
+            .next_if(|seg| *seg == ".." || *seg == ".")
+            .is_some()
+        {}
+    }
+    let has_dot_segment = segments.any(|seg| {
         let decoded = percent_encoding::percent_decode_str(seg).decode_utf8_lossy();
         decoded == "." || decoded == ".."
     });
@@ -412,6 +511,25 @@ mod tests {
     }
 
     #[test]
+    fn relative_urls_may_climb_only_before_the_path() {
+        let source = Url::parse("https://mirror.example/simple/demo-pkg/").unwrap();
+        let e60 = "e".repeat(60);
+        let ok = format!("../../packages/ab/cd/{e60}/demo-1.0.tar.gz");
+        assert_eq!(
+            check_url(&ok, &source, true).unwrap().as_str(),
+            format!("https://mirror.example/packages/ab/cd/{e60}/demo-1.0.tar.gz")
+        );
+        for bad in [
+            format!("../../packages/../packages/ab/cd/{e60}/demo-1.0.tar.gz"),
+            format!("../../packages/ab/cd/{e60}/%2e%2e/demo-1.0.tar.gz"),
+            format!("/packages/ab/../cd/{e60}/demo-1.0.tar.gz"),
+            format!("https://f.example/../packages/ab/cd/{e60}/demo-1.0.tar.gz"),
+        ] {
+            assert!(check_url(&bad, &source, true).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
     fn refuses_an_answer_for_another_project() {
         let source = Url::parse("https://index.example/pypi/x/json").unwrap();
         let name = ProjectName::new("other").unwrap();
@@ -448,13 +566,15 @@ mod tests {
         let e60 = "e".repeat(60);
         let url = format!("https://files.example/packages/ab/cd/{e60}/demo-1.0.tar.gz");
         let source = Url::parse("https://index.example/pypi/Demo_Pkg/json").unwrap();
-        let page_file = |hashes: &[(&str, &str)], provenance: Option<&str>| PageFile {
-            filename: "demo-1.0.tar.gz".into(),
-            hashes: hashes
+        let page_file = |hashes: &[(&str, &str)], provenance: Option<&str>| {
+            let mut f: PageFile =
+                serde_json::from_value(serde_json::json!({"filename": "demo-1.0.tar.gz"})).unwrap();
+            f.hashes = hashes
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            provenance: provenance.map(str::to_owned),
+                .collect();
+            f.provenance = provenance.map(str::to_owned);
+            f
         };
         let name = ProjectName::new("demo-pkg").unwrap();
         let good = page_file(
@@ -463,7 +583,7 @@ mod tests {
         );
         let answers = Answers {
             json: Some((project(vec![entry("demo-1.0.tar.gz", &url)]), &source)),
-            page: Some(page(Some("archived"), vec![good])),
+            page: Some((page(Some("archived"), vec![good]), &source)),
         };
         let snap = snapshot(&name, "demo-pkg", answers, Serial(5)).unwrap();
         let rec = &snap.files[0].record;
@@ -484,7 +604,7 @@ mod tests {
         ] {
             let answers = Answers {
                 json: Some((project(vec![entry("demo-1.0.tar.gz", &url)]), &source)),
-                page: Some(page(None, vec![bad])),
+                page: Some((page(None, vec![bad]), &source)),
             };
             let snap = snapshot(&name, "demo-pkg", answers, Serial(5)).unwrap();
             assert!(
@@ -503,7 +623,7 @@ mod tests {
         let name = ProjectName::new("demo-pkg").unwrap();
         let answers = Answers {
             json: Some((project(vec![entry("demo-1.0.tar.gz", &url)]), &source)),
-            page: Some(page(Some("quarantined"), vec![])),
+            page: Some((page(Some("quarantined"), vec![]), &source)),
         };
         let snap = snapshot(&name, "demo-pkg", answers, Serial(5)).unwrap();
         assert!(snap.files.is_empty());
@@ -511,10 +631,32 @@ mod tests {
         // Only the page answered (the JSON API hides quarantined projects): kept, no files.
         let answers = Answers {
             json: None,
-            page: Some(page(Some("quarantined"), vec![])),
+            page: Some((page(Some("quarantined"), vec![]), &source)),
         };
         let snap = snapshot(&name, "Demo_Pkg", answers, Serial(5)).unwrap();
         assert_eq!(snap.display_name, "Demo_Pkg");
         assert!(snap.files.is_empty());
+    }
+
+    #[test]
+    fn versions_come_from_file_names() {
+        let p = ProjectName::new("zope.interface").unwrap();
+        for (file, want) in [
+            (
+                "zope.interface-5.4.0-cp39-cp39-manylinux1_x86_64.whl",
+                "5.4.0",
+            ),
+            ("zope_interface-5.4.0-1-py3-none-any.whl", "5.4.0"),
+            ("zope.interface-5.4.0.tar.gz", "5.4.0"),
+            ("zope-interface-1.0rc1.zip", "1.0rc1"),
+            ("zope.interface-3.3.0-py2.4-win32.egg", "3.3.0"),
+        ] {
+            assert_eq!(
+                version_from_filename(&p, file).as_deref(),
+                Some(want),
+                "{file}"
+            );
+        }
+        assert_eq!(version_from_filename(&p, "other-1.0.tar.gz"), None);
     }
 }

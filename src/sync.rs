@@ -461,7 +461,7 @@ async fn fetch_fresh(
             ProjectFetch::Found { serial, .. } => Some(Serial(serial.unwrap_or(0))),
             ProjectFetch::NotFound => None,
         };
-        let page_serial = page.as_ref().map(|(_, s)| Serial(s.unwrap_or(0)));
+        let page_serial = page.as_ref().map(|(_, s, _)| Serial(s.unwrap_or(0)));
         let stale = [json_serial, page_serial]
             .into_iter()
             .flatten()
@@ -475,7 +475,10 @@ async fn fetch_fresh(
                 .chain(page_serial)
                 .max()
                 .unwrap_or_default();
-            let page = page.map(|(p, _)| p);
+            let (page, page_url) = match page {
+                Some((p, _, url)) => (Some(p), Some(url)),
+                None => (None, None),
+            };
             let (json, url, raw) = match json {
                 ProjectFetch::Found {
                     json, url, body, ..
@@ -491,7 +494,7 @@ async fn fetch_fresh(
             };
             let answers = metadata::Answers {
                 json: json.zip(url.as_ref()),
-                page,
+                page: page.zip(page_url.as_ref()),
             };
             return Ok(Some((
                 metadata::snapshot(&todo.name, &todo.display_name, answers, serial)?,

@@ -269,3 +269,66 @@ fn pip_and_uv_install_from_the_mirror_served_by_nginx() {
     ));
     assert_eq!(db.trim(), "404", "the state database is served");
 }
+
+/// Another pymirror follows this one through nginx with nothing but the PEP 691 index (no
+/// XML-RPC, no JSON API): the root's `_last-serial`s pick the changed projects and the project
+/// pages give the files. The follower ends byte-identical to the mirror it follows.
+#[test]
+fn a_pymirror_follows_another_through_the_pep691_index_alone() {
+    let Some(tools) = Tools::find() else { return };
+    let up = FakeUpstream::start();
+    let alpha = dist::wheel("alpha", "1.0", &["beta"]);
+    publish_wheel(&up, &alpha, "alpha", "1.0");
+    up.add_release(
+        "Beta.Lib",
+        "1.0",
+        &[("beta_lib-1.0.tar.gz", b"beta".to_vec())],
+    );
+    up.add_release(
+        "Beta.Lib",
+        "2.0",
+        &[("beta_lib-2.0.tar.gz", b"beta2".to_vec())],
+    );
+    up.yank("Beta.Lib", "2.0", Some("oops"));
+    let first = Mirror::new(&up.url());
+    first.sync().assert_ok();
+    let nginx = Nginx::start(&tools, &first);
+    let follower = Mirror::new(&nginx.url());
+    let run = follower.sync();
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("using the PEP 691 root index"),
+        "{}",
+        run.stderr
+    );
+    let tree = |m: &Mirror| {
+        let mut t = m.published();
+        t.retain(|k, _| {
+            k.starts_with("web/simple/") || k.starts_with("web/packages/") || k == "status"
+        });
+        t
+    };
+    assert_eq!(tree(&follower), tree(&first));
+
+    // An upstream change reaches the follower through the first mirror, and only it is fetched.
+    up.add_release(
+        "Beta.Lib",
+        "3.0",
+        &[("beta_lib-3.0.tar.gz", b"beta3".to_vec())],
+    );
+    first.sync().assert_ok();
+    let before = nginx.access_log().lines().count();
+    follower.sync().assert_ok();
+    assert_eq!(tree(&follower), tree(&first));
+    let log = nginx.access_log();
+    let fetched: Vec<&str> = log
+        .lines()
+        .skip(before)
+        .filter(|l| l.contains("GET /simple/") && !l.contains("GET /simple/ "))
+        .collect();
+    assert!(
+        fetched.iter().all(|l| l.contains("/simple/beta-lib/")),
+        "{fetched:#?}"
+    );
+    assert!(!fetched.is_empty());
+}

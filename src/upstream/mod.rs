@@ -263,13 +263,14 @@ impl Upstream {
         })
     }
 
-    /// `GET /simple/<name>/` as PEP 691 JSON, with its serial. `None` when upstream has no
+    /// `GET /simple/<name>/` as PEP 691 JSON, with its serial and final URL (relative file URLs
+    /// resolve against it). `None` when upstream has no
     /// such page or does not offer it as JSON (an HTML-only index).
     pub async fn project_page(
         &self,
         name: &ProjectName,
         cache_bust: Option<u64>,
-    ) -> Result<Option<(ProjectPage, Option<u64>)>, UpstreamError> {
+    ) -> Result<Option<(ProjectPage, Option<u64>, Url)>, UpstreamError> {
         let mut url = self.endpoint(&format!("/simple/{name}/"));
         if let Some(n) = cache_bust {
             url.set_query(Some(&format!("serial={n}")));
@@ -287,6 +288,7 @@ impl Upstream {
         ) {
             return Ok(None);
         }
+        let final_url = resp.url().clone();
         let is_json = resp
             .headers()
             .get(CONTENT_TYPE)
@@ -298,7 +300,7 @@ impl Upstream {
         }
         let page: ProjectPage = parse_json(&url, &body)?;
         let serial = last_serial(&headers).or(page.meta.last_serial);
-        Ok(Some((page, serial)))
+        Ok(Some((page, serial, final_url)))
     }
 
     async fn ok_body(

@@ -40,6 +40,9 @@ pub struct ProjectPage {
     pub name: String,
     #[serde(default)]
     pub files: Vec<PageFile>,
+    /// PEP 700 (api-version 1.1).
+    #[serde(default)]
+    pub versions: Option<Vec<String>>,
     /// PEP 792 (api-version 1.4).
     #[serde(rename = "project-status", default)]
     pub project_status: Option<ProjectStatus>,
@@ -49,7 +52,23 @@ pub struct ProjectPage {
 pub struct PageFile {
     pub filename: String,
     #[serde(default)]
+    pub url: String,
+    #[serde(default)]
     pub hashes: BTreeMap<String, String>,
+    #[serde(rename = "requires-python", default)]
+    pub requires_python: Option<String>,
+    /// `false`, `true`, or the reason.
+    #[serde(default)]
+    pub yanked: Option<serde_json::Value>,
+    /// PEP 700 (api-version 1.1).
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(rename = "upload-time", default)]
+    pub upload_time: Option<String>,
+    #[serde(rename = "core-metadata", default)]
+    pub core_metadata: Option<CoreMetadata>,
+    #[serde(rename = "data-dist-info-metadata", default)]
+    pub data_dist_info_metadata: Option<CoreMetadata>,
     /// PEP 740 (api-version 1.3): URL of the file's provenance, or null.
     #[serde(default)]
     pub provenance: Option<String>,
