@@ -63,6 +63,21 @@ pub struct Config {
     pub json: bool,
     /// Also fetch each changed project's PEP 691 page (provenance, status, extra hashes).
     pub simple_json: bool,
+    /// HTTP(S) proxy for every request (else HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply).
+    pub proxy: Option<Url>,
+    /// When not empty, file URLs must be on one of these hosts.
+    pub file_hosts: Vec<String>,
+    /// Fetch files from this host first (same `packages/...` paths), then from upstream.
+    pub download_mirror: Option<Url>,
+    pub download_mirror_no_fallback: bool,
+    /// Metadata and XML-RPC requests per second (0: no cap).
+    pub metadata_rate: f64,
+    /// Concurrent requests to any one host (0: no cap beyond `workers`).
+    pub max_connections_per_host: usize,
+    /// A download slower than this (bytes per second, after the first `timeout`) is cut.
+    pub min_download_rate: u64,
+    /// Files larger than this are refused (0: no cap).
+    pub max_file_bytes: u64,
 }
 
 /// One line: where, which key, what is wrong, what to do.
@@ -91,6 +106,14 @@ const MIRROR_KEYS: &[&str] = &[
     "root_uri",
     "json",
     "simple_json",
+    "proxy",
+    "file_hosts",
+    "download_mirror",
+    "download_mirror_no_fallback",
+    "metadata_rate",
+    "max_connections_per_host",
+    "min_download_rate",
+    "max_file_bytes",
 ];
 
 impl Config {
@@ -186,7 +209,7 @@ impl Config {
             fsync: keys.boolean("fsync")?.unwrap_or(true),
             max_metadata_bytes: keys
                 .integer("max_metadata_bytes", 1024, 1 << 40)?
-                .unwrap_or(64 << 20) as u64,
+                .unwrap_or(256 << 20) as u64,
             max_deletions: keys.integer("max_deletions", 0, i64::MAX)?.unwrap_or(1000) as usize,
             simple_format: match keys.string("simple_format")?.as_deref() {
                 None | Some("all") => SimpleFormat::All,
@@ -204,6 +227,26 @@ impl Config {
                 .transpose()?,
             json: keys.boolean("json")?.unwrap_or(false),
             simple_json: keys.boolean("simple_json")?.unwrap_or(true),
+            proxy: keys
+                .string("proxy")?
+                .map(|p| parse_http_url("proxy", &p))
+                .transpose()?,
+            file_hosts: keys.strings("file_hosts")?.unwrap_or_default(),
+            download_mirror: keys
+                .string("download_mirror")?
+                .map(|m| parse_http_url("download_mirror", &m))
+                .transpose()?,
+            download_mirror_no_fallback: keys
+                .boolean("download_mirror_no_fallback")?
+                .unwrap_or(false),
+            metadata_rate: keys.number("metadata_rate", 0.0, 10_000.0)?.unwrap_or(0.0),
+            max_connections_per_host: keys
+                .integer("max_connections_per_host", 0, 4096)?
+                .unwrap_or(0) as usize,
+            min_download_rate: keys
+                .integer("min_download_rate", 1, 1 << 40)?
+                .unwrap_or(16 * 1024) as u64,
+            max_file_bytes: keys.integer("max_file_bytes", 0, i64::MAX)?.unwrap_or(0) as u64,
         })
     }
 }
@@ -233,6 +276,15 @@ fn parse_master(raw: &str, allow_http: bool) -> Result<Url, String> {
     let trimmed = url.path().trim_end_matches('/').to_owned();
     url.set_path(&trimmed);
     Ok(url)
+}
+
+fn parse_http_url(key: &str, raw: &str) -> Result<Url, String> {
+    match Url::parse(raw) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+        _ => Err(format!(
+            "[mirror] {key} = {raw:?} is not an http(s) URL; fix the value"
+        )),
+    }
 }
 
 fn parse_root_uri(raw: &str) -> Result<String, String> {
@@ -278,6 +330,19 @@ impl Keys<'_> {
         }
     }
 
+    fn strings(&self, key: &str) -> Result<Option<Vec<String>>, String> {
+        match self.0.get(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(|s| s.to_ascii_lowercase()))
+                .collect::<Option<Vec<_>>>()
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "a list of strings, e.g. [\"files.example.org\"]")),
+            Some(_) => Err(self.wrong(key, "a list of strings, e.g. [\"files.example.org\"]")),
+        }
+    }
+
     fn boolean(&self, key: &str) -> Result<Option<bool>, String> {
         match self.0.get(key) {
             None => Ok(None),
@@ -292,6 +357,19 @@ impl Keys<'_> {
             Some(Value::Integer(i)) if (min..=max).contains(i) => Ok(Some(*i)),
             Some(_) => Err(self.wrong(key, &format!("a whole number from {min} to {max}"))),
         }
+    }
+
+    fn number(&self, key: &str, min: f64, max: f64) -> Result<Option<f64>, String> {
+        let n = match self.0.get(key) {
+            None => return Ok(None),
+            Some(Value::Integer(i)) => *i as f64,
+            Some(Value::Float(f)) => *f,
+            Some(_) => return Err(self.wrong(key, &format!("a number from {min} to {max}"))),
+        };
+        if !(min..=max).contains(&n) {
+            return Err(self.wrong(key, &format!("a number from {min} to {max}")));
+        }
+        Ok(Some(n))
     }
 
     fn seconds(&self, key: &str) -> Result<Option<Duration>, String> {

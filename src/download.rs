@@ -115,6 +115,10 @@ impl Target {
 }
 
 impl DownloadError {
+    pub fn is_disk(&self) -> bool {
+        matches!(self, DownloadError::Disk { .. })
+    }
+
     /// Upstream does not have it (404/410): for a sidecar, "not offered" rather than a failure.
     pub fn is_not_found(&self) -> bool {
         matches!(self, DownloadError::Status { status, .. }

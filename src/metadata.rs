@@ -92,6 +92,46 @@ pub enum MetadataError {
     WrongProject { want: ProjectName, got: String },
 }
 
+/// Where file URLs may point, beyond the fixed rules (https when the metadata came over
+/// https, the file host layout).
+#[derive(Debug, Clone, Default)]
+pub struct UrlPolicy {
+    /// Internal addresses (loopback, private, link-local) are allowed only when the master
+    /// itself is one.
+    pub allow_internal: bool,
+    /// When not empty, file URLs must be on one of these hosts (lowercase).
+    pub file_hosts: Vec<String>,
+    /// Files larger than this are refused (0: no cap).
+    pub max_file_bytes: u64,
+}
+
+impl UrlPolicy {
+    pub fn new(cfg: &crate::config::Config) -> UrlPolicy {
+        UrlPolicy {
+            allow_internal: crate::upstream::address::is_internal_host(&cfg.master),
+            file_hosts: cfg.file_hosts.clone(),
+            max_file_bytes: cfg.max_file_bytes,
+        }
+    }
+
+    fn check_file_url(&self, url: &Url, size: u64) -> Result<(), String> {
+        if !self.allow_internal && crate::upstream::address::is_internal_host(url) {
+            return Err(format!("URL {url} points at an internal address; refused"));
+        }
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        if !self.file_hosts.is_empty() && !self.file_hosts.contains(&host) {
+            return Err(format!("host {host:?} is not in file_hosts"));
+        }
+        if self.max_file_bytes > 0 && size > self.max_file_bytes {
+            return Err(format!(
+                "{size} bytes is more than max_file_bytes = {}",
+                self.max_file_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What upstream answered for one project.
 pub struct Answers<'a> {
     /// JSON API answer and where it came from; `None` on 404.
@@ -108,6 +148,7 @@ pub fn snapshot(
     display_name: &str,
     answers: Answers<'_>,
     serial: Serial,
+    policy: &UrlPolicy,
 ) -> Result<ProjectSnapshot, MetadataError> {
     let status = answers
         .page
@@ -138,7 +179,7 @@ pub fn snapshot(
         // No JSON API (another mirror that serves only the simple index, or a quarantined
         // project): the PEP 691 page is the whole answer.
         if let Some((page, source)) = answers.page.filter(|_| !quarantined) {
-            from_page(&mut snap, page, source);
+            from_page(&mut snap, page, source, policy);
         }
         return Ok(snap);
     };
@@ -165,7 +206,7 @@ pub fn snapshot(
         for entry in entries.into_iter().filter(|_| !quarantined) {
             let shown = entry.filename.chars().take(200).collect::<String>();
             let page_file = page_files.get(&entry.filename);
-            match check_file(&version, entry, page_file, source, require_https) {
+            match check_file(&version, entry, page_file, source, require_https, policy) {
                 Ok(file) if seen.insert(file.record.filename.clone()) => snap.files.push(file),
                 Ok(file) => snap.refused.push(format!(
                     "{want}: file {} is listed twice",
@@ -183,13 +224,19 @@ pub fn snapshot(
 
 /// Files from a PEP 691 page alone. It has no per-file version, so each comes from the file
 /// name (wheel and sdist naming rules); it has every other field the index needs.
-fn from_page(snap: &mut ProjectSnapshot, page: ProjectPage, source: &Url) {
+fn from_page(snap: &mut ProjectSnapshot, page: ProjectPage, source: &Url, policy: &UrlPolicy) {
     let require_https = source.scheme() == "https";
     let mut seen = HashSet::new();
     let mut versions: Vec<String> = page.versions.unwrap_or_default();
     for f in page.files {
         let shown = f.filename.chars().take(200).collect::<String>();
-        let version = version_from_filename(&snap.name, &f.filename).unwrap_or_default();
+        let Some(version) = version_from_filename(&snap.name, &f.filename) else {
+            snap.refused.push(format!(
+                "{}: refused file {shown:?}: its version cannot be told from the file name",
+                snap.name
+            ));
+            continue;
+        };
         let (yanked, yanked_reason) = match &f.yanked {
             Some(serde_json::Value::String(r)) => (true, Some(r.clone())),
             Some(serde_json::Value::Bool(b)) => (*b, None),
@@ -217,7 +264,7 @@ fn from_page(snap: &mut ProjectSnapshot, page: ProjectPage, source: &Url) {
             None => Err(
                 "the project page gives no size (api-version 1.1 or later is needed)".to_owned(),
             ),
-            Some(_) => check_file(&version, entry, Some(&f), source, require_https),
+            Some(_) => check_file(&version, entry, Some(&f), source, require_https, policy),
         };
         match checked {
             Ok(file) if seen.insert(file.record.filename.clone()) => {
@@ -289,9 +336,11 @@ fn check_file(
     page: Option<&PageFile>,
     source: &Url,
     require_https: bool,
+    policy: &UrlPolicy,
 ) -> Result<RemoteFile, String> {
     let filename = Filename::new(&f.filename).map_err(|e| e.to_string())?;
     let url = check_url(&f.url, source, require_https)?;
+    policy.check_file_url(&url, f.size)?;
     let path = PackagePath::from_url_path(url.path(), &filename).map_err(|e| e.to_string())?;
     let sha256 = f
         .digests
@@ -503,7 +552,14 @@ mod tests {
             entry("demo-1.0.tar.gz", &good),
         ]);
         let name = ProjectName::new("demo-pkg").unwrap();
-        let snap = snapshot(&name, "demo-pkg", only_json(json, &source), Serial(5)).unwrap();
+        let snap = snapshot(
+            &name,
+            "demo-pkg",
+            only_json(json, &source),
+            Serial(5),
+            &UrlPolicy::default(),
+        )
+        .unwrap();
         assert_eq!(snap.files.len(), 1);
         assert_eq!(snap.files[0].record.filename.as_str(), "demo-1.0.tar.gz");
         assert_eq!(snap.refused.len(), 7, "{:#?}", snap.refused);
@@ -530,6 +586,54 @@ mod tests {
     }
 
     #[test]
+    fn the_url_policy_refuses_internal_hosts_foreign_hosts_and_huge_files() {
+        let e60 = "e".repeat(60);
+        let source = Url::parse("https://index.example/pypi/Demo_Pkg/json").unwrap();
+        let name = ProjectName::new("demo-pkg").unwrap();
+        let policy = UrlPolicy {
+            allow_internal: false,
+            file_hosts: vec!["files.example".into()],
+            max_file_bytes: 2,
+        };
+        for (host, size) in [
+            ("169.254.169.254", 1),
+            ("[::1]", 1),
+            ("localhost", 1),
+            ("other.example", 1),
+            ("files.example", 3),
+        ] {
+            let url = format!("https://{host}/packages/ab/cd/{e60}/demo-1.0.tar.gz");
+            let json = project(vec![FileJson {
+                size,
+                ..entry("demo-1.0.tar.gz", &url)
+            }]);
+            let snap = snapshot(
+                &name,
+                "demo-pkg",
+                only_json(json, &source),
+                Serial(5),
+                &policy,
+            )
+            .unwrap();
+            assert!(snap.files.is_empty(), "{host} {size} accepted");
+        }
+        let url = format!("https://files.example/packages/ab/cd/{e60}/demo-1.0.tar.gz");
+        let json = project(vec![FileJson {
+            size: 2,
+            ..entry("demo-1.0.tar.gz", &url)
+        }]);
+        let snap = snapshot(
+            &name,
+            "demo-pkg",
+            only_json(json, &source),
+            Serial(5),
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(snap.files.len(), 1);
+    }
+
+    #[test]
     fn refuses_an_answer_for_another_project() {
         let source = Url::parse("https://index.example/pypi/x/json").unwrap();
         let name = ProjectName::new("other").unwrap();
@@ -538,7 +642,8 @@ mod tests {
                 &name,
                 "other",
                 only_json(project(vec![]), &source),
-                Serial(1)
+                Serial(1),
+                &UrlPolicy::default()
             )
             .is_err()
         );
@@ -585,7 +690,7 @@ mod tests {
             json: Some((project(vec![entry("demo-1.0.tar.gz", &url)]), &source)),
             page: Some((page(Some("archived"), vec![good]), &source)),
         };
-        let snap = snapshot(&name, "demo-pkg", answers, Serial(5)).unwrap();
+        let snap = snapshot(&name, "demo-pkg", answers, Serial(5), &UrlPolicy::default()).unwrap();
         let rec = &snap.files[0].record;
         assert_eq!(
             rec.provenance.as_deref(),
@@ -606,7 +711,8 @@ mod tests {
                 json: Some((project(vec![entry("demo-1.0.tar.gz", &url)]), &source)),
                 page: Some((page(None, vec![bad]), &source)),
             };
-            let snap = snapshot(&name, "demo-pkg", answers, Serial(5)).unwrap();
+            let snap =
+                snapshot(&name, "demo-pkg", answers, Serial(5), &UrlPolicy::default()).unwrap();
             assert!(
                 snap.files.is_empty() && snap.refused.len() == 1,
                 "{:?}",
@@ -625,7 +731,7 @@ mod tests {
             json: Some((project(vec![entry("demo-1.0.tar.gz", &url)]), &source)),
             page: Some((page(Some("quarantined"), vec![]), &source)),
         };
-        let snap = snapshot(&name, "demo-pkg", answers, Serial(5)).unwrap();
+        let snap = snapshot(&name, "demo-pkg", answers, Serial(5), &UrlPolicy::default()).unwrap();
         assert!(snap.files.is_empty());
         assert!(snap.status.unwrap().is_quarantined());
         // Only the page answered (the JSON API hides quarantined projects): kept, no files.
@@ -633,7 +739,7 @@ mod tests {
             json: None,
             page: Some((page(Some("quarantined"), vec![]), &source)),
         };
-        let snap = snapshot(&name, "Demo_Pkg", answers, Serial(5)).unwrap();
+        let snap = snapshot(&name, "Demo_Pkg", answers, Serial(5), &UrlPolicy::default()).unwrap();
         assert_eq!(snap.display_name, "Demo_Pkg");
         assert!(snap.files.is_empty());
     }

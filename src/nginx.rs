@@ -14,7 +14,8 @@ pub fn render(directory: &Path, listen: &str, server_name: &str) -> String {
 # nginx's http {{}} block. pip's index URL is then http(s)://{server_name}/simple/
 
 # PEP 691 content negotiation: JSON for clients that ask for it (pip and uv do, first),
-# HTML for text/html, the v1 HTML type, or no Accept header at all.
+# HTML for text/html, the v1 HTML type, or no Accept header at all. (The first type named
+# wins; q-values are not weighed.)
 map $http_accept $pymirror_index {{
     default                                                 index.html;
     "~*application/vnd\.pypi\.simple\.(v1|latest)\+json"   index.v1_json;
@@ -44,7 +45,8 @@ server {{
 
     # Index pages change on every sync: short cache lifetime, and caches must key on Accept.
     location /simple/ {{
-        index $pymirror_index;
+        # The negotiated format first; the other if the mirror writes only one (simple_format).
+        index $pymirror_index index.html index.v1_json;
         types {{
             text/html                              html;
             application/vnd.pypi.simple.v1+html    v1_html;

@@ -27,10 +27,11 @@ pub struct Plan {
     pub unlisted: usize,
 }
 
-/// Collects changes keeping the highest serial seen per project.
+/// Collects changes keeping, per project, the display name and the lowest and highest
+/// serial seen.
 #[derive(Default)]
 struct Changes {
-    by_name: BTreeMap<ProjectName, (String, Serial)>,
+    by_name: BTreeMap<ProjectName, (String, Serial, Serial)>,
     invalid: Vec<String>,
 }
 
@@ -41,9 +42,11 @@ impl Changes {
                 let entry = self
                     .by_name
                     .entry(name)
-                    .or_insert((display.clone(), serial));
-                if serial >= entry.1 {
-                    *entry = (display, serial);
+                    .or_insert((display.clone(), serial, serial));
+                entry.1 = entry.1.min(serial);
+                if serial >= entry.2 {
+                    entry.0 = display;
+                    entry.2 = serial;
                 }
             }
             Err(_) => self.invalid.push(display.chars().take(200).collect()),
@@ -56,10 +59,11 @@ impl Changes {
             changes: self
                 .by_name
                 .into_iter()
-                .map(|(name, (display_name, serial))| Change {
+                .map(|(name, (display_name, first_serial, serial))| Change {
                     name,
                     display_name,
                     serial,
+                    first_serial,
                 })
                 .collect(),
             invalid_names: self.invalid,
@@ -144,18 +148,18 @@ async fn from_simple_root(
         .project_serials()?;
     let mut listed = HashSet::with_capacity(root.projects.len());
     for p in root.projects {
+        if let Ok(name) = ProjectName::new(&p.name) {
+            listed.insert(name.as_str().to_owned());
+        }
         let Some(serial) = p.last_serial else {
             changes.add(p.name, feed_serial);
             continue;
         };
-        if let Ok(name) = ProjectName::new(&p.name) {
-            listed.insert(name.as_str().to_owned());
-            if known
-                .get(name.as_str())
-                .is_some_and(|&s| s >= Serial(serial))
-            {
-                continue;
-            }
+        let mirrored = ProjectName::new(&p.name)
+            .ok()
+            .and_then(|name| known.get(name.as_str()).copied());
+        if mirrored.is_some_and(|s| s >= Serial(serial)) {
+            continue;
         }
         changes.add(p.name, Serial(serial));
     }

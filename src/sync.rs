@@ -101,6 +101,7 @@ enum Outcome {
 
 struct Ctx {
     cfg: Config,
+    policy: metadata::UrlPolicy,
     layout: Arc<Layout>,
     state: Arc<Mutex<State>>,
     upstream: Arc<Upstream>,
@@ -198,6 +199,7 @@ async fn run_locked(
 
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
+        policy: metadata::UrlPolicy::new(cfg),
         downloader: Arc::new(Downloader::new(
             layout.clone(),
             upstream.files().clone(),
@@ -214,7 +216,7 @@ async fn run_locked(
     // Enough projects in flight that downloads never wait for metadata, few enough that
     // memory stays bounded however long the queue is.
     let in_flight = cfg.metadata_workers + cfg.workers;
-    let mut root_changed = false;
+
     let mut gone = Vec::new();
     let mut last_report = Instant::now();
     let done_total = todo.len();
@@ -244,8 +246,6 @@ async fn run_locked(
                 summary.files_downloaded += files;
                 summary.bytes_downloaded += bytes;
                 summary.refused += refused;
-                // The JSON root lists each project's serial, so any sync changes it.
-                root_changed = true;
             }
             Outcome::Gone(todo) => gone.push(todo),
             Outcome::Failed { error, disk } => {
@@ -294,7 +294,6 @@ async fn run_locked(
                     todo.name
                 );
                 summary.projects_removed += 1;
-                root_changed = true;
             }
         }
     }
@@ -306,8 +305,11 @@ async fn run_locked(
             cfg.simple_format,
             cfg.root_uri.as_deref(),
         );
-        if root_changed || !index.root_exists() {
+        // Set in the transactions that record or remove a project (the JSON root lists each
+        // project's serial), so even a killed run's changes reach the root next time.
+        if state.root_dirty()? || !index.root_exists() {
             index.write_root(&state, summary.serial)?;
+            state.root_written()?;
         }
         // After the root page: removed projects' pages, then their files.
         empty_trash(&layout, &mut state)?;
@@ -356,7 +358,7 @@ async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome
     for why in &snapshot.refused {
         tracing::warn!("{why}");
     }
-    let refused = snapshot.refused.len() as u64;
+    let mut refused = snapshot.refused.len() as u64;
 
     let (state, name) = (ctx.state.clone(), todo.name.clone());
     let existing: HashMap<_, FileRecord> =
@@ -368,7 +370,7 @@ async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome
 
     // What is recorded with the same path, size and digest is in place already: no request,
     // no re-hash. Everything else is placed concurrently (bounded by the download semaphore).
-    let mut tasks = Vec::new();
+    let mut targets = Vec::new();
     for (i, f) in snapshot.files.iter().enumerate() {
         let old = existing.get(&f.record.filename);
         let same_file = old.is_some_and(|o| {
@@ -376,29 +378,34 @@ async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome
         });
         let same_sidecar =
             same_file && old.is_some_and(|o| o.core_metadata == f.record.core_metadata);
-        let targets = [
-            (!same_file).then(|| Target::file(f)),
-            Target::sidecar(f).filter(|_| !same_sidecar),
-        ];
-        for (sidecar, target) in targets
-            .into_iter()
-            .enumerate()
-            .filter_map(|(k, t)| Some((k == 1, t?)))
-        {
-            let (downloader, progress) = (ctx.downloader.clone(), ctx.progress.clone());
-            tasks.push((
-                i,
-                sidecar,
-                tokio::spawn(async move {
-                    let placed = downloader.place(&target).await;
-                    if placed.is_ok() && !sidecar {
-                        progress.file_done();
-                    }
-                    placed
-                }),
-            ));
+        if !same_file {
+            targets.push((i, false, Target::file(f)));
+        }
+        if let Some(t) = Target::sidecar(f).filter(|_| !same_sidecar) {
+            targets.push((i, true, t));
         }
     }
+    // Known to the database before they reach disk, so a project that fails or disappears
+    // after some of its files were placed cannot leave them behind unaccounted for.
+    if !targets.is_empty() {
+        let paths: Vec<String> = targets.iter().map(|(_, _, t)| t.relative.clone()).collect();
+        let (state, name) = (ctx.state.clone(), todo.name.clone());
+        tokio::task::spawn_blocking(move || lock(&state).stage(&name, &paths)).await??;
+    }
+    let tasks: Vec<_> = targets
+        .into_iter()
+        .map(|(i, sidecar, target)| {
+            let (downloader, progress) = (ctx.downloader.clone(), ctx.progress.clone());
+            let task = tokio::spawn(async move {
+                let placed = downloader.place(&target).await;
+                if placed.is_ok() && !sidecar {
+                    progress.file_done();
+                }
+                placed
+            });
+            (i, sidecar, task)
+        })
+        .collect();
     let (mut files, mut bytes, mut failed, mut first_error) = (0, 0, 0, None);
     for (i, sidecar, task) in tasks {
         match task.await? {
@@ -408,12 +415,16 @@ async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome
             }
             Ok(Placed::Adopted) => {}
             // A sidecar upstream advertises but does not serve is simply not advertised here.
-            Err(e) if sidecar && e.is_not_found() => {
+            // A sidecar upstream advertises but does not serve, or serves with other bytes than
+            // it promised, is simply not advertised here; the file itself is fine. A bad one
+            // counts as refused, so the run says something is wrong upstream.
+            Err(e) if sidecar && (e.is_not_found() || !e.is_disk()) => {
                 tracing::warn!(
                     "{}: {e}; its core metadata will not be advertised",
                     snapshot.name
                 );
                 snapshot.files[i].record.core_metadata = None;
+                refused += u64::from(!e.is_not_found());
             }
             Err(e) => {
                 failed += 1;
@@ -470,10 +481,12 @@ async fn fetch_fresh(
             if json_serial.is_none() && page_serial.is_none() {
                 return Ok(None);
             }
+            // The older of the two answers: what the newer one adds is fetched again next
+            // time rather than recorded as mirrored.
             let serial = json_serial
                 .into_iter()
                 .chain(page_serial)
-                .max()
+                .min()
                 .unwrap_or_default();
             let (page, page_url) = match page {
                 Some((p, _, url)) => (Some(p), Some(url)),
@@ -497,7 +510,7 @@ async fn fetch_fresh(
                 page: page.zip(page_url.as_ref()),
             };
             return Ok(Some((
-                metadata::snapshot(&todo.name, &todo.display_name, answers, serial)?,
+                metadata::snapshot(&todo.name, &todo.display_name, answers, serial, &ctx.policy)?,
                 raw,
             )));
         };
@@ -536,8 +549,14 @@ fn commit_project(
     );
     let index = ctx.index();
     index.write_project(&view)?;
-    if let Some(doc) = upstream_json {
-        index.write_json_api(&snapshot.name, doc, &view.files().collect::<Vec<_>>())?;
+    match upstream_json {
+        Some(doc) => {
+            index.write_json_api(&snapshot.name, doc, &view.files().collect::<Vec<_>>())?
+        }
+        // No JSON API answer (quarantined, or upstream has none): an old document must not
+        // keep listing files about to be deleted.
+        None if ctx.cfg.json => index.remove_json_api(&snapshot.name)?,
+        None => {}
     }
     let mut state = lock(&ctx.state);
     let gone = state.record_project(snapshot)?;
@@ -559,8 +578,8 @@ fn empty_trash(layout: &Layout, state: &mut State) -> anyhow::Result<()> {
 }
 
 /// Delete paths relative to `web/` (a trailing `/` names a page directory). Failures are
-/// logged, not fatal: a file that cannot be deleted now is an orphan for `verify`, not a
-/// reason to leave the index inconsistent.
+/// logged, not fatal: a file that cannot be deleted now is an orphan on disk, not a reason to
+/// leave the index inconsistent.
 fn delete_files(layout: &Layout, relative_paths: &[String]) {
     for rel in relative_paths {
         let path = layout.web_path(rel.trim_end_matches('/'));

@@ -471,3 +471,62 @@ fn status_reports_serials_lag_pending_projects_and_the_last_run() {
         "{text}"
     );
 }
+
+/// A file placed for a project whose other file failed is on disk but recorded nowhere; when
+/// upstream then removes the project, that file must still be deleted (no leak).
+#[test]
+fn files_placed_for_a_project_that_then_disappears_are_not_leaked() {
+    let up = FakeUpstream::start();
+    up.add_release(
+        "half",
+        "1.0",
+        &[
+            ("half-1.0.tar.gz", b"fine".to_vec()),
+            ("half-1.0.zip", b"bad".to_vec()),
+        ],
+    );
+    up.corrupt_downloads("half-1.0.zip", 1000);
+    let mirror = Mirror::new(&up.url());
+    assert_eq!(mirror.sync().code, 1);
+    let placed = mirror
+        .web()
+        .join(up.file_info("half-1.0.tar.gz").unwrap().path);
+    assert!(placed.exists(), "the good file should have been placed");
+    assert!(mirror.page("half").is_none());
+
+    up.remove_project("half");
+    mirror.sync().assert_ok();
+    assert!(!placed.exists(), "a placed, never recorded file leaked");
+    assert!(support::mirror::snapshot(&mirror.web().join("packages")).is_empty());
+}
+
+/// The fully synced serial stays below a failing project's oldest pending change, however
+/// many newer changes pile up on it.
+#[test]
+fn the_fully_synced_serial_stays_below_the_oldest_pending_change() {
+    let up = FakeUpstream::start();
+    up.add_release("stuck", "1.0", &[("stuck-1.0.tar.gz", b"1".to_vec())]);
+    up.add_release("other", "1.0", &[("other-1.0.tar.gz", b"o".to_vec())]);
+    let mirror = Mirror::new(&up.url());
+    mirror.sync().assert_ok();
+    let first_change = up.add_release("stuck", "2.0", &[("stuck-2.0.tar.gz", b"2".to_vec())]);
+    up.stale_metadata("stuck", 1000);
+    assert_eq!(mirror.sync().code, 1);
+    up.add_release("stuck", "3.0", &[("stuck-3.0.tar.gz", b"3".to_vec())]);
+    up.add_release("other", "2.0", &[("other-2.0.tar.gz", b"o2".to_vec())]);
+    assert_eq!(mirror.sync().code, 1);
+    assert_eq!(
+        texts(&mirror, "other").len(),
+        2,
+        "the other project is held back"
+    );
+    // The first change to "stuck" was its release's first journal row.
+    assert!(
+        mirror.status_serial() < first_change - 1,
+        "{} vs {first_change}",
+        mirror.status_serial()
+    );
+    up.stale_metadata("stuck", 0);
+    mirror.sync().assert_ok();
+    assert_eq!(mirror.status_serial(), up.serial());
+}

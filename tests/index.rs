@@ -208,7 +208,7 @@ fn pages_carry_every_field_in_both_formats() {
 }
 
 #[test]
-fn a_sidecar_upstream_does_not_serve_is_not_advertised_and_a_corrupt_one_fails() {
+fn a_sidecar_upstream_does_not_serve_or_corrupts_is_not_advertised() {
     let up = FakeUpstream::start();
     let opts = || FileOpts {
         metadata: Some(METADATA.to_vec()),
@@ -240,10 +240,12 @@ fn a_sidecar_upstream_does_not_serve_is_not_advertised_and_a_corrupt_one_fails()
             .unwrap()
             .contains("core-metadata")
     );
-    assert!(
-        mirror.page("corrupt").is_none(),
-        "published with an unverified sidecar"
-    );
+    // A sidecar that never verifies does not hold its project back: the file is published,
+    // the sidecar neither stored nor advertised, and the run reports the refusal.
+    assert!(run.stderr.contains("sha256 mismatch"), "{}", run.stderr);
+    let corrupt = json(&mirror, "simple/corrupt/index.v1_json");
+    assert_eq!(corrupt["files"][0]["core-metadata"], false);
+    assert_eq!(mirror.links("corrupt").len(), 1);
     let info = up.file_info("corrupt-1.0-py3-none-any.whl").unwrap();
     assert!(
         !mirror
@@ -252,7 +254,9 @@ fn a_sidecar_upstream_does_not_serve_is_not_advertised_and_a_corrupt_one_fails()
             .exists()
     );
 
+    // Fetched again when upstream next changes the project.
     up.corrupt_downloads("corrupt-1.0-py3-none-any.whl.metadata", 0);
+    up.touch("corrupt");
     mirror.sync().assert_ok();
     assert_eq!(
         json(&mirror, "simple/corrupt/index.v1_json")["files"][0]["core-metadata"]["sha256"],

@@ -3,7 +3,7 @@
 //! <https://packaging.python.org/en/latest/specifications/simple-repository-api/#html-serialization>
 //!
 //! Rendering is a pure function of recorded state, so the same state always produces
-//! byte-identical pages and `verify` can regenerate a page and compare bytes.
+//! byte-identical pages, and a page can be regenerated and compared byte for byte.
 
 use std::fmt::Write as _;
 use std::io::Write;

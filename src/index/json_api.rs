@@ -22,6 +22,16 @@ pub fn rewrite(upstream: &Value, held: &[&FileRecord], links: &Links) -> Vec<u8>
                     return false;
                 };
                 file["url"] = links.file(record).into();
+                // Only sidecars the mirror holds are advertised, as in the simple pages.
+                let held = match record.core_metadata {
+                    Some(h) => serde_json::json!({ "sha256": h.to_hex() }),
+                    None => Value::Bool(false),
+                };
+                for key in ["core-metadata", "data_dist_info_metadata"] {
+                    if file.get(key).is_some() {
+                        file[key] = held.clone();
+                    }
+                }
                 true
             });
         }

@@ -194,6 +194,23 @@ impl<'a> IndexWriter<'a> {
             && (!self.format.json() || simple.join("index.v1_json").exists())
     }
 
+    pub fn remove_json_api(&self, name: &ProjectName) -> std::io::Result<()> {
+        for path in [
+            self.layout.web.join("json").join(name.as_str()),
+            self.layout
+                .web
+                .join("pypi")
+                .join(name.as_str())
+                .join("json"),
+        ] {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// The optional JSON API mirror: `json/<name>` and `pypi/<name>/json`.
     pub fn write_json_api(
         &self,

@@ -20,6 +20,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0003_index_fields.sql",
         include_str!("../../migrations/0003_index_fields.sql"),
     ),
+    (
+        4,
+        "0004_staged_and_first_serial.sql",
+        include_str!("../../migrations/0004_staged_and_first_serial.sql"),
+    ),
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

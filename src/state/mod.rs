@@ -25,9 +25,7 @@ pub enum StateError {
         found: i64,
         known: i64,
     },
-    #[error(
-        "state database holds an invalid row: {0}; run `pymirror verify --repair` or restore a backup"
-    )]
+    #[error("state database holds an invalid row: {0}; restore the database from a backup")]
     Corrupt(String),
 }
 
@@ -49,12 +47,14 @@ pub struct Todo {
     pub attempts: u32,
 }
 
-/// A change the feed reported: `name` must be mirrored at `serial` or later.
+/// A change the feed reported: `name` must be mirrored at `serial` or later; the oldest of
+/// its changes in this feed read was at `first_serial`.
 #[derive(Debug, Clone)]
 pub struct Change {
     pub name: ProjectName,
     pub display_name: String,
     pub serial: Serial,
+    pub first_serial: Serial,
 }
 
 pub struct State {
@@ -137,9 +137,11 @@ impl State {
     /// still queued, then just below the oldest queued change.
     pub fn fully_synced_serial(&self) -> Result<Serial> {
         let feed = self.changelog_serial()?.unwrap_or_default();
-        let oldest: Option<i64> = self
-            .conn
-            .query_row("SELECT MIN(serial) FROM todo", [], |r| r.get(0))?;
+        let oldest: Option<i64> = self.conn.query_row(
+            "SELECT MIN(COALESCE(first_serial, serial)) FROM todo",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(match oldest {
             Some(s) => Serial::from_db(s - 1).min(feed),
             None => feed,
@@ -175,9 +177,10 @@ impl State {
         {
             let mut have = tx.prepare_cached("SELECT serial FROM projects WHERE name = ?1")?;
             let mut put = tx.prepare_cached(
-                "INSERT INTO todo (name, display_name, serial) VALUES (?1, ?2, ?3)
+                "INSERT INTO todo (name, display_name, serial, first_serial) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (name) DO UPDATE SET serial = MAX(serial, excluded.serial),
-                                                  display_name = excluded.display_name",
+                     first_serial = MIN(COALESCE(first_serial, serial), excluded.first_serial),
+                     display_name = excluded.display_name",
             )?;
             for c in changes {
                 let mirrored: Option<i64> =
@@ -185,7 +188,12 @@ impl State {
                 if mirrored.is_some_and(|s| Serial::from_db(s) >= c.serial) {
                     continue;
                 }
-                put.execute(params![c.name.as_str(), c.display_name, c.serial.to_db()])?;
+                put.execute(params![
+                    c.name.as_str(),
+                    c.display_name,
+                    c.serial.to_db(),
+                    c.first_serial.to_db()
+                ])?;
                 queued += 1;
             }
         }
@@ -312,7 +320,11 @@ impl State {
             let mut rel =
                 tx.prepare_cached("INSERT INTO releases (project_id, version) VALUES (?1, ?2)")?;
             let mut release_ids = HashMap::new();
-            for v in &snap.versions {
+            let file_versions = snap.files.iter().map(|f| &f.record.version);
+            let mut versions: Vec<&String> = snap.versions.iter().chain(file_versions).collect();
+            versions.sort();
+            versions.dedup();
+            for v in versions {
                 rel.execute(params![project_id, v])?;
                 release_ids.insert(v.as_str(), tx.last_insert_rowid());
             }
@@ -350,10 +362,46 @@ impl State {
             "DELETE FROM todo WHERE name = ?1 AND serial <= ?2",
             params![snap.name.as_str(), snap.serial.to_db()],
         )?;
-        let gone = unreferenced(&tx, old_paths)?;
+        let mut gone = unreferenced(&tx, old_paths)?;
+        gone.extend(unstaged(&tx, &snap.name)?);
         trash(&tx, &gone)?;
+        set_root_dirty(&tx)?;
         tx.commit()?;
         Ok(gone)
+    }
+
+    /// Note files about to be placed for `name`, before they reach disk (see `staged`).
+    pub fn stage(&mut self, name: &ProjectName, paths: &[String]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut put =
+                tx.prepare_cached("INSERT OR REPLACE INTO staged (path, project) VALUES (?1, ?2)")?;
+            for p in paths {
+                put.execute(params![p, name.as_str()])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether the root pages must be regenerated (a project was added, changed or removed
+    /// since they were last written, possibly by a run that was killed).
+    pub fn root_dirty(&self) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM meta WHERE key = 'root_dirty'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    pub fn root_written(&mut self) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM meta WHERE key = 'root_dirty'", [])?;
+        Ok(())
     }
 
     /// Forget a project upstream no longer has. Its page directory (`simple/<name>/`) and the
@@ -368,6 +416,8 @@ impl State {
             params![name.as_str(), serial.to_db()],
         )?;
         let mut gone = unreferenced(&tx, old_paths)?;
+        gone.extend(unstaged(&tx, name)?);
+        set_root_dirty(&tx)?;
         gone.extend([
             format!("simple/{name}/"),
             format!("pypi/{name}/"),
@@ -507,6 +557,30 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// The project's staged paths, dropping them from `staged`; those no file row references are
+/// returned for `trash`.
+fn unstaged(tx: &rusqlite::Transaction<'_>, name: &ProjectName) -> Result<Vec<String>> {
+    let paths: Vec<String> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT s.path FROM staged s WHERE s.project = ?1
+               AND s.path NOT IN (SELECT path FROM files)
+               AND s.path NOT IN (SELECT path || '.metadata' FROM files WHERE core_metadata_sha256 IS NOT NULL)",
+        )?;
+        stmt.query_map([name.as_str()], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    tx.execute("DELETE FROM staged WHERE project = ?1", [name.as_str()])?;
+    Ok(paths)
+}
+
+fn set_root_dirty(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('root_dirty', '1')",
+        [],
+    )?;
+    Ok(())
 }
 
 fn trash(tx: &rusqlite::Transaction<'_>, paths: &[String]) -> Result<()> {

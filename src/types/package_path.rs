@@ -32,14 +32,17 @@ pub enum UnsafePath {
     },
 }
 
-/// Longest name most filesystems accept for one component.
-const MAX_FILENAME_BYTES: usize = 255;
+/// Longest name most filesystems accept for one component (255), less room for the
+/// `.metadata` suffix of a PEP 658 sidecar.
+const MAX_FILENAME_BYTES: usize = 255 - ".metadata".len();
 
 impl Filename {
     pub fn new(name: &str) -> Result<Self, UnsafePath> {
         let plain = !name.is_empty()
             && name.len() <= MAX_FILENAME_BYTES
             && !name.starts_with('.')
+            // A file of that name would share its path with another file's sidecar.
+            && !name.ends_with(".metadata")
             && !name.contains("..")
             && !name
                 .chars()
@@ -191,6 +194,8 @@ mod tests {
         ] {
             assert!(Filename::new(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(Filename::new(&"a".repeat(256)).is_err());
+        assert!(Filename::new(&"a".repeat(247)).is_err());
+        assert!(Filename::new(&"a".repeat(246)).is_ok());
+        assert!(Filename::new("x-1.0-py3-none-any.whl.metadata").is_err());
     }
 }

@@ -4,13 +4,18 @@
 //! parsed) and one for files (no transparent decompression, so the bytes hashed are the bytes
 //! served). Redirects are followed only within the host first asked, a few times at most.
 
+pub mod address;
 pub mod json_api;
 pub mod retry;
 pub mod simple;
 pub mod xmlrpc;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use futures::StreamExt;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
@@ -22,7 +27,13 @@ use json_api::ProjectJson;
 use simple::{ProjectPage, RootIndex};
 use xmlrpc::{ChangelogRow, Value, XmlRpcError};
 
-pub const USER_AGENT: &str = concat!("pymirror/", env!("CARGO_PKG_VERSION"));
+pub const USER_AGENT: &str = concat!(
+    "pymirror/",
+    env!("CARGO_PKG_VERSION"),
+    " (+",
+    env!("CARGO_PKG_REPOSITORY"),
+    ")"
+);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -66,6 +77,8 @@ pub enum ProjectFetch {
 pub struct Upstream {
     metadata: Client,
     files: Client,
+    rate: RateLimit,
+    hosts: HostLimits,
     master: Url,
     retries: u32,
     retry_delay: Duration,
@@ -74,19 +87,31 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(cfg: &Config) -> anyhow::Result<Upstream> {
-        let build = |gzip: bool| {
-            Client::builder()
+        // A master on an internal address (a test, or a mirror inside the network) may send us
+        // to internal hosts; a public master may not.
+        let internal_ok = address::is_internal_host(&cfg.master);
+        let build = |gzip: bool| -> anyhow::Result<Client> {
+            let mut b = Client::builder()
                 .user_agent(USER_AGENT)
                 .connect_timeout(cfg.timeout)
                 .read_timeout(cfg.timeout)
                 .pool_max_idle_per_host(cfg.workers.max(cfg.metadata_workers))
                 .redirect(same_host_redirects())
-                .gzip(gzip)
-                .build()
+                .gzip(gzip);
+            if !internal_ok {
+                let resolver: Arc<dyn reqwest::dns::Resolve> = Arc::new(address::PublicOnly);
+                b = b.dns_resolver(resolver);
+            }
+            if let Some(proxy) = &cfg.proxy {
+                b = b.proxy(reqwest::Proxy::all(proxy.clone())?);
+            }
+            Ok(b.build()?)
         };
         Ok(Upstream {
             metadata: build(true)?,
             files: build(false)?,
+            rate: RateLimit::new(cfg.metadata_rate),
+            hosts: HostLimits::new(cfg.max_connections_per_host),
             master: cfg.master.clone(),
             retries: cfg.retries,
             retry_delay: cfg.retry_delay,
@@ -97,6 +122,11 @@ impl Upstream {
     /// The client for distribution files (no transparent decompression).
     pub fn files(&self) -> &Client {
         &self.files
+    }
+
+    /// Held for the duration of one request to `url`'s host (`max_connections_per_host`).
+    pub async fn host_permit(&self, url: &Url) -> Option<OwnedSemaphorePermit> {
+        self.hosts.acquire(url).await
     }
 
     pub fn retries(&self) -> u32 {
@@ -120,6 +150,8 @@ impl Upstream {
     ) -> Result<Response, UpstreamError> {
         let mut attempt = 0;
         loop {
+            self.rate.wait().await;
+            let _host = self.hosts.acquire(url).await;
             let wait = match build().send().await {
                 Ok(resp) if retry::is_transient(resp.status()) && attempt < self.retries => {
                     retry::retry_after(resp.headers())
@@ -359,4 +391,66 @@ fn same_host_redirects() -> reqwest::redirect::Policy {
             attempt.follow()
         }
     })
+}
+
+/// At most `per_second` metadata requests per second, spread evenly.
+struct RateLimit {
+    interval: Option<Duration>,
+    next: tokio::sync::Mutex<Instant>,
+}
+
+impl RateLimit {
+    fn new(per_second: f64) -> RateLimit {
+        RateLimit {
+            interval: (per_second > 0.0).then(|| Duration::from_secs_f64(1.0 / per_second)),
+            next: tokio::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn wait(&self) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        let slot = {
+            let mut next = self.next.lock().await;
+            let slot = (*next).max(Instant::now());
+            *next = slot + interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+/// One semaphore per host (and port), created on first use.
+struct HostLimits {
+    per_host: usize,
+    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl HostLimits {
+    fn new(per_host: usize) -> HostLimits {
+        HostLimits {
+            per_host,
+            hosts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn acquire(&self, url: &Url) -> Option<OwnedSemaphorePermit> {
+        if self.per_host == 0 {
+            return None;
+        }
+        let key = format!(
+            "{}:{}",
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default().unwrap_or(0)
+        );
+        let sem = self
+            .hosts
+            .lock()
+            .expect("host limits lock")
+            .entry(key)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
+            .clone();
+        sem.acquire_owned().await.ok()
+    }
 }
