@@ -1,16 +1,21 @@
 //! Download strategy: files reach their final path only verified, whole, and atomically.
 //!
 //! 1. A file already at its final path (left by an interrupted run, not yet recorded) is
-//!    hashed; if size, SHA-256 and BLAKE2b-256 match it is adopted instead of fetched.
+//!    hashed; if it matches it is adopted instead of fetched.
 //! 2. Otherwise the body streams into a fresh file in `tmp/` (same filesystem as `web/`) while
 //!    both digests and the length are computed; more bytes than promised abort at once. Bytes
 //!    are spooled in memory and written in 1 MiB batches, each batch one blocking call, so a
-//!    typical file costs one hand-off to the blocking pool instead of one per file operation
-//!    (memory stays bounded: `workers` × 1 MiB).
+//!    typical file costs one hand-off to the blocking pool (memory stays bounded: `workers`
+//!    × 1 MiB).
 //! 3. Only when length, SHA-256 (from the metadata) and BLAKE2b-256 (the path's own name for
-//!    the content) all match is the file flushed, optionally fsynced, and renamed into place.
-//!    Anything else deletes the temp file and retries with backoff, up to `retries` times.
+//!    the content) all match is the file flushed, optionally fsynced, and renamed into place,
+//!    through directories that must not be symlinks.
 //!
+//! Failures retry with backoff (honouring `Retry-After`), up to `retries` times per source:
+//! the `download_mirror` first when configured, then upstream. A body cut short by the network
+//! resumes with a Range request where the server accepts ranges; the whole file's digests are
+//! still checked. Each attempt has a deadline scaled to the file's size (`timeout` plus the
+//! size at `min_download_rate`), so a stalled transfer is cut but a large one is not.
 //! PEP 658 `.metadata` sidecars go the same way, checked against their sha256 (they have no
 //! size or BLAKE2b in the metadata, so their length is capped instead).
 //!
@@ -23,16 +28,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use reqwest::Client;
-use reqwest::header::ACCEPT_ENCODING;
+use reqwest::header::{ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_RANGE, HeaderMap, RANGE};
+use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
 
-use crate::hashing::{FileHasher, hash_file};
+use crate::config::Config;
+use crate::hashing::{FileHasher, Hashes, hash_file};
 use crate::layout::Layout;
 use crate::metadata::RemoteFile;
 use crate::progress::Progress;
 use crate::types::{Blake2b256, Sha256};
-use crate::upstream::retry;
+use crate::upstream::{Upstream, retry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
@@ -41,7 +47,8 @@ pub enum DownloadError {
     #[error("{url}: upstream answered {status}")]
     Status {
         url: String,
-        status: reqwest::StatusCode,
+        status: StatusCode,
+        retry_after: Option<Duration>,
     },
     #[error("{url}: got {got} bytes, expected {want}")]
     Length { url: String, got: u64, want: u64 },
@@ -52,6 +59,8 @@ pub enum DownloadError {
         got: String,
         want: String,
     },
+    #[error("{url}: no complete answer within {secs} s")]
+    TimedOut { url: String, secs: u64 },
     #[error("{path}: {error}")]
     Disk { path: String, error: std::io::Error },
 }
@@ -65,19 +74,29 @@ impl DownloadError {
             _ => true,
         }
     }
-}
 
-/// What it took to get a file in place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placed {
-    Downloaded { bytes: u64 },
-    Adopted,
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DownloadError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub fn is_disk(&self) -> bool {
+        matches!(self, DownloadError::Disk { .. })
+    }
+
+    /// Upstream does not have it (404/410): for a sidecar, "not offered" rather than a failure.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, DownloadError::Status { status, .. }
+            if *status == StatusCode::NOT_FOUND || *status == StatusCode::GONE)
+    }
 }
 
 /// What to fetch, where it goes, and what its bytes must be.
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub url: reqwest::Url,
+    pub url: Url,
     /// Path under `web/`, from a validated [`crate::types::PackagePath`].
     pub relative: String,
     pub size: Option<u64>,
@@ -107,34 +126,41 @@ impl Target {
         })
     }
 
-    fn matches(&self, h: &crate::hashing::Hashes) -> bool {
+    fn matches(&self, h: &Hashes) -> bool {
         self.size.is_none_or(|s| s == h.len)
             && h.sha256 == self.sha256
             && self.blake2b.is_none_or(|b| b == h.blake2b)
     }
 }
 
-impl DownloadError {
-    pub fn is_disk(&self) -> bool {
-        matches!(self, DownloadError::Disk { .. })
-    }
-
-    /// Upstream does not have it (404/410): for a sidecar, "not offered" rather than a failure.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, DownloadError::Status { status, .. }
-            if *status == reqwest::StatusCode::NOT_FOUND || *status == reqwest::StatusCode::GONE)
-    }
+/// What it took to get a file in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    Downloaded { bytes: u64 },
+    Adopted,
 }
 
+/// A body cut short, kept for the next attempt to resume with a Range request.
+struct Partial {
+    spool: Spool,
+    hasher: FileHasher,
+}
+
+type Attempt = Result<u64, (DownloadError, Option<Partial>)>;
+
 pub struct Downloader {
-    /// Length cap for targets without a known size.
-    max_unsized: u64,
     layout: Arc<Layout>,
-    client: Client,
+    upstream: Arc<Upstream>,
     permits: Semaphore,
     fsync: bool,
     retries: u32,
     retry_delay: Duration,
+    timeout: Duration,
+    min_rate: u64,
+    /// Length cap for targets without a known size.
+    max_unsized: u64,
+    download_mirror: Option<Url>,
+    mirror_only: bool,
     progress: Arc<Progress>,
 }
 
@@ -144,20 +170,22 @@ const SPOOL_BATCH: usize = 1024 * 1024;
 impl Downloader {
     pub fn new(
         layout: Arc<Layout>,
-        client: Client,
-        cfg: &crate::config::Config,
+        upstream: Arc<Upstream>,
+        cfg: &Config,
         progress: Arc<Progress>,
     ) -> Downloader {
-        let (workers, fsync, retries, retry_delay) =
-            (cfg.workers, cfg.fsync, cfg.retries, cfg.retry_delay);
         Downloader {
-            max_unsized: cfg.max_metadata_bytes,
             layout,
-            client,
-            permits: Semaphore::new(workers),
-            fsync,
-            retries,
-            retry_delay,
+            upstream,
+            permits: Semaphore::new(cfg.workers),
+            fsync: cfg.fsync,
+            retries: cfg.retries,
+            retry_delay: cfg.retry_delay,
+            timeout: cfg.timeout,
+            min_rate: cfg.min_download_rate,
+            max_unsized: cfg.max_metadata_bytes,
+            download_mirror: cfg.download_mirror.clone(),
+            mirror_only: cfg.download_mirror_no_fallback,
             progress,
         }
     }
@@ -172,17 +200,49 @@ impl Downloader {
         })
         .await
         .expect("hashing panicked");
-        if let Some(hashed) = present {
-            match hashed {
-                Ok(h) if target.matches(&h) => {
-                    return Ok(Placed::Adopted);
+        match present {
+            Some(Ok(h)) if target.matches(&h) => return Ok(Placed::Adopted),
+            Some(_) => tracing::warn!(
+                "{}: does not match its metadata; downloading it again",
+                dest.display()
+            ),
+            None => {}
+        }
+        let mut last = None;
+        for url in self.sources(target) {
+            match self.place_from(target, &url).await {
+                Ok(bytes) => return Ok(Placed::Downloaded { bytes }),
+                Err(e) if e.is_disk() => return Err(e),
+                Err(e) => {
+                    tracing::debug!("{e}");
+                    last = Some(e);
                 }
-                _ => tracing::warn!(
-                    "{}: does not match its metadata; downloading it again",
-                    dest.display()
-                ),
             }
         }
+        Err(last.expect("at least one source"))
+    }
+
+    /// The `download_mirror` copy first (same relative path), then upstream unless told not to.
+    fn sources(&self, target: &Target) -> Vec<Url> {
+        let mirror = self.download_mirror.as_ref().and_then(|m| {
+            Url::parse(&format!(
+                "{}/{}",
+                m.as_str().trim_end_matches('/'),
+                target.relative
+            ))
+            .ok()
+        });
+        match mirror {
+            Some(m) if self.mirror_only => vec![m],
+            Some(m) => vec![m, target.url.clone()],
+            None => vec![target.url.clone()],
+        }
+    }
+
+    async fn place_from(&self, target: &Target, url: &Url) -> Result<u64, DownloadError> {
+        let size = target.size.unwrap_or(1 << 20);
+        let deadline = self.timeout + Duration::from_secs_f64(size as f64 / self.min_rate as f64);
+        let mut partial = None;
         let mut attempt = 0;
         loop {
             let result = {
@@ -191,121 +251,186 @@ impl Downloader {
                     .acquire()
                     .await
                     .expect("semaphore never closed");
-                self.attempt(target, &dest).await
+                let _host = self.upstream.host_permit(url).await;
+                match tokio::time::timeout(deadline, self.fetch(target, url, partial.take())).await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err((
+                        DownloadError::TimedOut {
+                            url: url.to_string(),
+                            secs: deadline.as_secs(),
+                        },
+                        None,
+                    )),
+                }
             };
             match result {
-                Ok(bytes) => return Ok(Placed::Downloaded { bytes }),
-                Err(e) if attempt < self.retries && e.worth_retrying() => {
-                    tracing::debug!("{e}; retrying");
-                    tokio::time::sleep(retry::backoff(self.retry_delay, attempt)).await;
+                Ok(bytes) => return Ok(bytes),
+                Err((e, keep)) if attempt < self.retries && e.worth_retrying() => {
+                    tracing::debug!(
+                        "{e}; retrying{}",
+                        if keep.is_some() {
+                            " from where it stopped"
+                        } else {
+                            ""
+                        }
+                    );
+                    partial = keep;
+                    tokio::time::sleep(
+                        e.retry_after()
+                            .unwrap_or_else(|| retry::backoff(self.retry_delay, attempt)),
+                    )
+                    .await;
                     attempt += 1;
                 }
-                Err(e) => return Err(e),
+                Err((e, _)) => return Err(e),
             }
         }
     }
 
-    async fn attempt(&self, target: &Target, dest: &Path) -> Result<u64, DownloadError> {
-        let tmp = self.layout.temp_path();
-        let result = self.fetch_into(target, &tmp, dest).await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        result
-    }
-
-    async fn fetch_into(
-        &self,
-        target: &Target,
-        tmp: &Path,
-        dest: &Path,
-    ) -> Result<u64, DownloadError> {
-        let url = target.url.as_str();
-        let limit = target.size.unwrap_or(self.max_unsized);
+    async fn fetch(&self, target: &Target, url: &Url, partial: Option<Partial>) -> Attempt {
+        let shown = || url.to_string();
         let net = |error| DownloadError::Network {
-            url: url.to_owned(),
+            url: shown(),
             error,
         };
-        let disk = |path: &std::path::Path| {
-            let path = path.display().to_string();
-            move |error| DownloadError::Disk { path, error }
+        let disk = |path: &Path, error| DownloadError::Disk {
+            path: path.display().to_string(),
+            error,
         };
-        let resp = self
-            .client
-            .get(target.url.clone())
-            .header(ACCEPT_ENCODING, "identity")
-            .send()
-            .await
-            .map_err(net)?;
-        if !resp.status().is_success() {
-            return Err(DownloadError::Status {
-                url: url.to_owned(),
-                status: resp.status(),
-            });
+        let limit = target.size.unwrap_or(self.max_unsized);
+        let mut request = self
+            .upstream
+            .files()
+            .get(url.clone())
+            .header(ACCEPT_ENCODING, "identity");
+        if let Some(p) = &partial {
+            request = request.header(RANGE, format!("bytes={}-", p.hasher.len()));
         }
-        if let Some(got) = resp
-            .content_length()
-            .filter(|&n| target.size.map_or(n > limit, |want| n != want))
-        {
-            return Err(DownloadError::Length {
-                url: url.to_owned(),
-                got,
-                want: limit,
-            });
+        let resp = match request.send().await {
+            Ok(resp) => resp,
+            Err(error) => return Err((net(error), partial)),
+        };
+        let status = resp.status();
+        let resumes = partial.as_ref().is_some_and(|p| {
+            status == StatusCode::PARTIAL_CONTENT
+                && range_start(resp.headers()) == Some(p.hasher.len())
+        });
+        let (mut spool, mut hasher) = match partial {
+            Some(p) if resumes => (p.spool, p.hasher),
+            partial if !status.is_success() || status == StatusCode::PARTIAL_CONTENT => {
+                let error = DownloadError::Status {
+                    url: shown(),
+                    status,
+                    retry_after: retry::retry_after(resp.headers()),
+                };
+                return Err((error, partial.filter(|_| retry::is_transient(status))));
+            }
+            // No partial, or the server sent the whole file again: start over.
+            _ => (Spool::new(self.layout.temp_path()), FileHasher::default()),
+        };
+        let accepts_ranges = resumes
+            || resp
+                .headers()
+                .get(ACCEPT_RANGES)
+                .is_some_and(|v| v == "bytes");
+        let offset = hasher.len();
+        if let Some(n) = resp.content_length() {
+            let total = offset + n;
+            if target.size.map_or(total > limit, |want| total != want) {
+                return Err((
+                    DownloadError::Length {
+                        url: shown(),
+                        got: total,
+                        want: limit,
+                    },
+                    None,
+                ));
+            }
         }
-        let mut spool = Spool::new(tmp.to_owned());
-        let mut hasher = FileHasher::default();
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(net)?;
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    let keep =
+                        (accepts_ranges && !hasher.is_empty()).then_some(Partial { spool, hasher });
+                    return Err((net(error), keep));
+                }
+            };
             if hasher.len() + chunk.len() as u64 > limit {
-                return Err(DownloadError::Length {
-                    url: url.to_owned(),
-                    got: hasher.len() + chunk.len() as u64,
-                    want: limit,
-                });
+                let got = hasher.len() + chunk.len() as u64;
+                return Err((
+                    DownloadError::Length {
+                        url: shown(),
+                        got,
+                        want: limit,
+                    },
+                    None,
+                ));
             }
             hasher.update(&chunk);
             self.progress.add_bytes(chunk.len() as u64);
-            spool = spool.push(&chunk).await.map_err(disk(tmp))?;
+            let tmp = spool.path.clone();
+            spool = spool
+                .push(&chunk)
+                .await
+                .map_err(|e| (disk(&tmp, e), None))?;
+        }
+        if let Some(want) = target.size.filter(|&want| hasher.len() < want) {
+            let got = hasher.len();
+            let keep = (accepts_ranges && got > 0).then_some(Partial { spool, hasher });
+            return Err((
+                DownloadError::Length {
+                    url: shown(),
+                    got,
+                    want,
+                },
+                keep,
+            ));
         }
         let got = hasher.finish();
-        if let Some(want) = target.size.filter(|&want| want != got.len) {
-            return Err(DownloadError::Length {
-                url: url.to_owned(),
-                got: got.len,
-                want,
-            });
-        }
         let mismatch = |which, got: String, want: String| DownloadError::Digest {
-            url: url.to_owned(),
+            url: shown(),
             which,
             got,
             want,
         };
         if got.sha256 != target.sha256 {
-            return Err(mismatch(
-                "sha256",
-                got.sha256.to_hex(),
-                target.sha256.to_hex(),
+            return Err((
+                mismatch("sha256", got.sha256.to_hex(), target.sha256.to_hex()),
+                None,
             ));
         }
         if let Some(want) = target.blake2b.filter(|&b| b != got.blake2b) {
-            return Err(mismatch("blake2b_256", got.blake2b.to_hex(), want.to_hex()));
+            return Err((
+                mismatch("blake2b_256", got.blake2b.to_hex(), want.to_hex()),
+                None,
+            ));
         }
-        let (fsync, dest) = (self.fsync, dest.to_owned());
-        tokio::task::spawn_blocking(move || spool.finish(&dest, fsync))
+        let (fsync, layout, relative) = (self.fsync, self.layout.clone(), target.relative.clone());
+        tokio::task::spawn_blocking(move || spool.finish(&layout, &relative, fsync))
             .await
             .expect("file writer panicked")
-            .map_err(|(path, error)| DownloadError::Disk {
-                path: path.display().to_string(),
-                error,
-            })?;
+            .map_err(|(path, error)| (disk(&path, error), None))?;
         Ok(got.len)
     }
 }
 
-/// A temp file written in batches from the async side, one blocking call per batch.
+/// The first byte a 206 answer's `Content-Range: bytes N-M/T` starts at.
+fn range_start(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(CONTENT_RANGE)?.to_str().ok()?;
+    value
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A temp file written in batches from the async side, one blocking call per batch. Dropped
+/// before [`Spool::finish`] (a failed, abandoned or timed-out attempt), it deletes its file.
 struct Spool {
     path: PathBuf,
     file: Option<File>,
@@ -344,8 +469,14 @@ impl Spool {
         Ok(())
     }
 
-    /// Write the rest, optionally fsync, and rename into place. Errors name the path involved.
-    fn finish(mut self, dest: &Path, fsync: bool) -> Result<(), (PathBuf, std::io::Error)> {
+    /// Write the rest, optionally fsync, and rename into place under `web/`, refusing to go
+    /// through a symlink. Errors name the path involved.
+    fn finish(
+        mut self,
+        layout: &Layout,
+        relative: &str,
+        fsync: bool,
+    ) -> Result<(), (PathBuf, std::io::Error)> {
         let tmp = self.path.clone();
         let on_tmp = |e| (tmp.clone(), e);
         self.write_pending().map_err(on_tmp)?;
@@ -354,9 +485,17 @@ impl Spool {
             file.sync_all().map_err(on_tmp)?;
         }
         drop(file);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| (parent.to_owned(), e))?;
-        }
-        std::fs::rename(&tmp, dest).map_err(|e| (dest.to_owned(), e))
+        let dest = layout.web_path(relative);
+        layout
+            .create_parents(relative)
+            .map_err(|e| (dest.clone(), e))?;
+        std::fs::rename(&tmp, &dest).map_err(|e| (dest, e))
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        // After `finish` renamed it this finds nothing, which is fine.
+        let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -78,6 +78,43 @@ impl Layout {
         self.tmp.join(format!("{}-{n}.part", std::process::id()))
     }
 
+    /// Create the directories above `relative` (a path under `web/`), refusing to pass
+    /// through a symlink: the tree is written only where it really is.
+    pub fn create_parents(&self, relative: &str) -> std::io::Result<()> {
+        let mut dir = self.web.clone();
+        let parts: Vec<&str> = relative.split('/').collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            dir.push(part);
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(std::io::Error::other(format!(
+                        "{} is a symlink; pymirror does not follow symlinks inside the mirror tree",
+                        dir.display()
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    match std::fs::create_dir(&dir) {
+                        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                        _ => {}
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any directory between `web/` and `relative` is a symlink.
+    pub fn through_symlink(&self, relative: &str) -> bool {
+        let mut dir = self.web.clone();
+        let parts: Vec<&str> = relative.trim_end_matches('/').split('/').collect();
+        parts[..parts.len().saturating_sub(1)].iter().any(|part| {
+            dir.push(part);
+            std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink())
+        })
+    }
+
     /// Absolute path of a validated `packages/...` relative path.
     pub fn web_path(&self, relative: &str) -> PathBuf {
         self.web.join(relative)
@@ -121,8 +158,13 @@ impl Layout {
             if fsync {
                 file.sync_all()?;
             }
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent)?;
+            match dest.strip_prefix(&self.web).ok().and_then(Path::to_str) {
+                Some(relative) => self.create_parents(relative)?,
+                None => {
+                    if let Some(parent) = dest.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                }
             }
             std::fs::rename(&tmp, dest)
         })();

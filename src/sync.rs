@@ -202,7 +202,7 @@ async fn run_locked(
         policy: metadata::UrlPolicy::new(cfg),
         downloader: Arc::new(Downloader::new(
             layout.clone(),
-            upstream.files().clone(),
+            upstream.clone(),
             cfg,
             progress.clone(),
         )),
@@ -583,6 +583,13 @@ fn empty_trash(layout: &Layout, state: &mut State) -> anyhow::Result<()> {
 fn delete_files(layout: &Layout, relative_paths: &[String]) {
     for rel in relative_paths {
         let path = layout.web_path(rel.trim_end_matches('/'));
+        if layout.through_symlink(rel) {
+            tracing::warn!(
+                "not deleting {}: a directory on its way is a symlink",
+                path.display()
+            );
+            continue;
+        }
         let result = if rel.ends_with('/') {
             std::fs::remove_dir_all(&path)
         } else {
