@@ -89,6 +89,21 @@ pub struct FileOpts {
     pub extra_hashes: Vec<(String, String)>,
 }
 
+/// Faults injected at random, each a probability per request (seeded, so runs repeat).
+/// 5xx and 429 hit any request; truncation and corruption hit file downloads.
+#[derive(Clone, Debug, Default)]
+pub struct FaultRates {
+    pub seed: u64,
+    pub server_error: f64,
+    pub too_many: f64,
+    /// `Retry-After` seconds sent with injected 429 and 503 answers.
+    pub retry_after: Option<u64>,
+    pub truncate: f64,
+    pub corrupt: f64,
+    /// Extra latency, uniform in 0..=max_latency.
+    pub max_latency: Duration,
+}
+
 // ---------------------------------------------------------------------------------------------
 // State
 
@@ -168,6 +183,20 @@ struct State {
     raw: HashMap<String, Bytes>,
     requests: Vec<Request>,
     bytes_served: u64,
+    faults: FaultRates,
+    rng: u64,
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+impl State {
+    /// xorshift64*: uniform in [0, 1).
+    fn roll(&mut self) -> f64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -363,6 +392,10 @@ impl FakeUpstream {
             by_path: HashMap::new(),
             changelog_page: 50_000,
             latency: Duration::ZERO,
+            faults: FaultRates::default(),
+            rng: 0x9E37_79B9_7F4A_7C15,
+            in_flight: 0,
+            max_in_flight: 0,
             corrupt: HashMap::new(),
             truncate: HashMap::new(),
             fail: HashMap::new(),
@@ -575,6 +608,18 @@ impl FakeUpstream {
 
     // ---- fault injection ----
 
+    /// Inject faults at random from now on (see [`FaultRates`]); `FaultRates::default()` stops.
+    pub fn set_fault_rates(&self, rates: FaultRates) {
+        let mut st = self.st();
+        st.rng = rates.seed | 1;
+        st.faults = rates;
+    }
+
+    /// The most requests that were being answered at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.st().max_in_flight
+    }
+
     pub fn set_latency(&self, d: Duration) {
         self.st().latency = d;
     }
@@ -684,8 +729,38 @@ async fn handle(
     };
     let (resp, latency) = {
         let mut st = lock(&shared);
-        let resp = match body {
-            Some(body) => {
+        st.in_flight += 1;
+        st.max_in_flight = st.max_in_flight.max(st.in_flight);
+        let faults = st.faults.clone();
+        let (fault, extra_latency) = {
+            let r = st.roll();
+            let fault = if r < faults.server_error {
+                Some(StatusCode::SERVICE_UNAVAILABLE)
+            } else if r < faults.server_error + faults.too_many {
+                Some(StatusCode::TOO_MANY_REQUESTS)
+            } else {
+                None
+            };
+            (fault, faults.max_latency.mul_f64(st.roll()))
+        };
+        if fault.is_none() && method == Method::GET && path.starts_with("/packages/") {
+            let name = percent_decode(path.rsplit('/').next().unwrap_or_default());
+            let r = st.roll();
+            if r < faults.truncate {
+                *st.truncate.entry(name).or_insert(0) += 1;
+            } else if r < faults.truncate + faults.corrupt {
+                *st.corrupt.entry(name).or_insert(0) += 1;
+            }
+        }
+        let resp = match (fault, body) {
+            (Some(status), _) => {
+                let r = text(status, "injected fault");
+                match faults.retry_after {
+                    Some(secs) => with_header(r, header::RETRY_AFTER, &secs.to_string()),
+                    None => r,
+                }
+            }
+            (None, Some(body)) => {
                 let req = Req {
                     method: &method,
                     path: &path,
@@ -697,7 +772,7 @@ async fn handle(
                 };
                 route(&mut st, &req)
             }
-            None => text(StatusCode::BAD_REQUEST, "bad request body"),
+            (None, None) => text(StatusCode::BAD_REQUEST, "bad request body"),
         };
         st.requests.push(Request {
             method: method.to_string(),
@@ -706,11 +781,12 @@ async fn handle(
             accept,
             status: resp.status().as_u16(),
         });
-        (resp, st.latency)
+        (resp, st.latency + extra_latency)
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    lock(&shared).in_flight -= 1;
     resp
 }
 
