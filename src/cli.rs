@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +26,41 @@ pub enum Command {
     Status(StatusArgs),
     /// Print an nginx configuration (a conf.d file) that serves this mirror.
     NginxConfig(NginxArgs),
+    /// Check the mirror against its state database (and upstream); repair what is wrong.
+    /// Exit 0: clean; 1: problems found; 2: verify could not run (or not check everything).
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("fix").multiple(true).args(["repair", "delete_orphans"])))]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Also re-hash every file (SHA-256 and BLAKE2b-256), on every core.
+    #[arg(long)]
+    pub hash: bool,
+    /// Also compare each project's serial and files with upstream, and report drift.
+    #[arg(long)]
+    pub upstream: bool,
+    /// Print the report as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+    /// Fetch missing or corrupt files again, rewrite wrong or missing pages, remove pages of
+    /// projects the mirror does not hold, queue drifted projects (takes the mirror lock).
+    #[arg(long)]
+    pub repair: bool,
+    /// Delete orphan files and leftover temporary files (takes the mirror lock).
+    #[arg(long)]
+    pub delete_orphans: bool,
+    /// Show what --repair / --delete-orphans would change, and change nothing.
+    #[arg(long, requires = "fix")]
+    pub dry_run: bool,
+    /// Continue the last verify that was interrupted, from its checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Threads checking files and pages [default: one per core].
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -50,16 +50,26 @@ impl FileHasher {
 
 /// Hash a file on disk, streaming (blocking: call from a blocking context).
 pub fn hash_file(path: &Path) -> std::io::Result<Hashes> {
+    hash_file_with(path, &mut vec![0u8; 256 * 1024])
+}
+
+/// [`hash_file`] reading through the caller's buffer: no allocation per file when hashing
+/// millions of them.
+pub fn hash_file_with(path: &Path, buf: &mut [u8]) -> std::io::Result<Hashes> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = FileHasher::default();
-    let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = file.read(&mut buf)?;
+        let n = file.read(buf)?;
         if n == 0 {
             return Ok(hasher.finish());
         }
         hasher.update(&buf[..n]);
     }
+}
+
+/// SHA-256 of bytes in memory (pages).
+pub fn sha256(bytes: &[u8]) -> Sha256 {
+    Sha256::from_bytes(sha2::Sha256::digest(bytes).into())
 }
 
 #[cfg(test)]

@@ -16,3 +16,4 @@ pub mod status;
 pub mod sync;
 pub mod types;
 pub mod upstream;
+pub mod verify;

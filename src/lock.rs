@@ -56,4 +56,31 @@ impl MirrorLock {
         writeln!(file, "{}", std::process::id()).map_err(io)?;
         Ok(MirrorLock { _file: file })
     }
+
+    /// The pid of the process holding the lock, if one does (a sync running now). Probing
+    /// takes the lock for an instant; a sync starting in that instant is refused as usual.
+    pub fn holder(layout: &Layout) -> Result<Option<String>, LockError> {
+        let mut file = match File::open(&layout.lock) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => {
+                return Err(LockError::Io {
+                    path: layout.lock.display().to_string(),
+                    error,
+                });
+            }
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(None),
+            Err(TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                Ok(Some(pid.trim().to_owned()))
+            }
+            Err(TryLockError::Error(error)) => Err(LockError::Io {
+                path: layout.lock.display().to_string(),
+                error,
+            }),
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 everything synced; 1 the run finished but something failed or it was
 //! interrupted (cron mails the operator); 2 it could not run at all (configuration, lock,
-//! database, upstream change feed).
+//! database, upstream change feed). `verify`: 0 clean, 1 problems found, 2 could not run.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -69,6 +69,35 @@ fn main() -> ExitCode {
                     print!("{}", report.text());
                     ExitCode::SUCCESS
                 }
+                Err(e) => fatal(format!("{e:#}")),
+            }
+        }
+        Command::Verify(args) => {
+            let cfg = match load(&args.config) {
+                Ok(cfg) => cfg,
+                Err(code) => return code,
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            runtime.spawn(watch_signals(stop.clone()));
+            let options = pymirror::verify::Options {
+                hash: args.hash,
+                upstream: args.upstream,
+                repair: args.repair,
+                delete_orphans: args.delete_orphans,
+                dry_run: args.dry_run,
+                resume: args.resume,
+                json: args.json,
+                jobs: args.jobs,
+            };
+            let mut out = std::io::stdout().lock();
+            match runtime.block_on(pymirror::verify::run(
+                &cfg,
+                options,
+                multi.as_ref(),
+                stop,
+                &mut out,
+            )) {
+                Ok(code) => ExitCode::from(code),
                 Err(e) => fatal(format!("{e:#}")),
             }
         }

@@ -549,17 +549,29 @@ fn commit_project(
     );
     let index = ctx.index();
     index.write_project(&view)?;
-    match upstream_json {
-        Some(doc) => {
-            index.write_json_api(&snapshot.name, doc, &view.files().collect::<Vec<_>>())?
-        }
+    if ctx.cfg.json {
+        // Unknown while it is rewritten, so a kill in between leaves no stale digest.
+        lock(&ctx.state).set_json_api_digest(&snapshot.name, None)?;
+    }
+    let json_api = match upstream_json {
+        Some(doc) => Some(
+            index
+                .write_json_api(&snapshot.name, doc, &view.files().collect::<Vec<_>>())?
+                .to_hex(),
+        ),
         // No JSON API answer (quarantined, or upstream has none): an old document must not
         // keep listing files about to be deleted.
-        None if ctx.cfg.json => index.remove_json_api(&snapshot.name)?,
-        None => {}
-    }
+        None if ctx.cfg.json => {
+            index.remove_json_api(&snapshot.name)?;
+            Some(String::new())
+        }
+        None => None,
+    };
     let mut state = lock(&ctx.state);
     let gone = state.record_project(snapshot)?;
+    if let Some(digest) = &json_api {
+        state.set_json_api_digest(&snapshot.name, Some(digest))?;
+    }
     delete_files(&ctx.layout, &gone);
     state.emptied(&gone)?;
     tracing::debug!("{}: synced at serial {}", snapshot.name, snapshot.serial);

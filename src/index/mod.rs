@@ -9,13 +9,16 @@ pub mod html;
 pub mod json;
 pub mod json_api;
 
+use std::io::Write;
+use std::path::PathBuf;
+
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::config::SimpleFormat;
 use crate::layout::Layout;
 use crate::metadata::{FileRecord, ProjectStatus};
 use crate::state::State;
-use crate::types::{ProjectName, Serial};
+use crate::types::{ProjectName, Serial, Sha256};
 
 /// The simple API version both formats advertise: every key up to 1.4 is written (PEP 700
 /// size/upload-time/versions, PEP 740 provenance, PEP 792 project status).
@@ -152,17 +155,8 @@ impl<'a> IndexWriter<'a> {
         let simple = self.layout.web.join("simple");
         if self.format.html() {
             let dest = simple.join("index.html");
-            self.layout.write_atomic(
-                &dest,
-                |w| {
-                    html::root_header(w)?;
-                    state
-                        .for_each_project(|name, display, _| html::root_entry(w, name, display))
-                        .map_err(std::io::Error::other)?;
-                    html::root_footer(w)
-                },
-                self.fsync,
-            )?;
+            self.layout
+                .write_atomic(&dest, |w| root_html(state, w), self.fsync)?;
             self.layout.write_if_changed(
                 &simple.join("index.v1_html"),
                 &std::fs::read(&dest)?,
@@ -172,16 +166,7 @@ impl<'a> IndexWriter<'a> {
         if self.format.json() {
             self.layout.write_atomic(
                 &simple.join("index.v1_json"),
-                |w| {
-                    json::root_header(w, serial)?;
-                    let mut first = true;
-                    state
-                        .for_each_project(|_, display, serial| {
-                            json::root_entry(w, std::mem::take(&mut first), display, serial)
-                        })
-                        .map_err(std::io::Error::other)?;
-                    json::root_footer(w)
-                },
+                |w| root_json(state, serial, w),
                 self.fsync,
             )?;
         }
@@ -211,27 +196,60 @@ impl<'a> IndexWriter<'a> {
         Ok(())
     }
 
-    /// The optional JSON API mirror: `json/<name>` and `pypi/<name>/json`.
+    /// The optional JSON API mirror: `json/<name>` and `pypi/<name>/json`. Returns the
+    /// SHA-256 of `json/<name>` as written, for `pymirror verify`.
     pub fn write_json_api(
         &self,
         name: &ProjectName,
         upstream: &serde_json::Value,
         held: &[&FileRecord],
-    ) -> std::io::Result<()> {
-        for (dest, to_web) in [
-            (self.layout.web.join("json").join(name.as_str()), "../"),
+    ) -> std::io::Result<Sha256> {
+        let mut digest = None;
+        for (dest, links) in self.json_api_docs(name) {
+            let body = json_api::rewrite(upstream, held, &links);
+            digest.get_or_insert_with(|| crate::hashing::sha256(&body));
+            self.layout.write_if_changed(&dest, &body, self.fsync)?;
+        }
+        Ok(digest.expect("two documents"))
+    }
+
+    /// Where the JSON API documents of a project live, `json/<name>` first, each with how
+    /// it links to files.
+    pub fn json_api_docs(&self, name: &ProjectName) -> [(PathBuf, Links); 2] {
+        [
+            (
+                self.layout.web.join("json").join(name.as_str()),
+                Links::new(self.root_uri, "../"),
+            ),
             (
                 self.layout
                     .web
                     .join("pypi")
                     .join(name.as_str())
                     .join("json"),
-                "../../",
+                Links::new(self.root_uri, "../../"),
             ),
-        ] {
-            let body = json_api::rewrite(upstream, held, &Links::new(self.root_uri, to_web));
-            self.layout.write_if_changed(&dest, &body, self.fsync)?;
-        }
-        Ok(())
+        ]
     }
+}
+
+/// The root HTML page (`simple/index.html`, also `index.v1_html`), streamed from the database.
+pub fn root_html(state: &State, w: &mut impl Write) -> std::io::Result<()> {
+    html::root_header(w)?;
+    state
+        .for_each_project(|name, display, _| html::root_entry(w, name, display))
+        .map_err(std::io::Error::other)?;
+    html::root_footer(w)
+}
+
+/// The root PEP 691 page (`simple/index.v1_json`), streamed from the database.
+pub fn root_json(state: &State, serial: Serial, w: &mut impl Write) -> std::io::Result<()> {
+    json::root_header(w, serial)?;
+    let mut first = true;
+    state
+        .for_each_project(|_, display, serial| {
+            json::root_entry(w, std::mem::take(&mut first), display, serial)
+        })
+        .map_err(std::io::Error::other)?;
+    json::root_footer(w)
 }

@@ -25,6 +25,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0004_staged_and_first_serial.sql",
         include_str!("../../migrations/0004_staged_and_first_serial.sql"),
     ),
+    (
+        5,
+        "0005_verify.sql",
+        include_str!("../../migrations/0005_verify.sql"),
+    ),
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

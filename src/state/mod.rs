@@ -4,6 +4,12 @@
 //! under `web/` is derived from it, never scanned to rebuild it.
 
 mod migrate;
+mod verify;
+
+pub use verify::{
+    ExpectedFile, FileOwner, JsonApiRecord, ProblemRow, StoredProject, VerifyBegin, VerifyCounts,
+    VerifyRun,
+};
 
 use std::collections::HashMap;
 use std::path::Path;

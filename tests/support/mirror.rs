@@ -17,6 +17,7 @@ pub struct Mirror {
 pub struct Run {
     pub code: i32,
     pub stderr: String,
+    pub stdout: String,
 }
 
 impl Run {
@@ -156,7 +157,15 @@ impl Mirror {
         Run {
             code: out.status.code().unwrap_or(-1),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         }
+    }
+
+    /// `pymirror verify --config … <extra>`.
+    pub fn verify(&self, extra: &[&str]) -> Run {
+        let mut args = vec!["verify", "--config", self.config.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.run(&args)
     }
 
     pub fn web(&self) -> PathBuf {

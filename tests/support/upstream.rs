@@ -620,6 +620,12 @@ impl FakeUpstream {
         self.st().max_in_flight
     }
 
+    /// Start measuring `max_in_flight` afresh.
+    pub fn reset_max_in_flight(&self) {
+        let mut st = self.st();
+        st.max_in_flight = st.in_flight;
+    }
+
     pub fn set_latency(&self, d: Duration) {
         self.st().latency = d;
     }

@@ -1,0 +1,304 @@
+//! `--upstream`: each project's serial and files compared with upstream's, as politely as a
+//! sync asks (at most `metadata_workers` requests at a time, `metadata_rate` per second,
+//! retries with backoff honouring `Retry-After`), plus the projects upstream lists that the
+//! mirror does not hold. Drift is reported; `--repair` queues the project for the next sync.
+//!
+//! The same one look at upstream gives `--repair` the URLs of files to fetch again (the
+//! database does not keep URLs: 30 million of them would add gigabytes, and the file host a
+//! URL names may have moved since).
+
+use std::collections::BTreeMap;
+
+use crate::config::{ChangeFeed, Config};
+use crate::metadata::{self, ProjectSnapshot, UrlPolicy};
+use crate::state::StoredProject;
+use crate::types::{ProjectName, Serial};
+use crate::upstream::{ProjectFetch, Upstream};
+
+use super::problem::{Kind, Problem};
+
+/// What upstream says about a project now.
+pub struct Fetched {
+    /// `None` when upstream has no such project (404 from every source asked).
+    pub snapshot: Option<ProjectSnapshot>,
+    /// The JSON API answer as served, for rewriting the JSON API mirror's documents.
+    pub json_body: Option<Vec<u8>>,
+}
+
+/// One look at upstream for a project, through the same sources and validation as a sync
+/// (JSON API, plus the PEP 691 page with `simple_json`), at the older of the two answers'
+/// serials. Stale answers are not retried: verify compares, it records nothing.
+pub async fn fetch(
+    upstream: &Upstream,
+    cfg: &Config,
+    policy: &UrlPolicy,
+    name: &ProjectName,
+    display_name: &str,
+) -> anyhow::Result<Fetched> {
+    let page = async {
+        match cfg.simple_json {
+            true => upstream.project_page(name, None).await,
+            false => Ok(None),
+        }
+    };
+    let (json, page) = tokio::join!(upstream.project_json(display_name, None), page);
+    let (json, page) = (json?, page?);
+    let (json, json_url, json_serial, json_body) = match json {
+        ProjectFetch::Found {
+            json,
+            serial,
+            url,
+            body,
+        } => (Some(json), Some(url), Some(serial.unwrap_or(0)), Some(body)),
+        ProjectFetch::NotFound => (None, None, None, None),
+    };
+    let (page, page_url, page_serial) = match page {
+        Some((page, serial, url)) => (Some(page), Some(url), Some(serial.unwrap_or(0))),
+        None => (None, None, None),
+    };
+    let Some(serial) = json_serial.into_iter().chain(page_serial).min() else {
+        return Ok(Fetched {
+            snapshot: None,
+            json_body: None,
+        });
+    };
+    let answers = metadata::Answers {
+        json: json.zip(json_url.as_ref()),
+        page: page.zip(page_url.as_ref()),
+    };
+    Ok(Fetched {
+        snapshot: Some(metadata::snapshot(
+            name,
+            display_name,
+            answers,
+            Serial(serial),
+            policy,
+        )?),
+        json_body,
+    })
+}
+
+/// How the mirror's record of a project differs from upstream's answer, if it does.
+pub fn drift(stored: &StoredProject, upstream: Option<&ProjectSnapshot>) -> Option<Problem> {
+    let name = stored.name.as_str();
+    let problem = |detail: String, serial: Option<Serial>| {
+        let mut p =
+            Problem::new(Kind::Drift, format!("web/simple/{name}/"), detail).of_project(name);
+        p.serial = serial.map(|s| s.0);
+        Some(p)
+    };
+    let Some(snap) = upstream else {
+        return problem("upstream no longer has this project".into(), None);
+    };
+    if snap.serial > stored.serial {
+        return problem(
+            format!(
+                "the mirror has serial {}, upstream {}",
+                stored.serial, snap.serial
+            ),
+            Some(snap.serial),
+        );
+    }
+    if snap.serial < stored.serial {
+        // A stale CDN answer tells nothing about drift.
+        tracing::debug!(
+            "{name}: upstream answered serial {} below the mirror's {}",
+            snap.serial,
+            stored.serial
+        );
+        return None;
+    }
+    let ours: BTreeMap<&str, String> = stored
+        .view()
+        .files()
+        .map(|f| (f.filename.as_str(), f.sha256.to_hex()))
+        .collect();
+    let theirs: BTreeMap<&str, String> = snap
+        .files
+        .iter()
+        .map(|f| (f.record.filename.as_str(), f.record.sha256.to_hex()))
+        .collect();
+    let not_here: Vec<&str> = theirs
+        .iter()
+        .filter(|(f, h)| ours.get(*f) != Some(*h))
+        .map(|(f, _)| *f)
+        .collect();
+    let not_there: Vec<&str> = ours
+        .keys()
+        .filter(|f| !theirs.contains_key(*f))
+        .copied()
+        .collect();
+    let status = |s: Option<&crate::metadata::ProjectStatus>| s.map(|s| s.status.clone());
+    let mut why = Vec::new();
+    if !not_here.is_empty() {
+        why.push(format!(
+            "upstream has {} the mirror does not",
+            listed(&not_here)
+        ));
+    }
+    if !not_there.is_empty() {
+        why.push(format!(
+            "the mirror has {} upstream does not",
+            listed(&not_there)
+        ));
+    }
+    if status(stored.status.as_ref()) != status(snap.status.as_ref()) {
+        why.push(format!(
+            "project status is {:?} upstream, {:?} here",
+            status(snap.status.as_ref()).unwrap_or_else(|| "active".into()),
+            status(stored.status.as_ref()).unwrap_or_else(|| "active".into())
+        ));
+    }
+    if why.is_empty() {
+        return None;
+    }
+    problem(
+        format!("at serial {}: {}", stored.serial, why.join("; ")),
+        Some(snap.serial),
+    )
+}
+
+/// At most a few names, then how many more.
+fn listed(names: &[&str]) -> String {
+    const SHOWN: usize = 3;
+    let mut s = names[..names.len().min(SHOWN)].join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    s
+}
+
+/// Every project upstream lists, with its serial (through the configured change feed).
+pub async fn listing(upstream: &Upstream, cfg: &Config) -> anyhow::Result<Vec<(String, Serial)>> {
+    let from_root = async {
+        let root = upstream.simple_root().await?;
+        let serial = root.meta.last_serial.unwrap_or(0);
+        anyhow::Ok(
+            root.projects
+                .into_iter()
+                .map(|p| (p.name, Serial(p.last_serial.unwrap_or(serial))))
+                .collect(),
+        )
+    };
+    let from_xmlrpc = || async {
+        Ok::<_, crate::upstream::UpstreamError>(
+            upstream
+                .list_packages_with_serial()
+                .await?
+                .into_iter()
+                .map(|(name, serial)| (name, Serial(serial)))
+                .collect::<Vec<_>>(),
+        )
+    };
+    match cfg.change_feed {
+        ChangeFeed::Simple => from_root.await,
+        ChangeFeed::XmlRpc => Ok(from_xmlrpc().await?),
+        ChangeFeed::Auto => match from_xmlrpc().await {
+            Err(e) if e.is_xmlrpc_unavailable() => from_root.await,
+            other => Ok(other?),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::{FileRecord, RemoteFile};
+    use crate::state::JsonApiRecord;
+    use crate::types::{Filename, PackagePath, Sha256};
+
+    fn record(filename: &str, byte: u8) -> FileRecord {
+        let filename = Filename::new(filename).unwrap();
+        let hex = format!("{byte:02x}").repeat(32);
+        FileRecord {
+            version: "1.0".into(),
+            path: PackagePath::from_url_path(
+                &format!(
+                    "/packages/{}/{}/{}/{filename}",
+                    &hex[..2],
+                    &hex[2..4],
+                    &hex[4..]
+                ),
+                &filename,
+            )
+            .unwrap(),
+            filename,
+            size: 1,
+            sha256: Sha256::from_bytes([byte; 32]),
+            upload_time: None,
+            requires_python: None,
+            yanked: false,
+            yanked_reason: None,
+            packagetype: None,
+            python_version: None,
+            core_metadata: None,
+            provenance: None,
+            extra_hashes: Default::default(),
+        }
+    }
+
+    fn stored(serial: u64, files: Vec<FileRecord>) -> StoredProject {
+        StoredProject {
+            name: ProjectName::new("demo").unwrap(),
+            display_name: "demo".into(),
+            serial: Serial(serial),
+            status: None,
+            versions: vec!["1.0".into()],
+            files,
+            json_api: JsonApiRecord::Unknown,
+        }
+    }
+
+    fn snap(serial: u64, files: Vec<FileRecord>) -> ProjectSnapshot {
+        ProjectSnapshot {
+            name: ProjectName::new("demo").unwrap(),
+            display_name: "demo".into(),
+            serial: Serial(serial),
+            versions: vec!["1.0".into()],
+            files: files
+                .into_iter()
+                .map(|record| RemoteFile {
+                    record,
+                    url: "https://files.invalid/x".parse().unwrap(),
+                })
+                .collect(),
+            status: None,
+            refused: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn drift_is_a_newer_serial_or_other_files_at_the_same_serial() {
+        let a = || record("demo-1.0.tar.gz", 1);
+        let b = || record("demo-1.0-py3-none-any.whl", 2);
+        assert_eq!(
+            drift(&stored(5, vec![a()]), Some(&snap(5, vec![a()]))),
+            None
+        );
+        assert_eq!(
+            drift(&stored(5, vec![a()]), Some(&snap(4, vec![]))),
+            None,
+            "stale"
+        );
+        let newer = drift(&stored(5, vec![a()]), Some(&snap(7, vec![a()]))).unwrap();
+        assert_eq!(newer.detail, "the mirror has serial 5, upstream 7");
+        assert_eq!(newer.serial, Some(7));
+        let files = drift(&stored(5, vec![a()]), Some(&snap(5, vec![b()]))).unwrap();
+        assert_eq!(
+            files.detail,
+            "at serial 5: upstream has demo-1.0-py3-none-any.whl the mirror does not; \
+             the mirror has demo-1.0.tar.gz upstream does not"
+        );
+        let changed = drift(
+            &stored(5, vec![a()]),
+            Some(&snap(5, vec![record("demo-1.0.tar.gz", 3)])),
+        )
+        .unwrap();
+        assert_eq!(
+            changed.detail,
+            "at serial 5: upstream has demo-1.0.tar.gz the mirror does not"
+        );
+        let gone = drift(&stored(5, vec![a()]), None).unwrap();
+        assert_eq!(gone.path, "web/simple/demo/");
+    }
+}
