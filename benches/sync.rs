@@ -8,6 +8,8 @@
 //! Prints wall time and CPU time (wait4's rusage) and peak RSS (sampled VmHWM) of pymirror,
 //! and the requests and bytes the upstream served.
 
+#[path = "support/measure.rs"]
+mod measure;
 #[path = "../tests/support/upstream.rs"]
 #[allow(dead_code)]
 mod upstream;
@@ -88,60 +90,6 @@ fn publish(up: &FakeUpstream, projects: usize, files: usize) -> u64 {
         }
     }
     total
-}
-
-struct Measured {
-    wall: Duration,
-    user: Duration,
-    sys: Duration,
-    max_rss_kib: i64,
-    code: i32,
-}
-
-// The child is reaped by wait4 (which also yields its rusage), not by Child::wait.
-#[allow(clippy::zombie_processes)]
-fn run_pymirror(config: &Path) -> Measured {
-    let start = Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pymirror"))
-        .args(["sync", "--config", config.to_str().unwrap()])
-        .env("NO_PROXY", "*")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // ru_maxrss survives execve (it would report this big parent's memory), so sample the
-    // child's own high-water mark, VmHWM, until it exits; it only grows, so the last sample
-    // is within one interval of the true peak.
-    let peak = Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let sampler = {
-        let (peak, pid) = (peak.clone(), child.id());
-        std::thread::spawn(move || {
-            while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                let hwm = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
-                match hwm {
-                    Some(kib) => peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed),
-                    None => break, // a zombie has no memory left to report
-                };
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on our own child with valid pointers.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32, "wait4 failed");
-    sampler.join().unwrap();
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    Measured {
-        wall: start.elapsed(),
-        user: tv(usage.ru_utime),
-        sys: tv(usage.ru_stime),
-        max_rss_kib: peak.load(std::sync::atomic::Ordering::Relaxed),
-        code: libc::WEXITSTATUS(status),
-    }
 }
 
 /// One project at a time per worker, files one after another: the shape of bandersnatch's
@@ -246,7 +194,7 @@ fn main() {
         for label in ["pymirror first sync", "pymirror no-op sync"] {
             up.reset_requests();
             let served_before = up.bytes_served();
-            let m = run_pymirror(&config);
+            let m = measure::run_pymirror(&["sync", "--config", config.to_str().unwrap()]);
             assert_eq!(m.code, 0, "pymirror failed");
             let files = (a.projects * a.files).max(1) as f64;
             let first = label.contains("first");

@@ -317,3 +317,380 @@ fn every_kind_of_damage_is_reported_exactly_and_repaired() {
     assert_clean(&mirror, &["--hash"]);
     mirror.assert_consistent();
 }
+
+#[test]
+fn json_api_documents_and_root_pages_are_checked_and_rewritten() {
+    let (_up, mirror) = synced(&format!("{TEST_SETTINGS}json = true\n"));
+    assert_clean(&mirror, &["--hash"]);
+    let at = |rel: &str| mirror.dir.join(rel);
+    let alpha = std::fs::read(at("web/json/alpha")).unwrap();
+    let beta = std::fs::read(at("web/pypi/beta/json")).unwrap();
+    let root = std::fs::read(at("web/simple/index.html")).unwrap();
+
+    std::fs::write(at("web/json/alpha"), b"{}\n").unwrap();
+    std::fs::remove_file(at("web/pypi/beta/json")).unwrap();
+    std::fs::write(
+        at("web/simple/index.html"),
+        [&root[..], b"<!-- -->"].concat(),
+    )
+    .unwrap();
+    std::fs::write(at("web/json/stray"), b"{}\n").unwrap();
+    // Upstream has no JSON API document for the quarantined project: none may be served.
+    std::fs::write(at("web/json/delta"), b"{}\n").unwrap();
+
+    let run = mirror.verify(&["--json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = json_report(&run);
+    assert_eq!(counts(&report), [0, 0, 0, 4, 1, 0], "{report:#}");
+    let want = [
+        ("bad_page", "web/json/alpha"),
+        ("bad_page", "web/json/delta"),
+        ("bad_page", "web/pypi/beta/json"),
+        ("bad_page", "web/simple/index.html"),
+        ("orphan", "web/json/stray"),
+    ]
+    .map(|(k, p)| (k.to_owned(), p.to_owned()));
+    assert_eq!(problems(&report), want);
+
+    let run = mirror.verify(&["--repair"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert_eq!(std::fs::read(at("web/json/alpha")).unwrap(), alpha);
+    assert_eq!(std::fs::read(at("web/pypi/beta/json")).unwrap(), beta);
+    assert_eq!(std::fs::read(at("web/simple/index.html")).unwrap(), root);
+    assert!(!at("web/json/delta").exists() && !at("web/json/stray").exists());
+    assert_clean(&mirror, &[]);
+
+    // Without a recorded digest (an older pymirror wrote them) a document must still list
+    // only files the mirror holds, linked where they are.
+    {
+        let mut state = pymirror::state::State::open(&at("pymirror.db")).unwrap();
+        let name = pymirror::types::ProjectName::new("alpha").unwrap();
+        state.set_json_api_digest(&name, None).unwrap();
+    }
+    assert_clean(&mirror, &[]);
+    let mut doc: Value = serde_json::from_slice(&alpha).unwrap();
+    let mut extra = doc["urls"][0].clone();
+    extra["filename"] = "alpha-9.9.tar.gz".into();
+    doc["urls"].as_array_mut().unwrap().push(extra);
+    std::fs::write(at("web/json/alpha"), serde_json::to_vec(&doc).unwrap()).unwrap();
+    let report = json_report(&mirror.verify(&["--json"]));
+    assert_eq!(
+        problems(&report),
+        [("bad_page".to_owned(), "web/json/alpha".to_owned())]
+    );
+    assert_eq!(
+        report["problems"][0]["detail"],
+        "lists files the mirror does not hold, or links them elsewhere"
+    );
+    assert_eq!(mirror.verify(&["--repair"]).code, 1);
+    assert_eq!(std::fs::read(at("web/json/alpha")).unwrap(), alpha);
+    assert_clean(&mirror, &[]);
+}
+
+#[test]
+fn formats_and_root_uri_are_respected() {
+    let (_up, mirror) = synced(&format!(
+        "{TEST_SETTINGS}simple_format = \"html\"\nroot_uri = \"https://mirror.example.org/pypi\"\n"
+    ));
+    assert_clean(&mirror, &["--hash"]);
+    // Pages the configured format does not have are not the index's.
+    std::fs::write(mirror.web().join("simple/alpha/index.v1_json"), b"{}").unwrap();
+    std::fs::write(mirror.web().join("simple/index.v1_json"), b"{}").unwrap();
+    let report = json_report(&mirror.verify(&["--json"]));
+    assert_eq!(
+        problems(&report),
+        [
+            (
+                "orphan".to_owned(),
+                "web/simple/alpha/index.v1_json".to_owned()
+            ),
+            ("orphan".to_owned(), "web/simple/index.v1_json".to_owned()),
+        ]
+    );
+    assert_eq!(mirror.verify(&["--repair"]).code, 1);
+    assert_clean(&mirror, &[]);
+}
+
+#[test]
+fn exit_codes_and_one_line_errors() {
+    let up = FakeUpstream::start();
+    publish(&up);
+    let mirror = Mirror::new(&up.url());
+    let run = mirror.verify(&[]);
+    assert_eq!(run.code, 2, "no database yet: {}", run.stderr);
+    assert!(
+        run.stderr.contains("run `pymirror sync` first"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+
+    let run = mirror.verify(&["--dry-run"]);
+    assert_eq!(run.code, 2, "--dry-run alone: {}", run.stderr);
+    assert!(run.stderr.contains("--repair"), "{}", run.stderr);
+
+    mirror.sync().assert_ok();
+    assert_eq!(mirror.verify(&[]).code, 0);
+    std::fs::remove_file(mirror.web().join("simple/gamma/index.html")).unwrap();
+    assert_eq!(mirror.verify(&[]).code, 1);
+    assert_eq!(mirror.verify(&["--dry-run", "--repair"]).code, 1);
+    assert_eq!(mirror.verify(&["--repair"]).code, 1);
+    assert_eq!(mirror.verify(&[]).code, 0);
+
+    std::fs::write(
+        &mirror.config,
+        "[mirror]\nmaster = \"http://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let run = mirror.verify(&[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("directory"), "{}", run.stderr);
+}
+
+/// Run the real binary with an environment variable set.
+fn verify_with_env(mirror: &Mirror, args: &[&str], key: &str, value: &str) -> Run {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pymirror"))
+        .args(["verify", "--config", mirror.config.to_str().unwrap()])
+        .args(args)
+        .env(key, value)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    }
+}
+
+#[test]
+fn an_interrupted_verify_resumes_where_it_stopped() {
+    let up = FakeUpstream::start();
+    for i in 0..40 {
+        let content = format!("content of file {i}\n").repeat(50).into_bytes();
+        up.add_release(
+            &format!("p{i}"),
+            "1.0",
+            &[(&format!("p{i}-1.0.tar.gz"), content)],
+        );
+    }
+    let mirror = Mirror::new(&up.url());
+    mirror.sync().assert_ok();
+    std::fs::remove_file(mirror.dir.join(file_path(&up, "p3-1.0.tar.gz"))).unwrap();
+    std::fs::write(mirror.dir.join(file_path(&up, "p30-1.0.tar.gz")), b"short").unwrap();
+    let full = json_report(&mirror.verify(&["--hash", "--json"]));
+    assert_eq!(full["files_checked"], 40);
+
+    // Killed half-way through the package tree: after the temp-file and top-level checks and
+    // 2,048 of the 4,096 units of 16 shards.
+    let run = verify_with_env(
+        &mirror,
+        &["--hash", "--json"],
+        "PYMIRROR_VERIFY_TEST_EXIT_AFTER",
+        "2050",
+    );
+    assert_eq!(run.code, 137, "{}", run.stderr);
+    assert!(run.stdout.is_empty(), "killed before any report");
+
+    let run = mirror.verify(&["--resume"]);
+    assert_eq!(run.code, 2, "other checks cannot resume it: {}", run.stderr);
+    assert!(run.stderr.contains("same flags"), "{}", run.stderr);
+
+    let resumed = json_report(&mirror.verify(&["--hash", "--resume", "--json"]));
+    assert_eq!(resumed["resumed"], true);
+    assert_eq!(resumed["complete"], true);
+    for key in [
+        "files_checked",
+        "bytes_checked",
+        "pages_checked",
+        "missing",
+        "bad_size",
+    ] {
+        assert_eq!(resumed[key], full[key], "{key}");
+    }
+    assert_eq!(problems(&resumed), problems(&full));
+    let this_run = resumed["this_run"]["files_checked"].as_u64().unwrap();
+    assert!(
+        this_run > 0 && this_run < 40,
+        "the resumed run checked {this_run} of 40 files"
+    );
+    let hashed = resumed["this_run"]["bytes_checked"].as_u64().unwrap();
+    assert!(hashed < full["bytes_checked"].as_u64().unwrap());
+
+    // Nothing left to resume: a fresh verify.
+    let again = json_report(&mirror.verify(&["--hash", "--resume", "--json"]));
+    assert_eq!(again["resumed"], false);
+    assert_eq!(again["this_run"]["files_checked"], 40);
+}
+
+#[test]
+fn upstream_drift_is_reported_and_repair_queues_it_for_the_next_sync() {
+    let (up, mirror) =
+        synced("workers = 4\nmetadata_workers = 2\nretry_delay = 0.01\nfsync = false\n");
+    assert_clean(&mirror, &["--upstream"]);
+    let beta_serial = up.add_release("Beta", "2.0", &[("beta-2.0.tar.gz", b"beta two".to_vec())]);
+    let new_serial = up.add_release(
+        "Newcomer",
+        "1.0",
+        &[("newcomer-1.0.tar.gz", b"new".to_vec())],
+    );
+    up.remove_project("Gamma");
+    up.set_latency(std::time::Duration::from_millis(20));
+    up.reset_max_in_flight();
+
+    let run = mirror.verify(&["--upstream", "--json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = json_report(&run);
+    assert_eq!(counts(&report), [0, 0, 0, 0, 0, 3], "{report:#}");
+    let details: Vec<(String, String)> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["path"].as_str().unwrap().to_owned(),
+                p["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let beta_now = mirror_serial(&mirror, "beta");
+    assert_eq!(
+        details,
+        [
+            (
+                "web/simple/beta/".to_owned(),
+                format!("the mirror has serial {beta_now}, upstream {beta_serial}")
+            ),
+            (
+                "web/simple/gamma/".to_owned(),
+                "upstream no longer has this project".to_owned()
+            ),
+            (
+                "web/simple/newcomer/".to_owned(),
+                format!("upstream has this project (serial {new_serial}); the mirror does not")
+            ),
+        ]
+    );
+    assert_eq!(report["projects_compared"], 4);
+    // Two projects at a time, each asked for its JSON API answer and PEP 691 page together
+    // (as a sync asks).
+    assert!(
+        up.max_in_flight() <= 4,
+        "{} requests at once, metadata_workers = 2",
+        up.max_in_flight()
+    );
+    // The local checks know nothing of upstream.
+    assert_clean(&mirror, &[]);
+
+    let run = mirror.verify(&["--upstream", "--repair"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(
+        run.stdout.matches("[queued for the next sync]").count(),
+        3,
+        "{}",
+        run.stdout
+    );
+    let status = mirror.run(&[
+        "status",
+        "--json",
+        "--config",
+        mirror.config.to_str().unwrap(),
+    ]);
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["pending_count"], 3, "{status:#}");
+
+    up.set_latency(std::time::Duration::ZERO);
+    mirror.sync().assert_ok();
+    assert_clean(&mirror, &["--upstream", "--hash"]);
+}
+
+/// The serial the mirror's PEP 691 page states for a project.
+fn mirror_serial(mirror: &Mirror, name: &str) -> u64 {
+    let page: Value = serde_json::from_slice(
+        &std::fs::read(mirror.web().join(format!("simple/{name}/index.v1_json"))).unwrap(),
+    )
+    .unwrap();
+    page["meta"]["_last-serial"].as_u64().unwrap()
+}
+
+#[test]
+fn a_repair_beside_a_running_sync_is_refused_naming_its_pid() {
+    let up = FakeUpstream::start();
+    publish(&up);
+    up.set_latency(std::time::Duration::from_millis(500));
+    let mirror = Mirror::new(&up.url());
+    let mut sync = mirror.spawn_sync(&[]);
+    let pid = sync.id().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_to_string(mirror.dir.join(".lock"))
+        .unwrap_or_default()
+        .trim()
+        != pid
+        || !mirror.dir.join("pymirror.db").exists()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sync never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for flag in ["--repair", "--delete-orphans"] {
+        let started = std::time::Instant::now();
+        let run = mirror.verify(&[flag]);
+        assert_eq!(run.code, 2, "{flag}: {}", run.stderr);
+        assert!(run.stderr.contains(&format!("pid {pid}")), "{}", run.stderr);
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "not at once"
+        );
+    }
+    // A read-only verify runs beside it, and says so.
+    let run = mirror.verify(&[]);
+    assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("a sync (pid {pid}) is running")),
+        "{}",
+        run.stderr
+    );
+    sync.kill().unwrap();
+    sync.wait().unwrap();
+}
+
+#[test]
+fn orphan_deletion_never_deletes_the_database() {
+    let (_up, mirror) = synced(TEST_SETTINGS);
+    let db = mirror.dir.join("pymirror.db");
+    let copy = mirror.dir.join("tmp/copy-of-db.part");
+    std::fs::hard_link(&db, &copy).unwrap();
+    let dir = mirror.web().join(format!("packages/00/00/{NOBODY}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(&db, dir.join("evil")).unwrap();
+
+    let run = mirror.verify(&["--delete-orphans"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(&format!(
+            "tmp/copy-of-db.part: leftover temporary file [not deleted: refused: it is {}",
+            db.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "{NOBODY}/evil: not referenced by the database [deleted]"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(copy.exists(), "the hard link to the database was deleted");
+    assert!(
+        !dir.join("evil").exists(),
+        "the symlink itself is an orphan"
+    );
+    assert!(db.exists());
+    std::fs::remove_file(&copy).unwrap();
+    assert_clean(&mirror, &["--hash"]);
+}

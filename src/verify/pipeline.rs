@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
 /// Run `work` over `units` on `workers.len()` threads (each owning one worker state, e.g. a
 /// database connection and a buffer), calling `commit` with each result in unit order.
@@ -28,11 +28,15 @@ where
     let jobs = workers.len().max(1);
     let (unit_tx, unit_rx) = mpsc::sync_channel::<(u64, anyhow::Result<U>)>(jobs * 2);
     let (result_tx, result_rx) = mpsc::sync_channel::<(u64, anyhow::Result<R>)>(jobs * 2);
-    let unit_rx = Mutex::new(unit_rx);
+    // Owned by the workers: when the last one ends, the feeder's sends fail and it ends too.
+    let unit_rx = Arc::new(Mutex::new(unit_rx));
     let failed = AtomicBool::new(false);
     let fed_all = AtomicBool::new(false);
     let outcome = std::thread::scope(|scope| {
-        let (failed, fed_all, work, unit_rx) = (&failed, &fed_all, &work, &unit_rx);
+        // Dropped when this closure returns, before the scope joins the threads: workers
+        // blocked on a full result queue then fail their send and end.
+        let result_rx = result_rx;
+        let (failed, fed_all, work) = (&failed, &fed_all, &work);
         scope.spawn(move || {
             for (seq, unit) in (0u64..).zip(units) {
                 if stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed) {
@@ -45,7 +49,7 @@ where
             fed_all.store(true, Ordering::Relaxed);
         });
         for mut worker in workers {
-            let result_tx = result_tx.clone();
+            let (result_tx, unit_rx) = (result_tx.clone(), unit_rx.clone());
             scope.spawn(move || {
                 loop {
                     let next = unit_rx.lock().expect("unit queue poisoned").recv();
@@ -57,7 +61,7 @@ where
                 }
             });
         }
-        drop(result_tx);
+        drop((result_tx, unit_rx));
         let mut waiting = BTreeMap::new();
         let mut next = 0u64;
         for (seq, result) in result_rx.iter() {

@@ -1,0 +1,69 @@
+//! Run the real `pymirror` binary and measure it: wall time, CPU time (wait4's rusage), peak
+//! RSS (the child's own VmHWM), and what it printed on stdout. Shared by the benchmarks.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Measured {
+    pub wall: Duration,
+    pub user: Duration,
+    pub sys: Duration,
+    pub max_rss_kib: i64,
+    pub code: i32,
+    pub stdout: String,
+}
+
+// The child is reaped by wait4 (which also yields its rusage), not by Child::wait.
+#[allow(clippy::zombie_processes)]
+pub fn run_pymirror(args: &[&str]) -> Measured {
+    let start = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pymirror"))
+        .args(args)
+        .env("NO_PROXY", "*")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = pipe.read_to_string(&mut out);
+        out
+    });
+    // ru_maxrss survives execve (it would report this big parent's memory), so sample the
+    // child's own high-water mark, VmHWM, until it exits; it only grows, so the last sample
+    // is within one interval of the true peak.
+    let peak = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let sampler = {
+        let (peak, pid) = (peak.clone(), child.id());
+        std::thread::spawn(move || {
+            while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                let hwm = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+                match hwm {
+                    Some(kib) => peak.fetch_max(kib, std::sync::atomic::Ordering::Relaxed),
+                    None => break, // a zombie has no memory left to report
+                };
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with valid pointers.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4 failed");
+    sampler.join().unwrap();
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Measured {
+        wall: start.elapsed(),
+        user: tv(usage.ru_utime),
+        sys: tv(usage.ru_stime),
+        max_rss_kib: peak.load(std::sync::atomic::Ordering::Relaxed),
+        code: libc::WEXITSTATUS(status),
+        stdout: reader.join().unwrap(),
+    }
+}
