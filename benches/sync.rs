@@ -9,6 +9,7 @@
 //! and the requests and bytes the upstream served.
 
 #[path = "support/measure.rs"]
+#[allow(dead_code)]
 mod measure;
 #[path = "../tests/support/upstream.rs"]
 #[allow(dead_code)]
