@@ -174,6 +174,19 @@ fn build(root: &Path, a: &Args) -> (u64, u64) {
     (files, bytes)
 }
 
+/// Both digests over bytes already in memory, on one core, in MiB/s.
+fn hash_in_memory() -> f64 {
+    let buf = content(0, 64 * 1024);
+    let started = Instant::now();
+    let rounds = 4;
+    for _ in 0..rounds {
+        let mut h = FileHasher::default();
+        h.update(&buf);
+        std::hint::black_box(h.finish());
+    }
+    (rounds * buf.len()) as f64 / 1048576.0 / started.elapsed().as_secs_f64()
+}
+
 fn drop_caches() {
     Command::new("sync").status().unwrap();
     std::fs::write("/proc/sys/vm/drop_caches", "3\n")
@@ -263,6 +276,7 @@ fn main() {
     };
     let jobs = a.jobs.map(|j| j.to_string());
     let mut default_wall = None;
+    let mut hash_wall = None;
     let runs: &[(&str, &[&str])] = if a.hash {
         &[
             ("pymirror verify", &[]),
@@ -285,15 +299,18 @@ fn main() {
         assert_eq!(m.code, 0, "verify found problems: {report:#}");
         assert_eq!(report["files_checked"], files);
         row(label, m.wall, Some((m.user, m.sys)), Some(m.max_rss_kib));
-        if extra.is_empty() {
-            default_wall = Some(m.wall);
+        match extra.is_empty() {
+            true => default_wall = Some(m.wall),
+            false => hash_wall = Some(m.wall),
         }
     }
     if a.raw {
         let list = sandbox.path().join("files.list");
         file_list(&root.join("web"), &list);
+        let mut cat_one = None;
         for (label, jobs, tool) in [
             ("cat (1 process)", 1, &["cat"][..]),
+            ("cat (1 per core)", cores, &["cat"][..]),
             ("sha256sum (1 process)", 1, &["sha256sum"][..]),
             ("sha256sum (1 per core)", cores, &["sha256sum"][..]),
             ("b2sum -l 256 (1 process)", 1, &["b2sum", "-l", "256"][..]),
@@ -306,7 +323,27 @@ fn main() {
             if a.cold {
                 drop_caches();
             }
-            row(label, xargs(&list, jobs, tool), None, None);
+            let wall = xargs(&list, jobs, tool);
+            if label == "cat (1 process)" {
+                cat_one = Some(wall);
+            }
+            row(label, wall, None, None);
+        }
+        // What the cores allow for --hash: each byte is read (cat's cost per core) and hashed
+        // twice (SHA-256 and BLAKE2b-256, measured in memory), on every core.
+        let hashing = hash_in_memory();
+        let reading = mib / cat_one.expect("cat ran").as_secs_f64();
+        let bound = cores as f64 / (1.0 / hashing + 1.0 / reading);
+        println!(
+            "SHA-256 + BLAKE2b-256 in memory, 1 core: {hashing:.0} MiB/s; reading (cat), 1 core: \
+             {reading:.0} MiB/s; so {cores} cores allow --hash {bound:.0} MiB/s"
+        );
+        if let Some(wall) = hash_wall {
+            let got = mib / wall.as_secs_f64();
+            println!(
+                "pymirror verify --hash: {got:.0} MiB/s, {:.0}% of that",
+                100.0 * got / bound
+            );
         }
     }
     if let Some(wall) = default_wall {

@@ -58,7 +58,7 @@ pub struct VerifyArgs {
     /// Continue the last verify that was interrupted, from its checkpoint.
     #[arg(long)]
     pub resume: bool,
-    /// Threads checking files and pages [default: one per core].
+    /// Threads checking files and pages [default: twice the cores, at least 8, at most 64].
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
 }

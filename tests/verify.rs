@@ -694,3 +694,39 @@ fn orphan_deletion_never_deletes_the_database() {
     std::fs::remove_file(&copy).unwrap();
     assert_clean(&mirror, &["--hash"]);
 }
+
+#[test]
+fn a_stopped_verify_reports_what_it_found_and_resume_finishes_it() {
+    let (up, mirror) = synced(TEST_SETTINGS);
+    std::fs::remove_file(mirror.dir.join(file_path(&up, "gamma-1.0.tar.gz"))).unwrap();
+    // Stopped (as by SIGINT) half-way through the package tree.
+    let run = verify_with_env(
+        &mirror,
+        &["--json"],
+        "PYMIRROR_VERIFY_TEST_STOP_AFTER",
+        "2050",
+    );
+    let report = json_report(&run);
+    assert_eq!(report["complete"], false, "{report:#}");
+    assert!(
+        run.stderr.contains("verify --resume"),
+        "the log says how to continue: {}",
+        run.stderr
+    );
+    // 2,048 units of 16 shards: everything under packages/00/ to packages/7f/ was checked.
+    let path = up.file_info("gamma-1.0.tar.gz").unwrap().path;
+    let checked = u8::from_str_radix(&path["packages/".len()..][..2], 16).unwrap() < 0x80;
+    assert_eq!(report["missing"], u64::from(checked), "{report:#}");
+    // Problems found: 1; nothing found yet, but not everything checked: 2.
+    assert_eq!(run.code, if checked { 1 } else { 2 }, "{report:#}");
+
+    let run = mirror.verify(&["--resume", "--json"]);
+    let report = json_report(&run);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        (report["complete"].clone(), report["resumed"].clone()),
+        (true.into(), true.into())
+    );
+    assert_eq!(counts(&report), [1, 0, 0, 0, 0, 0]);
+    assert_eq!(report["files_checked"], 6);
+}

@@ -121,7 +121,7 @@ impl State {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         // Mapped reads: a verify reads the whole files table, a syscall per page would show.
-        conn.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA mmap_size = 268435456;")?;
+        conn.execute_batch("PRAGMA busy_timeout = 10000;")?;
         Ok(State { conn })
     }
 

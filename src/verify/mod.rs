@@ -44,8 +44,10 @@ use crate::upstream::Upstream;
 
 use problem::{Kind, Problem};
 
-/// Test hook: exit (as if killed) right after committing this many units of work.
+/// Test hooks: exit as if killed (`…_EXIT_AFTER`), or stop as on SIGINT (`…_STOP_AFTER`),
+/// right after this many units of work.
 const TEST_EXIT_AFTER: &str = "PYMIRROR_VERIFY_TEST_EXIT_AFTER";
+const TEST_STOP_AFTER: &str = "PYMIRROR_VERIFY_TEST_STOP_AFTER";
 
 /// How often found work is committed (the checkpoint).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -59,7 +61,7 @@ pub struct Options {
     pub dry_run: bool,
     pub resume: bool,
     pub json: bool,
-    /// Threads checking files and pages (default: one per core).
+    /// Threads checking files and pages (default: twice the cores, 8 to 64).
     pub jobs: Option<usize>,
 }
 
@@ -135,13 +137,10 @@ pub async fn run(
         layout: layout.clone(),
         multi,
         stop: &stop,
-        jobs: opts
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-            .max(1),
+        jobs: opts.jobs.unwrap_or_else(default_jobs).max(1),
         sync_running: sync_pid.is_some(),
     };
-    let mut rec = Recorder::new(state, run.id, run.counts);
+    let mut rec = Recorder::new(state, run.id, run.counts, stop.clone());
     let checked = verify.check(&mut rec).await?;
     let this_run = rec.this_run;
     let mut state = rec.into_state();
@@ -195,6 +194,13 @@ pub async fn run(
         report.write_text(&state, out)?;
     }
     Ok(report.exit_code())
+}
+
+/// Threads checking files: more than cores, so that a walk waiting on the disk (a cold
+/// cache: every directory and inode read from disk) keeps other requests in flight.
+fn default_jobs() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (2 * cores).clamp(8, 64)
 }
 
 fn state_totals(mut before: VerifyCounts, this_run: VerifyCounts) -> VerifyCounts {
@@ -354,7 +360,7 @@ impl Verify<'_> {
             batches,
             |state, names| checker.check_batch(state, names),
             |result| {
-                projects_done += pages::BATCH as u64;
+                projects_done += result.projects;
                 rec.unit(result.counts, result.problems, result.last)?;
                 bar.set(projects_done);
                 Ok(())
@@ -526,10 +532,13 @@ struct Recorder {
     this_run: VerifyCounts,
     units: u64,
     exit_after: Option<u64>,
+    stop_after: Option<u64>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Recorder {
-    fn new(state: State, run: i64, before: VerifyCounts) -> Recorder {
+    fn new(state: State, run: i64, before: VerifyCounts, stop: Arc<AtomicBool>) -> Recorder {
+        let hook = |key| std::env::var(key).ok().and_then(|v| v.parse().ok());
         Recorder {
             state,
             run,
@@ -541,9 +550,9 @@ impl Recorder {
             total: before,
             this_run: VerifyCounts::default(),
             units: 0,
-            exit_after: std::env::var(TEST_EXIT_AFTER)
-                .ok()
-                .and_then(|v| v.parse().ok()),
+            exit_after: hook(TEST_EXIT_AFTER),
+            stop_after: hook(TEST_STOP_AFTER),
+            stop,
         }
     }
 
@@ -580,6 +589,9 @@ impl Recorder {
         if self.exit_after == Some(self.units) {
             self.commit(false)?;
             std::process::exit(137);
+        }
+        if self.stop_after == Some(self.units) {
+            self.stop.store(true, Ordering::Relaxed);
         }
         if self.last_commit.elapsed() >= CHECKPOINT_EVERY || self.problems.len() >= 10_000 {
             self.commit(false)?;

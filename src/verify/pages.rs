@@ -42,6 +42,7 @@ pub struct Checker<'a> {
 
 #[derive(Debug, Default)]
 pub struct BatchResult {
+    pub projects: u64,
     pub last: Option<String>,
     pub counts: VerifyCounts,
     pub problems: Vec<Problem>,
@@ -82,6 +83,7 @@ impl Checker<'_> {
             if let Some(stored) = state.stored_project(&project)? {
                 self.check_project(&stored, &mut out);
             }
+            out.projects += 1;
             out.last = Some(name);
         }
         Ok(out)

@@ -340,6 +340,10 @@ impl Repairer<'_> {
 
     /// `rel` is relative to the mirror directory (`web/…` or `tmp/…`).
     fn delete_orphan(&self, rel: &str) -> Result<(), String> {
+        if rel.contains(char::REPLACEMENT_CHARACTER) {
+            // Shown lossily: this is not the name on disk.
+            return Err("its name is not UTF-8; delete it by hand".into());
+        }
         let trimmed = rel.trim_end_matches('/');
         if let Some(name) = trimmed.strip_prefix("tmp/") {
             if !super::packages::is_real_dir(&self.layout.tmp) || name.contains('/') {
