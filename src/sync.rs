@@ -112,12 +112,7 @@ struct Ctx {
 
 impl Ctx {
     fn index(&self) -> IndexWriter<'_> {
-        IndexWriter::new(
-            &self.layout,
-            self.cfg.fsync,
-            self.cfg.simple_format,
-            self.cfg.root_uri.as_deref(),
-        )
+        IndexWriter::from_config(&self.layout, &self.cfg)
     }
 }
 
@@ -299,12 +294,7 @@ async fn run_locked(
     }
     summary.serial = state.fully_synced_serial()?;
     let finished = (|| -> anyhow::Result<()> {
-        let index = IndexWriter::new(
-            &layout,
-            cfg.fsync,
-            cfg.simple_format,
-            cfg.root_uri.as_deref(),
-        );
+        let index = IndexWriter::from_config(&layout, cfg);
         // Set in the transactions that record or remove a project (the JSON root lists each
         // project's serial), so even a killed run's changes reach the root next time.
         if state.root_dirty()? || !index.root_exists() {

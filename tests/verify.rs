@@ -447,20 +447,11 @@ fn exit_codes_and_one_line_errors() {
     assert!(run.stderr.contains("directory"), "{}", run.stderr);
 }
 
-/// Run the real binary with an environment variable set.
+/// `pymirror verify` with a test hook set.
 fn verify_with_env(mirror: &Mirror, args: &[&str], key: &str, value: &str) -> Run {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pymirror"))
-        .args(["verify", "--config", mirror.config.to_str().unwrap()])
-        .args(args)
-        .env(key, value)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-    }
+    let mut all = vec!["verify", "--config", mirror.config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    mirror.run_with_env(&all, &[(key, value)])
 }
 
 #[test]

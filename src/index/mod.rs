@@ -117,6 +117,16 @@ pub struct IndexWriter<'a> {
 }
 
 impl<'a> IndexWriter<'a> {
+    /// The writer for the mirror's configured formats, links and durability.
+    pub fn from_config(layout: &'a Layout, cfg: &'a crate::config::Config) -> Self {
+        IndexWriter::new(
+            layout,
+            cfg.fsync,
+            cfg.simple_format,
+            cfg.root_uri.as_deref(),
+        )
+    }
+
     pub fn new(
         layout: &'a Layout,
         fsync: bool,

@@ -66,12 +66,7 @@ impl Repairer<'_> {
     }
 
     fn index(&self) -> IndexWriter<'_> {
-        IndexWriter::new(
-            &self.layout,
-            self.cfg.fsync,
-            self.cfg.simple_format,
-            self.cfg.root_uri.as_deref(),
-        )
+        IndexWriter::from_config(&self.layout, self.cfg)
     }
 
     async fn files(&self, state: &mut State, run: i64, stop: &AtomicBool) -> anyhow::Result<()> {

@@ -148,10 +148,16 @@ impl Mirror {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with_env(args, &[])
+    }
+
+    /// [`Mirror::run`] with extra environment variables (test hooks).
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let out = Command::new(env!("CARGO_BIN_EXE_pymirror"))
             .args(args)
             .env_remove("RUST_LOG")
             .env("NO_PROXY", "*")
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         Run {
