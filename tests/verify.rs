@@ -721,3 +721,27 @@ fn a_stopped_verify_reports_what_it_found_and_resume_finishes_it() {
     assert_eq!(counts(&report), [1, 0, 0, 0, 0, 0]);
     assert_eq!(report["files_checked"], 6);
 }
+
+#[test]
+fn an_unreachable_upstream_leaves_the_comparison_to_resume() {
+    let (up, mirror) = synced(TEST_SETTINGS);
+    up.set_xmlrpc_status(Some(500));
+    let run = mirror.verify(&["--upstream"]);
+    assert_eq!(
+        run.code, 2,
+        "nothing found, not everything checked: {}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("verify interrupted"), "{}", run.stdout);
+    assert!(run.stderr.contains("--upstream --resume"), "{}", run.stderr);
+    up.set_xmlrpc_status(None);
+    let report = json_report(&mirror.verify(&["--upstream", "--resume", "--json"]));
+    assert_eq!(report["resumed"], true);
+    assert_eq!(report["complete"], true);
+    assert_eq!(report["exit_code"], 0, "{report:#}");
+    assert_eq!(
+        report["this_run"]["files_checked"], 0,
+        "the local checks were done"
+    );
+    assert_eq!(report["projects_compared"], 4);
+}

@@ -49,6 +49,9 @@ use problem::{Kind, Problem};
 const TEST_EXIT_AFTER: &str = "PYMIRROR_VERIFY_TEST_EXIT_AFTER";
 const TEST_STOP_AFTER: &str = "PYMIRROR_VERIFY_TEST_STOP_AFTER";
 
+/// Upstream errors in a row after which `--upstream` stops asking (upstream is down).
+const UPSTREAM_FAILURES: u32 = 20;
+
 /// How often found work is committed (the checkpoint).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -385,9 +388,10 @@ impl Verify<'_> {
         };
         if !rec.is_done("upstream-listing")? {
             rec.start("upstream-listing");
-            let listed = upstream::listing(&client, self.cfg)
-                .await
-                .context("cannot list upstream's projects for --upstream")?;
+            let listed = match upstream::listing(&client, self.cfg).await {
+                Ok(listed) => listed,
+                Err(e) => return self.upstream_unreachable(rec, e),
+            };
             let mut candidates = Vec::new();
             for (display, serial) in listed {
                 if let Ok(name) = ProjectName::new(&display)
@@ -435,6 +439,7 @@ impl Verify<'_> {
         let (projects, ..) = rec.state.totals()?;
         let mut bar = Bar::new(self.multi, "upstream", projects, false);
         let reader = State::open_reader(&self.layout.db)?;
+        let mut failures_in_a_row = 0;
         for batch in NameBatches::new(&self.layout, position)? {
             if self.stopped() {
                 rec.end(false)?;
@@ -457,10 +462,16 @@ impl Verify<'_> {
                 let mut problems = Vec::new();
                 match fetched {
                     Ok(f) => {
+                        failures_in_a_row = 0;
                         counts.projects_compared += 1;
                         problems.extend(upstream::drift(&s, f.snapshot.as_ref()));
                     }
+                    // Upstream is down, not one project odd: stop asking.
+                    Err(e) if failures_in_a_row + 1 >= UPSTREAM_FAILURES => {
+                        return self.upstream_unreachable(rec, e);
+                    }
                     Err(e) => {
+                        failures_in_a_row += 1;
                         tracing::warn!("{}: cannot compare with upstream: {e:#}", s.name);
                         counts.unchecked += 1;
                     }
@@ -472,6 +483,18 @@ impl Verify<'_> {
         bar.finish();
         rec.end(true)?;
         Ok(true)
+    }
+}
+
+impl Verify<'_> {
+    /// The comparison with upstream cannot go on: what is checked stays recorded, the report
+    /// says the verify did not finish, and `--resume` takes it up again.
+    fn upstream_unreachable(&self, rec: &mut Recorder, e: anyhow::Error) -> anyhow::Result<bool> {
+        tracing::error!(
+            "cannot compare with upstream: {e:#}; the comparison stopped (`pymirror verify --upstream --resume` takes it up again)"
+        );
+        rec.end(false)?;
+        Ok(false)
     }
 }
 
