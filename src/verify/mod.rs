@@ -151,14 +151,10 @@ pub async fn run(
     let pages = verify.pages_checker();
     if checked && opts.changes_things() {
         let upstream = Arc::new(Upstream::new(cfg)?);
+        let progress = Arc::new(Progress::new(multi));
         let repairer = repair::Repairer {
             cfg,
-            downloader: Downloader::new(
-                layout.clone(),
-                upstream.clone(),
-                cfg,
-                Arc::new(Progress::new(multi)),
-            ),
+            downloader: Downloader::new(layout.clone(), upstream.clone(), cfg, progress.clone()),
             layout: layout.clone(),
             upstream,
             policy: UrlPolicy::new(cfg),
@@ -167,7 +163,9 @@ pub async fn run(
             repair: opts.repair,
             delete_orphans: opts.delete_orphans,
         };
-        repairer.run(&mut state, run.id, &stop).await?;
+        let repaired = repairer.run(&mut state, run.id, &stop).await;
+        progress.finish();
+        repaired?;
     }
     let complete = checked && !stop.load(Ordering::Relaxed);
     if complete {
