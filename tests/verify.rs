@@ -149,6 +149,25 @@ fn a_fresh_sync_verifies_clean_with_and_without_hashing() {
         + METADATA.len() as u64;
     assert_eq!(report["bytes_checked"], bytes);
     assert_eq!(report["exit_code"], 0);
+
+    // A quarantined project's pages list no files: one that does is wrong.
+    let page = mirror.web().join("simple/delta/index.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(!html.contains("<a "), "{html}");
+    let link = "    <a href=\"../../packages/x/delta-1.0.tar.gz\">delta-1.0.tar.gz</a><br />\n";
+    std::fs::write(
+        &page,
+        html.replace("  </body>", &format!("{link}  </body>")),
+    )
+    .unwrap();
+    let report = json_report(&mirror.verify(&["--json"]));
+    assert_eq!(
+        problems(&report),
+        [(
+            "bad_page".to_owned(),
+            "web/simple/delta/index.html".to_owned()
+        )]
+    );
 }
 
 #[test]

@@ -9,8 +9,9 @@
 //! - The JSON API mirror (`json = true`) derives from upstream's answer, which is not stored.
 //!   The digest of `json/<name>` is recorded when written; `pypi/<name>/json` is the same
 //!   document linked from one level deeper, so each is checked against the other. Without a
-//!   recorded digest a document is still checked to list only files the mirror holds, linked
-//!   where they are: rewriting it for the files held must give it back unchanged.
+//!   recorded digest (written by an older pymirror) a document is still checked to list only
+//!   files the mirror holds, linked where they are: rewriting it for the files held must give
+//!   it back unchanged; one that is absent then cannot be told missing and is not reported.
 //! - Directories under `simple/` (and `json/`, `pypi/`) are read as a stream, each name
 //!   looked up in the database: no listing is held in memory.
 
