@@ -86,6 +86,11 @@ impl DownloadError {
         matches!(self, DownloadError::Disk { .. })
     }
 
+    /// Upstream served other bytes than its metadata promised: asking again will not help.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, DownloadError::Digest { .. })
+    }
+
     /// Upstream does not have it (404/410): for a sidecar, "not offered" rather than a failure.
     pub fn is_not_found(&self) -> bool {
         matches!(self, DownloadError::Status { status, .. }
