@@ -42,7 +42,7 @@ use crate::upstream::{Upstream, retry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
-    #[error("{url}: {error}")]
+    #[error("{url}: {}", crate::upstream::describe(.error))]
     Network { url: String, error: reqwest::Error },
     #[error("{url}: upstream answered {status}")]
     Status {

@@ -498,7 +498,9 @@ async fn fetch_fresh(
                     json, url, body, ..
                 } => {
                     let raw = if ctx.cfg.json {
-                        Some(serde_json::from_slice(&body)?)
+                        Some(serde_json::from_slice(&body).map_err(|e| {
+                            anyhow::anyhow!("{url}: invalid JSON for the JSON API mirror: {e}")
+                        })?)
                     } else {
                         None
                     };

@@ -37,7 +37,7 @@ pub const USER_AGENT: &str = concat!(
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("{url}: {error}")]
+    #[error("{url}: {}", describe(.error))]
     Http { url: String, error: reqwest::Error },
     #[error("{url}: upstream answered {status}")]
     Status { url: String, status: StatusCode },
@@ -391,6 +391,27 @@ impl Upstream {
         let serial = last_serial(&answer.headers).or(page.meta.last_serial);
         Ok(Some((page, serial, answer.url)))
     }
+}
+
+/// reqwest's own message ("error sending request for url (…)") with its causes, which say
+/// what happened: connection refused, timed out, a redirect refused and why.
+pub fn describe(error: &reqwest::Error) -> String {
+    // The URL is already in our own message.
+    let full = error.to_string();
+    let mut out = match full.split_once(" for url (") {
+        Some((head, _)) => head.to_owned(),
+        None => full,
+    };
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 fn last_serial(headers: &HeaderMap) -> Option<u64> {
