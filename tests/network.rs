@@ -298,3 +298,19 @@ fn every_request_goes_through_the_configured_or_environment_proxy() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_eq!(up.request_count(), 0);
 }
+
+#[test]
+fn a_stalled_upstream_times_out_and_is_retried_instead_of_hanging() {
+    let up = FakeUpstream::start();
+    up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", bytes("d", 999))]);
+    up.set_latency(Duration::from_secs(5));
+    let mirror = Mirror::with_settings(
+        &up.url(),
+        &format!("{TEST_SETTINGS}timeout = 0.3\nretries = 2\n"),
+    );
+    let run = mirror.sync();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("timed out"), "{}", run.stderr);
+    // The first attempt and both retries, each cut at the read timeout.
+    assert_eq!(up.request_count(), 3, "{:#?}", up.requests());
+}
