@@ -332,7 +332,11 @@ impl Downloader {
                 return Err((error, partial.filter(|_| retry::is_transient(status))));
             }
             // No partial, or the server sent the whole file again: start over.
-            _ => (Spool::new(self.layout.temp_path()), FileHasher::default()),
+            _ => (
+                // A sidecar's size is unknown: core metadata is a few KiB.
+                Spool::new(self.layout.temp_path(), target.size.unwrap_or(64 << 10)),
+                FileHasher::default(),
+            ),
         };
         let accepts_ranges = resumes
             || resp
@@ -435,19 +439,24 @@ fn range_start(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// A temp file written in batches from the async side, one blocking call per batch. Dropped
-/// before [`Spool::finish`] (a failed, abandoned or timed-out attempt), it deletes its file.
+/// before [`Spool::finish`] renamed it (a failed, abandoned or timed-out attempt), it deletes
+/// its file.
 struct Spool {
     path: PathBuf,
     file: Option<File>,
     pending: Vec<u8>,
+    renamed: bool,
 }
 
 impl Spool {
-    fn new(path: PathBuf) -> Spool {
+    /// `expected`: the body's likely length, so the buffer is allocated once rather than
+    /// grown chunk by chunk.
+    fn new(path: PathBuf, expected: u64) -> Spool {
         Spool {
             path,
             file: None,
-            pending: Vec::new(),
+            pending: Vec::with_capacity(expected.min(SPOOL_BATCH as u64) as usize),
+            renamed: false,
         }
     }
 
@@ -494,13 +503,16 @@ impl Spool {
         layout
             .create_parents(relative)
             .map_err(|e| (dest.clone(), e))?;
-        std::fs::rename(&tmp, &dest).map_err(|e| (dest, e))
+        std::fs::rename(&tmp, &dest).map_err(|e| (dest, e))?;
+        self.renamed = true;
+        Ok(())
     }
 }
 
 impl Drop for Spool {
     fn drop(&mut self) {
-        // After `finish` renamed it this finds nothing, which is fine.
-        let _ = std::fs::remove_file(&self.path);
+        if !self.renamed {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
