@@ -195,16 +195,21 @@ impl Downloader {
         }
     }
 
-    /// Make sure `target` is at its final path, verified.
-    pub async fn place(&self, target: &Target) -> Result<Placed, DownloadError> {
+    /// Make sure `target` is at its final path, verified. `absent`: the caller has just seen
+    /// that nothing is there (checking a whole project's paths in one blocking call is cheaper
+    /// than one per file), so there is nothing to adopt.
+    pub async fn place(&self, target: &Target, absent: bool) -> Result<Placed, DownloadError> {
         let dest = self.layout.web_path(&target.relative);
         // One blocking call: stat, and hash only if something is there.
         let d = dest.clone();
-        let present = tokio::task::spawn_blocking(move || {
-            std::fs::symlink_metadata(&d).is_ok().then(|| hash_file(&d))
-        })
-        .await
-        .expect("hashing panicked");
+        let present = match absent {
+            true => None,
+            false => tokio::task::spawn_blocking(move || {
+                std::fs::symlink_metadata(&d).is_ok().then(|| hash_file(&d))
+            })
+            .await
+            .expect("hashing panicked"),
+        };
         match present {
             Some(Ok(h)) if target.matches(&h) => return Ok(Placed::Adopted),
             Some(_) => tracing::warn!(

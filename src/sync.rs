@@ -386,18 +386,28 @@ async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome
         }
     }
     // Known to the database before they reach disk, so a project that fails or disappears
-    // after some of its files were placed cannot leave them behind unaccounted for.
+    // after some of its files were placed cannot leave them behind unaccounted for. In the
+    // same blocking call, which paths are empty (nothing there to adopt).
+    let mut absent = Vec::new();
     if !targets.is_empty() {
         let paths: Vec<String> = targets.iter().map(|(_, _, t)| t.relative.clone()).collect();
-        let (state, name) = (ctx.state.clone(), todo.name.clone());
-        tokio::task::spawn_blocking(move || lock(&state).stage(&name, &paths)).await??;
+        let (state, name, layout) = (ctx.state.clone(), todo.name.clone(), ctx.layout.clone());
+        absent = tokio::task::spawn_blocking(move || {
+            let absent: Vec<bool> = paths
+                .iter()
+                .map(|p| std::fs::symlink_metadata(layout.web_path(p)).is_err())
+                .collect();
+            lock(&state).stage(&name, &paths).map(|()| absent)
+        })
+        .await??;
     }
     let tasks: Vec<_> = targets
         .into_iter()
-        .map(|(i, sidecar, target)| {
+        .zip(absent)
+        .map(|((i, sidecar, target), absent)| {
             let (downloader, progress) = (ctx.downloader.clone(), ctx.progress.clone());
             let task = tokio::spawn(async move {
-                let placed = downloader.place(&target).await;
+                let placed = downloader.place(&target, absent).await;
                 if placed.is_ok() && !sidecar {
                     progress.file_done();
                 }
