@@ -27,6 +27,14 @@ pub enum StateError {
     },
     #[error("state database holds an invalid row: {0}; restore the database from a backup")]
     Corrupt(String),
+    #[error(
+        "state database {path} has schema version {found}, this pymirror expects {known}; run a real `pymirror sync` with this version once (or use the pymirror that wrote it)"
+    )]
+    Schema {
+        path: String,
+        found: i64,
+        known: i64,
+    },
 }
 
 // Not `#[from]`: that would also make it the error's source and print the cause twice.
@@ -80,8 +88,42 @@ pub struct RunRecord {
 }
 
 const CHANGELOG_SERIAL: &str = "changelog_serial";
+/// The canonical filter configuration the mirror was last evaluated against.
+const FILTERS: &str = "filters";
 
 impl State {
+    /// Open the database read-only, for `sync --dry-run`: nothing is written, not even a
+    /// migration (a database behind this pymirror's schema is refused).
+    pub fn open_read_only(path: &Path) -> Result<State> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch("PRAGMA busy_timeout = 10000;")?;
+        let found: i64 = conn
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(0);
+        if found != migrate::latest() {
+            return Err(StateError::Schema {
+                path: path.display().to_string(),
+                found,
+                known: migrate::latest(),
+            });
+        }
+        Ok(State { conn })
+    }
+
+    /// An empty database in memory (a dry run on a mirror that has never synced).
+    pub fn in_memory() -> Result<State> {
+        let mut conn = Connection::open_in_memory()?;
+        migrate::apply(&mut conn)?;
+        Ok(State { conn })
+    }
+
     pub fn open(path: &Path) -> Result<State> {
         let mut conn = Connection::open(path)?;
         // WAL: readers (status, verify) never block the writer; NORMAL is durable at each
@@ -204,6 +246,82 @@ impl State {
         )?;
         tx.commit()?;
         Ok(queued)
+    }
+
+    /// The filter configuration (canonical text) the mirror was last evaluated against;
+    /// `None` before the first sync with a pymirror that has filters.
+    pub fn filters(&self) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [FILTERS], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    pub fn set_filters(&mut self, canonical: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![FILTERS, canonical],
+        )?;
+        Ok(())
+    }
+
+    /// Queue projects whatever serial they are mirrored at (a filter change makes the sync
+    /// look at them again), merging with what is already queued for them.
+    pub fn requeue(&mut self, changes: &[Change]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO todo (name, display_name, serial, first_serial) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET serial = MAX(serial, excluded.serial),
+                     first_serial = MIN(COALESCE(first_serial, serial), excluded.first_serial)",
+            )?;
+            for c in changes {
+                put.execute(params![
+                    c.name.as_str(),
+                    c.display_name,
+                    c.serial.to_db(),
+                    c.first_serial.to_db()
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Mirrored projects named after `after`, in name order, at most `limit`: (name, display
+    /// name, serial). Paging keeps memory bounded over the whole mirror.
+    pub fn projects_after(
+        &self,
+        after: Option<&ProjectName>,
+        limit: usize,
+    ) -> Result<Vec<(ProjectName, String, Serial)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, display_name, serial FROM projects WHERE name > ?1 ORDER BY name LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(
+            params![after.map_or("", ProjectName::as_str), limit as i64],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?)),
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, display, serial) = row?;
+            let name = ProjectName::new(&name).map_err(|e| StateError::Corrupt(e.to_string()))?;
+            out.push((name, display, Serial::from_db(serial)));
+        }
+        Ok(out)
+    }
+
+    /// The versions recorded for a project (the releases its pages list).
+    pub fn project_versions(&self, name: &ProjectName) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT r.version FROM releases r JOIN projects p ON p.id = r.project_id
+             WHERE p.name = ?1 ORDER BY r.version",
+        )?;
+        let rows = stmt.query_map([name.as_str()], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Queued projects, those that failed before first so a stubborn one is retried early.
