@@ -136,55 +136,61 @@ impl FilterChange {
         Ok(impact)
     }
 
-    /// The projects the sync must look at again: mirrored ones the change affects (at the
-    /// serial they are mirrored at, so any fresh answer will do), and with an allowlist of
-    /// names, the listed ones not yet mirrored. `first_serial` is what they hold back the
-    /// fully-synced serial to (past the feed: a filter change is not an upstream change).
-    pub fn requeue(
+    /// The next batch of projects the sync must look at again, `None` when done: mirrored
+    /// ones the change affects (at the serial they are mirrored at, so any fresh answer will
+    /// do), then, with an allowlist of names, the listed ones not mirrored yet. `first_serial`
+    /// is what they hold the fully synced serial back to (past the feed's: a filter change is
+    /// not an upstream change).
+    pub fn next_revisits(
         &self,
         new: &Filters,
-        state: &mut State,
+        state: &State,
+        cursor: &mut Revisits,
         first_serial: Serial,
-    ) -> crate::state::Result<usize> {
-        let mut count = 0;
-        let mut batch = Vec::new();
-        let mut after: Option<ProjectName> = None;
-        loop {
-            let page = next_page(state, &mut after)?;
+    ) -> crate::state::Result<Option<Vec<Change>>> {
+        let change = |name: ProjectName, display_name: String, serial: Serial| Change {
+            name,
+            display_name,
+            serial,
+            first_serial,
+        };
+        while !cursor.mirrored_done {
+            let page = next_page(state, &mut cursor.after)?;
             if page.is_empty() {
+                cursor.mirrored_done = true;
                 break;
             }
-            batch.clear();
-            for (name, display_name, serial) in page {
-                if self.revisits(new, &name) {
-                    batch.push(Change {
-                        name,
-                        display_name,
-                        serial,
-                        first_serial,
-                    });
-                }
+            let batch: Vec<Change> = page
+                .into_iter()
+                .filter(|(name, ..)| self.revisits(new, name))
+                .map(|(name, display, serial)| change(name, display, serial))
+                .collect();
+            if !batch.is_empty() {
+                return Ok(Some(batch));
             }
-            count += batch.len();
-            state.requeue(&batch)?;
         }
+        if cursor.listed_done {
+            return Ok(None);
+        }
+        cursor.listed_done = true;
+        let mut missing = Vec::new();
         if let Some(listed) = new.listed_projects().filter(|_| self.projects_changed) {
-            let mut missing = Vec::new();
             for name in listed {
                 if state.project_serial(&name)?.is_none() {
-                    missing.push(Change {
-                        display_name: name.to_string(),
-                        name,
-                        serial: Serial(0),
-                        first_serial,
-                    });
+                    missing.push(change(name.clone(), name.to_string(), Serial(0)));
                 }
             }
-            count += missing.len();
-            state.requeue(&missing)?;
         }
-        Ok(count)
+        Ok((!missing.is_empty()).then_some(missing))
     }
+}
+
+/// Where [`FilterChange::next_revisits`] is.
+#[derive(Debug, Default)]
+pub struct Revisits {
+    after: Option<ProjectName>,
+    mirrored_done: bool,
+    listed_done: bool,
 }
 
 /// The next page of mirrored projects after the cursor, advancing it; empty at the end.

@@ -16,6 +16,7 @@ pub struct Mirror {
 
 pub struct Run {
     pub code: i32,
+    pub stdout: String,
     pub stderr: String,
 }
 
@@ -50,19 +51,26 @@ impl Mirror {
         let sandbox = tempfile::tempdir().unwrap();
         let dir = sandbox.path().join("mirror");
         let config = sandbox.path().join("mirror.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[mirror]\ndirectory = \"{}\"\nmaster = \"{master}\"\n{settings}",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        Mirror {
+        let mirror = Mirror {
             sandbox,
             dir,
             config,
-        }
+        };
+        mirror.configure(master, settings);
+        mirror
+    }
+
+    /// Rewrite the configuration: `[mirror]` with this directory and `master`, then
+    /// `settings` (more `[mirror]` keys, and further tables such as `[filters]`).
+    pub fn configure(&self, master: &str, settings: &str) {
+        std::fs::write(
+            &self.config,
+            format!(
+                "[mirror]\ndirectory = \"{}\"\nmaster = \"{master}\"\n{settings}",
+                self.dir.display()
+            ),
+        )
+        .unwrap();
     }
 
     pub fn sync(&self) -> Run {
@@ -155,6 +163,7 @@ impl Mirror {
             .unwrap();
         Run {
             code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }

@@ -23,7 +23,8 @@
 //! "previous snapshot" of `stale_metadata` is the project as it was before the latest helper
 //! call that changed it (a whole `add_release` counts as one change). Truncation is done at the
 //! socket (see `CutIo`) and is HTTP/1.1-only.
-//! Observation: `requests`, `request_count`, `reset_requests`, `bytes_served`.
+//! Observation: `requests` (each with its XML-RPC method name), `request_count`,
+//! `reset_requests`, `bytes_served`.
 //!
 //! Not real: md5 digests are a fake (the first 32 hex of the sha256), timestamps come from a
 //! fake clock (one minute per serial), and version ordering is a simplified PEP 440.
@@ -58,6 +59,8 @@ pub struct Request {
     pub query: Option<String>,
     pub accept: Option<String>,
     pub status: u16,
+    /// The XML-RPC method called (`list_packages_with_serial`, …), for POSTs.
+    pub xmlrpc_method: Option<String>,
 }
 
 /// Facts about a published file.
@@ -727,6 +730,10 @@ async fn handle(
     } else {
         Some(Bytes::new())
     };
+    let xmlrpc_method = body.as_ref().and_then(|b| {
+        let text = String::from_utf8_lossy(b);
+        between(&text, "<methodName>", "</methodName>").map(|m| m.trim().to_string())
+    });
     let (resp, latency) = {
         let mut st = lock(&shared);
         st.in_flight += 1;
@@ -780,6 +787,7 @@ async fn handle(
             query,
             accept,
             status: resp.status().as_u16(),
+            xmlrpc_method,
         });
         (resp, st.latency + extra_latency)
     };
