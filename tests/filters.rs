@@ -276,7 +276,9 @@ fn each_file_and_release_filter_alone() {
     ];
     let every_version = ["1.0", "1.5", "2.0", "2.1rc1"];
     let requirements = "demo == 2.0  # pinned\n";
-    let cases: Vec<(&str, Vec<&str>, Option<Vec<&str>>)> = vec![
+    // (filters, the files kept, the versions the JSON page lists when checked)
+    type Case<'a> = (&'a str, Vec<&'a str>, Option<Vec<&'a str>>);
+    let cases: Vec<Case> = vec![
         (
             r#"exclude_platforms = ["windows"]"#,
             demo_without(&[
@@ -567,4 +569,579 @@ exclude_packagetypes = ["egg"]"#,
         assert_eq!(sorted(&files), sorted(&want), "{doc}: files");
     }
     assert!(!mirror.web().join("pypi/other-pkg").exists());
+}
+
+/// The project a request is about: `/pypi/<name>/json`, `/simple/<name>/`, or a file
+/// (named `<name>-<version>…`). `None` for the root index and XML-RPC.
+fn project_of(path: &str) -> Option<String> {
+    let path = support::mirror::percent_decode(path);
+    if let Some(name) = path
+        .strip_prefix("/pypi/")
+        .and_then(|r| r.strip_suffix("/json"))
+    {
+        return Some(support::mirror::normalize(name));
+    }
+    if let Some(rest) = path.strip_prefix("/simple/") {
+        let name = rest.trim_end_matches('/');
+        return (!name.is_empty()).then(|| support::mirror::normalize(name));
+    }
+    let file = path.strip_prefix("/packages/")?.rsplit('/').next()?;
+    let file = file.strip_suffix(".metadata").unwrap_or(file);
+    Some(support::mirror::normalize(file.split('-').next()?))
+}
+
+/// Files downloaded (not `.metadata` sidecars), by name.
+fn downloads(up: &FakeUpstream) -> Vec<String> {
+    let files: Vec<String> = up
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/packages/"))
+        .filter(|r| !r.path.ends_with(".metadata"))
+        .map(|r| support::mirror::percent_decode(r.path.rsplit('/').next().unwrap()))
+        .collect();
+    sorted(&files)
+}
+
+#[test]
+fn an_allowlist_of_names_asks_upstream_about_those_projects_only() {
+    for no_xmlrpc in [false, true] {
+        let up = catalog();
+        for i in 0..20 {
+            let file = format!("noise_{i}-1.0.tar.gz");
+            up.add_release(
+                &format!("noise-{i}"),
+                "1.0",
+                &[(&file, content(&file, 100))],
+            );
+        }
+        if no_xmlrpc {
+            up.set_xmlrpc_status(Some(405));
+        }
+        let mirror = mirror_with(
+            &up,
+            r#"allowlist = ["Demo>=2.0", "zope.interface", "not-on-upstream"]"#,
+        );
+        mirror.sync().assert_ok();
+        let requests = up.requests();
+        let calls: Vec<&str> = requests
+            .iter()
+            .filter_map(|r| r.xmlrpc_method.as_deref())
+            .collect();
+        // The feed serial, nothing more: no listing of the whole index.
+        assert_eq!(calls, ["changelog_last_serial"], "no_xmlrpc = {no_xmlrpc}");
+        assert!(
+            requests.iter().all(|r| r.path != "/simple/"),
+            "root listing read: {requests:#?}"
+        );
+        let touched: BTreeSet<String> = requests
+            .iter()
+            .filter_map(|r| project_of(&r.path))
+            .collect();
+        assert_eq!(
+            touched,
+            ["demo", "not-on-upstream", "zope-interface"]
+                .map(String::from)
+                .into(),
+            "{requests:#?}"
+        );
+        // Per listed project: the JSON API (and its redirect to the display name) and the
+        // PEP 691 page; per mirrored file one download.
+        let metadata = requests
+            .iter()
+            .filter(|r| r.path.starts_with("/pypi/") || r.path.starts_with("/simple/"))
+            .count();
+        assert!(
+            metadata <= 3 * 3,
+            "{metadata} metadata requests: {requests:#?}"
+        );
+        let mut want = demo_of(&["2.0"]);
+        want.push("zope.interface-6.0.tar.gz");
+        assert_eq!(downloads(&up), sorted(&want));
+        assert_root(&mirror, &["demo", "zope-interface"]);
+        assert_project(
+            &mirror,
+            &up,
+            "demo",
+            &demo_of(&["2.0"]),
+            &demo_files(),
+            Some(&["2.0"]),
+        );
+
+        // Later runs follow the feed, for the listed projects only.
+        up.reset_requests();
+        up.add_release(
+            "demo",
+            "2.2",
+            &[("demo-2.2.tar.gz", content("demo-2.2.tar.gz", 150))],
+        );
+        up.add_release(
+            "noise-3",
+            "2.0",
+            &[("noise_3-2.0.tar.gz", content("noise_3-2.0", 99))],
+        );
+        up.add_release(
+            "brand-new",
+            "1.0",
+            &[("brand_new-1.0.tar.gz", content("b", 99))],
+        );
+        mirror.sync().assert_ok();
+        let requests = up.requests();
+        let calls: Vec<&str> = requests
+            .iter()
+            .filter_map(|r| r.xmlrpc_method.as_deref())
+            .collect();
+        if no_xmlrpc {
+            assert_eq!(
+                calls,
+                ["changelog_since_serial"],
+                "tried once, answered 405"
+            );
+        } else {
+            assert!(
+                calls.iter().all(|c| *c == "changelog_since_serial"),
+                "{calls:?}"
+            );
+            assert!(
+                requests.iter().all(|r| r.path != "/simple/"),
+                "{requests:#?}"
+            );
+        }
+        let touched: BTreeSet<String> = requests
+            .iter()
+            .filter_map(|r| project_of(&r.path))
+            .collect();
+        assert_eq!(touched, ["demo".to_owned()].into(), "{requests:#?}");
+        assert_eq!(downloads(&up), ["demo-2.2.tar.gz"]);
+        let mut want = demo_of(&["2.0"]);
+        want.push("demo-2.2.tar.gz");
+        assert_project(
+            &mirror,
+            &up,
+            "demo",
+            &want,
+            &demo_files(),
+            Some(&["2.0", "2.2"]),
+        );
+        assert_root(&mirror, &["demo", "zope-interface"]);
+        assert_eq!(mirror.status_serial(), up.serial());
+
+        up.reset_requests();
+        mirror.sync().assert_ok();
+        assert!(up.request_count() <= 2, "{:#?}", up.requests());
+    }
+}
+
+const BEFORE_CHANGE: &str = r#"exclude_platforms = ["windows"]
+exclude_prereleases = true
+blocklist = ["other-pkg"]"#;
+
+const AFTER_CHANGE: &str = r#"exclude_platforms = ["macos"]
+blocklist = ["zope.interface", "demo<2"]"#;
+
+fn before_change() -> Vec<&'static str> {
+    demo_of(&["1.0", "1.5", "2.0"])
+        .into_iter()
+        .filter(|f| !f.contains("win"))
+        .collect()
+}
+
+fn after_change() -> Vec<&'static str> {
+    demo_of(&["2.0", "2.1rc1"])
+        .into_iter()
+        .filter(|f| !f.contains("macosx"))
+        .collect()
+}
+
+fn with_json(filters: &str) -> String {
+    format!("{TEST_SETTINGS}json = true\n[filters]\n{filters}\n")
+}
+
+#[test]
+fn a_filter_change_adds_and_prunes_without_downloading_again() {
+    let up = catalog();
+    let mirror = Mirror::with_settings(&up.url(), &with_json(BEFORE_CHANGE));
+    mirror.sync().assert_ok();
+    assert_project(
+        &mirror,
+        &up,
+        "demo",
+        &before_change(),
+        &demo_files(),
+        Some(&["1.0", "1.5", "2.0"]),
+    );
+    assert_root(
+        &mirror,
+        &["demo", "internal-lib", "internal-tool", "zope-interface"],
+    );
+
+    // Windows back, macOS out, demo 1.x out, pre-releases back; other-pkg back, zope out.
+    up.reset_requests();
+    mirror.configure(&up.url(), &with_json(AFTER_CHANGE));
+    let run = mirror.sync();
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("filter configuration changed"),
+        "{}",
+        run.stderr
+    );
+    mirror.assert_consistent();
+    assert_project(
+        &mirror,
+        &up,
+        "demo",
+        &after_change(),
+        &demo_files(),
+        Some(&["2.0", "2.1rc1"]),
+    );
+    assert_root(
+        &mirror,
+        &["demo", "internal-lib", "internal-tool", "other-pkg"],
+    );
+    let candidates = ["other_pkg-1.0.tar.gz", "zope.interface-6.0.tar.gz"];
+    assert_project(
+        &mirror,
+        &up,
+        "other-pkg",
+        &["other_pkg-1.0.tar.gz"],
+        &candidates,
+        None,
+    );
+    let tool = ["internal_tool-1.0.tar.gz"];
+    assert_project(&mirror, &up, "internal-tool", &tool, &tool, None);
+    assert!(!mirror.web().join("pypi/zope-interface").exists());
+    assert!(!mirror.web().join("json/zope-interface").exists());
+    for doc in ["pypi/demo/json", "json/demo"] {
+        let api = read_json(&mirror.web().join(doc));
+        let releases = api["releases"].as_object().unwrap();
+        assert_eq!(
+            releases.keys().collect::<Vec<_>>(),
+            ["2.0", "2.1rc1"],
+            "{doc}"
+        );
+        let files: Vec<String> = releases
+            .values()
+            .flat_map(|r| r.as_array().unwrap())
+            .map(|f| f["filename"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(sorted(&files), sorted(&after_change()), "{doc}");
+    }
+
+    // Only what is newly included was downloaded; what was held stayed in place.
+    let mut added: Vec<&str> = after_change()
+        .into_iter()
+        .filter(|f| !before_change().contains(f))
+        .collect();
+    added.push("other_pkg-1.0.tar.gz");
+    assert_eq!(downloads(&up), sorted(&added));
+    let requests = up.requests();
+    // The blocklisted project is removed without asking upstream about it, and the shorter
+    // blocklist made the sync read the listing once to find other-pkg.
+    assert!(
+        requests
+            .iter()
+            .all(|r| project_of(&r.path).as_deref() != Some("zope-interface")),
+        "{requests:#?}"
+    );
+    let listings = requests
+        .iter()
+        .filter(|r| r.xmlrpc_method.as_deref() == Some("list_packages_with_serial"))
+        .count();
+    assert_eq!(listings, 1);
+
+    // The change is applied once: the next run is a no-op.
+    up.reset_requests();
+    mirror.sync().assert_ok();
+    assert!(up.request_count() <= 2, "{:#?}", up.requests());
+}
+
+#[test]
+fn a_filter_change_that_removes_too_much_is_refused_until_allowed() {
+    let up = FakeUpstream::start();
+    for i in 0..4 {
+        let sdist = format!("p{i}-1.0.tar.gz");
+        let wheel = format!("p{i}-1.0-py3-none-any.whl");
+        up.add_release(
+            &format!("p{i}"),
+            "1.0",
+            &[(&sdist, content(&sdist, 64)), (&wheel, content(&wheel, 64))],
+        );
+    }
+    let sdist_only = "s0-1.0.tar.gz";
+    up.add_release("s0", "1.0", &[(sdist_only, content(sdist_only, 64))]);
+    let settings = format!("{TEST_SETTINGS}max_deletions = 1\n");
+    let mirror = Mirror::with_settings(&up.url(), &settings);
+    mirror.sync().assert_ok();
+    let before = mirror.published();
+
+    // Three projects blocked: more than max_deletions.
+    mirror.configure(
+        &up.url(),
+        &format!("{settings}[filters]\nblocklist_regex = [\"^p[0-2]$\"]\n"),
+    );
+    up.reset_requests();
+    for _ in 0..2 {
+        let run = mirror.sync();
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("removes 3 mirrored projects")
+                && run.stderr.contains("max_deletions = 1")
+                && run.stderr.contains("--allow-mass-delete"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(mirror.published(), before, "something changed");
+        assert_eq!(up.request_count(), 0, "stopped before asking upstream");
+    }
+    mirror
+        .run(&[
+            "sync",
+            "--config",
+            mirror.config.to_str().unwrap(),
+            "--allow-mass-delete",
+        ])
+        .assert_ok();
+    assert_root(&mirror, &["p3", "s0"]);
+    for i in 0..3 {
+        for f in [
+            format!("p{i}-1.0.tar.gz"),
+            format!("p{i}-1.0-py3-none-any.whl"),
+        ] {
+            assert!(
+                !mirror.web().join(up.file_info(&f).unwrap().path).exists(),
+                "{f}"
+            );
+        }
+    }
+    assert!(
+        up.requests()
+            .iter()
+            .all(|r| !matches!(project_of(&r.path).as_deref(), Some("p0" | "p1" | "p2"))),
+        "{:#?}",
+        up.requests()
+    );
+
+    // Emptying projects of every file counts too: sdists out leaves s0 with nothing.
+    mirror.configure(
+        &up.url(),
+        &format!("{settings}[filters]\nblocklist_regex = [\"^p[0-2]$\"]\nexclude_packagetypes = [\"sdist\"]\nexclude_filenames = [\"^p3-\"]\n"),
+    );
+    let before = mirror.published();
+    let run = mirror.sync();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("leaves 2 without any file"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mirror.published(), before);
+    mirror
+        .run(&[
+            "sync",
+            "--config",
+            mirror.config.to_str().unwrap(),
+            "--allow-mass-delete",
+        ])
+        .assert_ok();
+    assert_root(&mirror, &["p3", "s0"]);
+    assert!(mirror.links("s0").is_empty() && mirror.links("p3").is_empty());
+    mirror.assert_consistent();
+}
+
+/// `download|delete <project> <file> <bytes>` lines of a dry run, as (action, file, bytes).
+fn dry_run_lines(stdout: &str, action: &str) -> Vec<(String, u64)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let parts: Vec<&str> = l.split(' ').collect();
+            (parts.len() == 4 && parts[0] == action)
+                .then(|| (parts[2].to_owned(), parts[3].parse().unwrap()))
+        })
+        .collect()
+}
+
+fn size_of(up: &FakeUpstream, file: &str) -> u64 {
+    up.file_info(file).unwrap().size
+}
+
+#[test]
+fn dry_run_prints_what_a_sync_would_do_and_changes_nothing() {
+    let up = catalog();
+    let mirror = Mirror::with_settings(&up.url(), &with_json(BEFORE_CHANGE));
+    mirror.sync().assert_ok();
+    up.add_release(
+        "demo",
+        "2.0.1",
+        &[("demo-2.0.1.tar.gz", content("demo-2.0.1.tar.gz", 123))],
+    );
+    mirror.configure(&up.url(), &with_json(AFTER_CHANGE));
+    let before = mirror.snapshot(&mirror.dir);
+    up.reset_requests();
+
+    let run = mirror.run(&[
+        "sync",
+        "--config",
+        mirror.config.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let out = &run.stdout;
+    assert_eq!(
+        mirror.snapshot(&mirror.dir),
+        before,
+        "the dry run changed the mirror"
+    );
+    assert!(downloads(&up).is_empty(), "the dry run downloaded files");
+
+    let mut added: Vec<&str> = after_change()
+        .into_iter()
+        .filter(|f| !before_change().contains(f))
+        .collect();
+    added.extend(["other_pkg-1.0.tar.gz", "demo-2.0.1.tar.gz"]);
+    let download = dry_run_lines(out, "download");
+    let want: Vec<(String, u64)> = sorted(&added)
+        .into_iter()
+        .map(|f| {
+            let size = size_of(&up, &f);
+            (f, size)
+        })
+        .collect();
+    let mut got = download.clone();
+    got.sort();
+    assert_eq!(got, want, "{out}");
+    let mut pruned: Vec<&str> = before_change()
+        .into_iter()
+        .filter(|f| !after_change().contains(f))
+        .collect();
+    pruned.push("zope.interface-6.0.tar.gz");
+    let mut delete: Vec<String> = dry_run_lines(out, "delete")
+        .into_iter()
+        .map(|d| d.0)
+        .collect();
+    delete.sort();
+    assert_eq!(delete, sorted(&pruned), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l
+                .starts_with("remove zope-interface 1 files 200 bytes (left out by the filters")),
+        "{out}"
+    );
+    let bytes = |files: &[&str]| files.iter().map(|f| size_of(&up, f)).sum::<u64>();
+    let held: Vec<&str> = before_change()
+        .into_iter()
+        .chain([
+            "internal_tool-1.0.tar.gz",
+            "internal_lib-0.3-py3-none-any.whl",
+            "zope.interface-6.0.tar.gz",
+        ])
+        .collect();
+    let kept: Vec<&str> = held
+        .iter()
+        .copied()
+        .filter(|f| !pruned.contains(f))
+        .collect();
+    for line in [
+        format!(
+            "would download {} files, {} bytes",
+            added.len(),
+            bytes(&added)
+        ),
+        format!("would keep {} files, {} bytes", kept.len(), bytes(&kept)),
+        format!(
+            "would delete {} files, {} bytes",
+            pruned.len(),
+            bytes(&pruned)
+        ),
+    ] {
+        assert!(out.contains(&line), "{line:?} not in:\n{out}");
+    }
+    assert!(out.contains("and remove 1 projects"), "{out}");
+    assert!(
+        out.trim_end().ends_with("dry run: nothing was changed"),
+        "{out}"
+    );
+
+    // The real sync does what the dry run said.
+    up.reset_requests();
+    mirror.sync().assert_ok();
+    assert_eq!(downloads(&up), sorted(&added));
+    for f in &pruned {
+        assert!(
+            !mirror.web().join(up.file_info(f).unwrap().path).exists(),
+            "{f}"
+        );
+    }
+
+    // On a mirror that never synced: everything would be downloaded, nothing is created.
+    let fresh = mirror_with(&up, r#"allowlist = ["internal-tool"]"#);
+    let run = fresh.run(&[
+        "sync",
+        "--config",
+        fresh.config.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        dry_run_lines(&run.stdout, "download"),
+        [("internal_tool-1.0.tar.gz".to_owned(), 200)],
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !fresh.dir.exists(),
+        "the dry run created the mirror directory"
+    );
+
+    // A refused filter change is reported, not applied.
+    mirror.configure(
+        &up.url(),
+        &format!("{TEST_SETTINGS}max_deletions = 0\n[filters]\nblocklist = [\"demo\"]\n"),
+    );
+    let before = mirror.snapshot(&mirror.dir);
+    let run = mirror.run(&[
+        "sync",
+        "--config",
+        mirror.config.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("note: a sync would stop before changing anything"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("remove demo "), "{}", run.stdout);
+    assert_eq!(mirror.snapshot(&mirror.dir), before);
+}
+
+#[test]
+fn config_mistakes_are_one_line_and_change_nothing() {
+    let up = catalog();
+    for (filters, needle) in [
+        (
+            r#"allowlist = ["django>=x"]"#,
+            "[filters] allowlist entry \"django>=x\"",
+        ),
+        (
+            r#"exclude_filenames = ["(unclosed"]"#,
+            "exclude_filenames entry \"(unclosed\" is not a valid regular expression",
+        ),
+        (
+            r#"exclude_platforms = ["plan9!"]"#,
+            "exclude_platforms entry",
+        ),
+        (
+            r#"requirements = ["nope.txt"]"#,
+            "cannot read requirements file",
+        ),
+        (r#"latest = 3"#, "unknown key `latest` in [filters]"),
+    ] {
+        let mirror = mirror_with(&up, filters);
+        let run = mirror.sync();
+        assert_eq!(run.code, 2, "{filters}: {}", run.stderr);
+        let line = run.stderr.trim();
+        assert!(line.contains(needle), "{filters}: {line}");
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(!mirror.dir.exists());
+    }
 }

@@ -409,16 +409,16 @@ impl Specifier {
             Operator::GreaterEqual => v.public() >= *target,
             // `<3.1` does not match 3.1's own pre-releases, unless it names a pre-release.
             Operator::Less => {
-                v < target
-                    && !(!target.is_prerelease() && v.is_prerelease() && v.base() == target.base())
+                let own_pre =
+                    !target.is_prerelease() && v.is_prerelease() && v.base() == target.base();
+                v < target && !own_pre
             }
             // `>3.1` matches neither 3.1's post-releases (unless it names one) nor 3.1+local.
             Operator::Greater => {
-                v > target
-                    && !(!target.is_postrelease()
-                        && v.is_postrelease()
-                        && v.base() == target.base())
-                    && !(!v.local.is_empty() && v.base() == target.base())
+                let same_base = v.base() == target.base();
+                let own_post = !target.is_postrelease() && v.is_postrelease() && same_base;
+                let own_local = !v.local.is_empty() && same_base;
+                v > target && !own_post && !own_local
             }
             Operator::Arbitrary => unreachable!("handled with its text target"),
         }

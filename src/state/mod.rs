@@ -94,10 +94,28 @@ const FILTERS: &str = "filters";
 impl State {
     /// Open the database read-only, for `sync --dry-run`: nothing is written, not even a
     /// migration (a database behind this pymirror's schema is refused).
+    ///
+    /// A read-only reader of a WAL database creates the `-wal` and `-shm` files when they are
+    /// missing (no writer has it open) and cannot remove them. Then the database is opened
+    /// `immutable` instead, which creates nothing; should a sync start and checkpoint during
+    /// the read, the reader may fail ("malformed"), never the sync: it writes nothing.
     pub fn open_read_only(path: &Path) -> Result<State> {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let in_use = Path::new(&wal).exists();
+        // A file: URI (percent-encoded, so any path works); relative paths made absolute.
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let uri = url::Url::from_file_path(&absolute)
+            .map_err(|()| StateError::Sql(rusqlite::Error::InvalidPath(absolute.clone())))?;
+        let uri = match in_use {
+            true => format!("{uri}?mode=ro"),
+            false => format!("{uri}?mode=ro&immutable=1"),
+        };
         let conn = Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            uri,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                | rusqlite::OpenFlags::SQLITE_OPEN_URI
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.execute_batch("PRAGMA busy_timeout = 10000;")?;
         let found: i64 = conn
