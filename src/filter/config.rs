@@ -312,6 +312,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_documents_every_key_with_its_default() {
+        let example = include_str!("../../mirror.toml.example");
+        let cfg = crate::config::Config::parse(example, Path::new("/etc/pymirror")).unwrap();
+        assert!(cfg.filters.is_empty(), "the example's values are not the defaults");
+        for key in KEYS {
+            assert!(
+                example.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                "{key} is not in mirror.toml.example"
+            );
+        }
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("500 MB"), Some(500_000_000));
         assert_eq!(parse_size("2GiB"), Some(2 << 30));
