@@ -37,9 +37,8 @@ fn main() -> ExitCode {
             };
             let options = pymirror::sync::Options {
                 allow_mass_delete: args.allow_mass_delete,
-                dry_run: args.dry_run,
             };
-            if options.dry_run {
+            if args.dry_run {
                 let mut out = std::io::stdout().lock();
                 return match runtime.block_on(pymirror::dry_run::run(&cfg, options, &mut out)) {
                     Ok(report) if report.failures == 0 => ExitCode::SUCCESS,

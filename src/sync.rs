@@ -135,10 +135,9 @@ impl Ctx {
 /// Per-run switches from the command line.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
-    /// Remove projects even when more than `max_deletions` are gone upstream.
+    /// Remove projects even when more than `max_deletions` are gone upstream (or a filter
+    /// change leaves them out).
     pub allow_mass_delete: bool,
-    /// Print what a sync would do and change nothing (see `dry_run.rs`).
-    pub dry_run: bool,
 }
 
 pub async fn run(
@@ -184,7 +183,10 @@ async fn run_locked(
 
     let since = lock(&state).changelog_serial()?;
     let filter_change = FilterChange::detect(lock(&state).filters()?.as_deref(), &cfg.filters);
-    if let Some(change) = &filter_change {
+    if let Some(change) = &filter_change
+        && since.is_some()
+    {
+        tracing::info!("the filter configuration changed; weighing what it removes");
         let impact = change.impact(&cfg.filters, &lock(&state))?;
         guard_filter_change(cfg, options, &impact)?;
     }
@@ -412,10 +414,12 @@ pub(crate) async fn read_plan(
     since: Option<Serial>,
     filter_change: Option<&FilterChange>,
 ) -> anyhow::Result<plan::Plan> {
-    let scope = plan::Scope {
-        only: cfg.filters.listed_projects(),
-        relist: since.is_some() && filter_change.is_some_and(|c| c.may_add_projects(&cfg.filters)),
-    };
+    let only = cfg.filters.listed_projects();
+    // With an allowlist of names, projects newly listed are requeued by name instead.
+    let relist = since.is_some()
+        && only.is_none()
+        && filter_change.is_some_and(|c| c.may_add_projects(&cfg.filters));
+    let scope = plan::Scope { only, relist };
     let mut plan = plan::plan(upstream, state, cfg.change_feed, since, &scope)
         .await
         .map_err(|e| {

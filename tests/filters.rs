@@ -892,14 +892,7 @@ fn a_filter_change_that_removes_too_much_is_refused_until_allowed() {
         assert_eq!(mirror.published(), before, "something changed");
         assert_eq!(up.request_count(), 0, "stopped before asking upstream");
     }
-    mirror
-        .run(&[
-            "sync",
-            "--config",
-            mirror.config.to_str().unwrap(),
-            "--allow-mass-delete",
-        ])
-        .assert_ok();
+    mirror.sync_with(&["--allow-mass-delete"]).assert_ok();
     assert_root(&mirror, &["p3", "s0"]);
     for i in 0..3 {
         for f in [
@@ -934,14 +927,7 @@ fn a_filter_change_that_removes_too_much_is_refused_until_allowed() {
         run.stderr
     );
     assert_eq!(mirror.published(), before);
-    mirror
-        .run(&[
-            "sync",
-            "--config",
-            mirror.config.to_str().unwrap(),
-            "--allow-mass-delete",
-        ])
-        .assert_ok();
+    mirror.sync_with(&["--allow-mass-delete"]).assert_ok();
     assert_root(&mirror, &["p3", "s0"]);
     assert!(mirror.links("s0").is_empty() && mirror.links("p3").is_empty());
     mirror.assert_consistent();
@@ -977,12 +963,7 @@ fn dry_run_prints_what_a_sync_would_do_and_changes_nothing() {
     let before = mirror.snapshot(&mirror.dir);
     up.reset_requests();
 
-    let run = mirror.run(&[
-        "sync",
-        "--config",
-        mirror.config.to_str().unwrap(),
-        "--dry-run",
-    ]);
+    let run = mirror.sync_with(&["--dry-run"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let out = &run.stdout;
     assert_eq!(
@@ -1073,12 +1054,7 @@ fn dry_run_prints_what_a_sync_would_do_and_changes_nothing() {
 
     // On a mirror that never synced: everything would be downloaded, nothing is created.
     let fresh = mirror_with(&up, r#"allowlist = ["internal-tool"]"#);
-    let run = fresh.run(&[
-        "sync",
-        "--config",
-        fresh.config.to_str().unwrap(),
-        "--dry-run",
-    ]);
+    let run = fresh.sync_with(&["--dry-run"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(
         dry_run_lines(&run.stdout, "download"),
@@ -1097,12 +1073,7 @@ fn dry_run_prints_what_a_sync_would_do_and_changes_nothing() {
         &format!("{TEST_SETTINGS}max_deletions = 0\n[filters]\nblocklist = [\"demo\"]\n"),
     );
     let before = mirror.snapshot(&mirror.dir);
-    let run = mirror.run(&[
-        "sync",
-        "--config",
-        mirror.config.to_str().unwrap(),
-        "--dry-run",
-    ]);
+    let run = mirror.sync_with(&["--dry-run"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
         run.stdout

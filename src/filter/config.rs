@@ -315,7 +315,10 @@ mod tests {
     fn the_example_documents_every_key_with_its_default() {
         let example = include_str!("../../mirror.toml.example");
         let cfg = crate::config::Config::parse(example, Path::new("/etc/pymirror")).unwrap();
-        assert!(cfg.filters.is_empty(), "the example's values are not the defaults");
+        assert!(
+            cfg.filters.is_empty(),
+            "the example's values are not the defaults"
+        );
         for key in KEYS {
             assert!(
                 example.lines().any(|l| l.starts_with(&format!("{key} = "))),

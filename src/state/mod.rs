@@ -233,35 +233,8 @@ impl State {
     /// serial to `feed_serial`, atomically.
     pub fn enqueue(&mut self, changes: &[Change], feed_serial: Serial) -> Result<usize> {
         let tx = self.conn.transaction()?;
-        let mut queued = 0;
-        {
-            let mut have = tx.prepare_cached("SELECT serial FROM projects WHERE name = ?1")?;
-            let mut put = tx.prepare_cached(
-                "INSERT INTO todo (name, display_name, serial, first_serial) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (name) DO UPDATE SET serial = MAX(serial, excluded.serial),
-                     first_serial = MIN(COALESCE(first_serial, serial), excluded.first_serial),
-                     display_name = excluded.display_name",
-            )?;
-            for c in changes {
-                let mirrored: Option<i64> =
-                    have.query_row([c.name.as_str()], |r| r.get(0)).optional()?;
-                if mirrored.is_some_and(|s| Serial::from_db(s) >= c.serial) {
-                    continue;
-                }
-                put.execute(params![
-                    c.name.as_str(),
-                    c.display_name,
-                    c.serial.to_db(),
-                    c.first_serial.to_db()
-                ])?;
-                queued += 1;
-            }
-        }
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![CHANGELOG_SERIAL, feed_serial.0.to_string()],
-        )?;
+        let queued = put_todo(&tx, changes, true)?;
+        put_meta(&tx, CHANGELOG_SERIAL, &feed_serial.0.to_string())?;
         tx.commit()?;
         Ok(queued)
     }
@@ -278,33 +251,14 @@ impl State {
     }
 
     pub fn set_filters(&mut self, canonical: &str) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![FILTERS, canonical],
-        )?;
-        Ok(())
+        put_meta(&self.conn, FILTERS, canonical)
     }
 
     /// Queue projects whatever serial they are mirrored at (a filter change makes the sync
     /// look at them again), merging with what is already queued for them.
     pub fn requeue(&mut self, changes: &[Change]) -> Result<()> {
         let tx = self.conn.transaction()?;
-        {
-            let mut put = tx.prepare_cached(
-                "INSERT INTO todo (name, display_name, serial, first_serial) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (name) DO UPDATE SET serial = MAX(serial, excluded.serial),
-                     first_serial = MIN(COALESCE(first_serial, serial), excluded.first_serial)",
-            )?;
-            for c in changes {
-                put.execute(params![
-                    c.name.as_str(),
-                    c.display_name,
-                    c.serial.to_db(),
-                    c.first_serial.to_db()
-                ])?;
-            }
-        }
+        put_todo(&tx, changes, false)?;
         tx.commit()?;
         Ok(())
     }
@@ -693,6 +647,49 @@ impl State {
         }
         Ok(())
     }
+}
+
+fn put_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// Queue `changes`, merging with what is queued (newest serial, oldest first serial);
+/// `skip_mirrored`: leave out those mirrored at their serial already. How many were queued.
+fn put_todo(
+    tx: &rusqlite::Transaction<'_>,
+    changes: &[Change],
+    skip_mirrored: bool,
+) -> Result<usize> {
+    let mut have = tx.prepare_cached("SELECT serial FROM projects WHERE name = ?1")?;
+    let mut put = tx.prepare_cached(
+        "INSERT INTO todo (name, display_name, serial, first_serial) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET serial = MAX(serial, excluded.serial),
+             first_serial = MIN(COALESCE(first_serial, serial), excluded.first_serial),
+             display_name = excluded.display_name",
+    )?;
+    let mut queued = 0;
+    for c in changes {
+        if skip_mirrored {
+            let mirrored: Option<i64> =
+                have.query_row([c.name.as_str()], |r| r.get(0)).optional()?;
+            if mirrored.is_some_and(|s| Serial::from_db(s) >= c.serial) {
+                continue;
+            }
+        }
+        put.execute(params![
+            c.name.as_str(),
+            c.display_name,
+            c.serial.to_db(),
+            c.first_serial.to_db()
+        ])?;
+        queued += 1;
+    }
+    Ok(queued)
 }
 
 /// The project's staged paths, dropping them from `staged`; those no file row references are

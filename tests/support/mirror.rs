@@ -74,7 +74,14 @@ impl Mirror {
     }
 
     pub fn sync(&self) -> Run {
-        self.run(&["sync", "--config", self.config.to_str().unwrap()])
+        self.sync_with(&[])
+    }
+
+    /// `pymirror sync` with more flags (`--allow-mass-delete`, `--dry-run`).
+    pub fn sync_with(&self, flags: &[&str]) -> Run {
+        let mut args = vec!["sync", "--config", self.config.to_str().unwrap()];
+        args.extend(flags);
+        self.run(&args)
     }
 
     /// Start a sync without waiting for it (for kill and signal tests).
