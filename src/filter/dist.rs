@@ -196,18 +196,28 @@ impl PlatformPattern {
         if let Some((name, prefixes)) = FAMILIES.iter().find(|(name, _)| *name == family) {
             return Ok(((*name).to_owned(), PlatformPattern::Family(prefixes)));
         }
-        if normal.is_empty()
-            || !normal
+        let charset_ok = !normal.is_empty()
+            && normal
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'*')
-        {
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'*');
+        // A tag without a wildcard must start like a platform tag, so that a Python version
+        // ("py2.7") or a bare architecture ("i686") is not silently taken for one.
+        let known_start = normal.contains('*')
+            || normal == "any"
+            || FAMILIES
+                .iter()
+                .flat_map(|(_, prefixes)| prefixes.iter())
+                .any(|p| normal.starts_with(p));
+        if !charset_ok || !known_start {
+            let hint = if PythonTag::parse(entry).is_some() {
+                "; Python versions go in exclude_python"
+            } else {
+                "; for an architecture write e.g. \"*_i686\""
+            };
+            let families: Vec<&str> = FAMILIES.iter().map(|(n, _)| *n).collect();
             return Err(format!(
-                "{entry:?} is neither a platform family ({}) nor a platform tag like \"win32\" or \"*_i686\"",
-                FAMILIES
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "{entry:?} is neither a platform family ({}) nor a platform tag like \"win32\" or \"macosx_10_*\"{hint}",
+                families.join(", ")
             ));
         }
         let pattern = format!(
@@ -466,6 +476,11 @@ mod tests {
         assert!(exact.matches("win32") && !exact.matches("win_amd64"));
         assert!(PlatformPattern::parse("beos!").is_err());
         assert!(PlatformPattern::parse("").is_err());
+        let e = PlatformPattern::parse("py2.7").unwrap_err();
+        assert!(e.contains("exclude_python"), "{e}");
+        let e = PlatformPattern::parse("i686").unwrap_err();
+        assert!(e.contains("*_i686"), "{e}");
+        assert!(PlatformPattern::parse("any").is_ok());
     }
 
     #[test]
