@@ -422,6 +422,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_parses_and_documents_every_key() {
+        let example = include_str!("../mirror.toml.example");
+        parse(example).unwrap();
+        for key in MIRROR_KEYS {
+            assert!(
+                example.contains(&format!("\n{key} = "))
+                    || example.contains(&format!("\n# {key} = ")),
+                "mirror.toml.example does not document {key}"
+            );
+        }
+    }
+
+    #[test]
     fn missing_master_says_what_to_set() {
         let e = parse("[mirror]\ndirectory = \"/srv\"\n").unwrap_err();
         assert!(e.contains("master is missing"), "{e}");

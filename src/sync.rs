@@ -539,11 +539,12 @@ async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome
                 bytes += n;
             }
             Ok(Placed::Adopted) => {}
-            // A sidecar upstream advertises but does not serve is simply not advertised here.
             // A sidecar upstream advertises but does not serve, or serves with other bytes than
             // it promised, is simply not advertised here; the file itself is fine. A bad one
-            // counts as refused, so the run says something is wrong upstream.
-            Err(e) if sidecar && (e.is_not_found() || !e.is_disk()) => {
+            // counts as refused, so the run says something is wrong upstream. One that could
+            // not be fetched (network, 5xx after retries) fails the project like a file would,
+            // so the next run tries it again instead of never advertising it.
+            Err(e) if sidecar && (e.is_not_found() || e.is_refusal()) => {
                 tracing::warn!(
                     "{}: {e}; its core metadata will not be advertised",
                     snapshot.name
@@ -624,7 +625,9 @@ pub(crate) async fn fetch_fresh(
                     json, url, body, ..
                 } => {
                     let raw = if cfg.json {
-                        Some(serde_json::from_slice(&body)?)
+                        Some(serde_json::from_slice(&body).map_err(|e| {
+                            anyhow::anyhow!("{url}: invalid JSON for the JSON API mirror: {e}")
+                        })?)
                     } else {
                         None
                     };

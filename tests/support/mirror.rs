@@ -162,12 +162,17 @@ impl Mirror {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_pymirror"))
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env("NO_PROXY", "*")
-            .output()
-            .unwrap();
+        self.run_env(args, &[("NO_PROXY", "*")])
+    }
+
+    /// Run with these environment variables (and no proxy or log settings from the caller's).
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pymirror"));
+        cmd.args(args).env_remove("RUST_LOG");
+        for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
+            cmd.env_remove(var).env_remove(var.to_ascii_lowercase());
+        }
+        let out = cmd.envs(env.iter().copied()).output().unwrap();
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
