@@ -211,11 +211,13 @@ impl<'a> IndexWriter<'a> {
         Ok(())
     }
 
-    /// The optional JSON API mirror: `json/<name>` and `pypi/<name>/json`.
+    /// The optional JSON API mirror: `json/<name>` and `pypi/<name>/json`, listing only the
+    /// releases in `versions` (those the filters keep) and the files the mirror holds.
     pub fn write_json_api(
         &self,
         name: &ProjectName,
         upstream: &serde_json::Value,
+        versions: &[String],
         held: &[&FileRecord],
     ) -> std::io::Result<()> {
         for (dest, to_web) in [
@@ -229,7 +231,8 @@ impl<'a> IndexWriter<'a> {
                 "../../",
             ),
         ] {
-            let body = json_api::rewrite(upstream, held, &Links::new(self.root_uri, to_web));
+            let links = Links::new(self.root_uri, to_web);
+            let body = json_api::rewrite(upstream, versions, held, &links);
             self.layout.write_if_changed(&dest, &body, self.fsync)?;
         }
         Ok(())

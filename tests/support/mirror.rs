@@ -16,6 +16,7 @@ pub struct Mirror {
 
 pub struct Run {
     pub code: i32,
+    pub stdout: String,
     pub stderr: String,
 }
 
@@ -50,23 +51,37 @@ impl Mirror {
         let sandbox = tempfile::tempdir().unwrap();
         let dir = sandbox.path().join("mirror");
         let config = sandbox.path().join("mirror.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[mirror]\ndirectory = \"{}\"\nmaster = \"{master}\"\n{settings}",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        Mirror {
+        let mirror = Mirror {
             sandbox,
             dir,
             config,
-        }
+        };
+        mirror.configure(master, settings);
+        mirror
+    }
+
+    /// Rewrite the configuration: `[mirror]` with this directory and `master`, then
+    /// `settings` (more `[mirror]` keys, and further tables such as `[filters]`).
+    pub fn configure(&self, master: &str, settings: &str) {
+        std::fs::write(
+            &self.config,
+            format!(
+                "[mirror]\ndirectory = \"{}\"\nmaster = \"{master}\"\n{settings}",
+                self.dir.display()
+            ),
+        )
+        .unwrap();
     }
 
     pub fn sync(&self) -> Run {
-        self.run(&["sync", "--config", self.config.to_str().unwrap()])
+        self.sync_with(&[])
+    }
+
+    /// `pymirror sync` with more flags (`--allow-mass-delete`, `--dry-run`).
+    pub fn sync_with(&self, flags: &[&str]) -> Run {
+        let mut args = vec!["sync", "--config", self.config.to_str().unwrap()];
+        args.extend(flags);
+        self.run(&args)
     }
 
     /// Start a sync without waiting for it (for kill and signal tests).
@@ -160,6 +175,7 @@ impl Mirror {
         let out = cmd.envs(env.iter().copied()).output().unwrap();
         Run {
             code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }

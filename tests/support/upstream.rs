@@ -26,8 +26,8 @@
 //! call that changed it (a whole `add_release` counts as one change). Truncation is done at the
 //! socket (see `CutIo`) and is HTTP/1.1-only.
 //! Observation: `requests` (method, path, query, Accept, User-Agent, Range, whether it came
-//! through a proxy, status, arrival time), `request_count`, `reset_requests`, `bytes_served`,
-//! `max_in_flight`.
+//! through a proxy, the XML-RPC method called, status, arrival time), `request_count`,
+//! `reset_requests`, `bytes_served`, `max_in_flight`.
 //!
 //! Not real: md5 digests are a fake (the first 32 hex of the sha256), timestamps come from a
 //! fake clock (one minute per serial), and version ordering is a simplified PEP 440.
@@ -66,6 +66,8 @@ pub struct Request {
     /// The request line carried a whole URL (`GET http://host/...`): it came through a proxy.
     pub absolute_form: bool,
     pub status: u16,
+    /// The XML-RPC method called (`list_packages_with_serial`, …), for POSTs.
+    pub xmlrpc_method: Option<String>,
     /// When it arrived.
     pub at: std::time::Instant,
 }
@@ -783,6 +785,10 @@ async fn handle(
     } else {
         Some(Bytes::new())
     };
+    let xmlrpc_method = body.as_ref().and_then(|b| {
+        let text = String::from_utf8_lossy(b);
+        between(&text, "<methodName>", "</methodName>").map(|m| m.trim().to_string())
+    });
     let (resp, latency) = {
         let mut st = lock(&shared);
         st.in_flight += 1;
@@ -843,6 +849,7 @@ async fn handle(
             range,
             absolute_form,
             status: resp.status().as_u16(),
+            xmlrpc_method,
             at,
         });
         (resp, st.latency + extra_latency)
