@@ -31,7 +31,7 @@ use crate::lock::MirrorLock;
 use crate::metadata::{self, FileRecord, ProjectSnapshot};
 use crate::plan;
 use crate::progress::Progress;
-use crate::state::{State, Todo};
+use crate::state::{State, Todo, TodoCursor};
 use crate::types::Serial;
 use crate::upstream::{ProjectFetch, Upstream, retry};
 
@@ -218,14 +218,14 @@ async fn run_locked(
             );
         }
     }
-    let todo = lock(&state).todo()?;
+    let pending = lock(&state).pending_count()?;
     tracing::info!(
         "upstream serial {}: {} changed projects queued, {} to sync",
         plan.feed_serial,
         queued,
-        todo.len()
+        pending
     );
-    progress.set_projects(todo.len() as u64);
+    progress.set_projects(pending);
 
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
@@ -250,10 +250,10 @@ async fn run_locked(
     let mut gone = Vec::new();
     let mut excluded = Vec::new();
     let mut last_report = Instant::now();
-    let done_total = todo.len();
-    let mut done = 0usize;
+    let mut done = 0u64;
     let stop_flag = stop.clone();
-    let mut outcomes = futures::stream::iter(todo)
+    let queue_error = Arc::new(Mutex::new(None));
+    let mut outcomes = Box::pin(queue(state.clone(), queue_error.clone()))
         .take_while(move |_| futures::future::ready(!stop_flag.load(Ordering::Relaxed)))
         .map(|t| {
             let ctx = ctx.clone();
@@ -297,13 +297,16 @@ async fn run_locked(
         if multi.is_none() && last_report.elapsed() >= Duration::from_secs(30) {
             last_report = Instant::now();
             tracing::info!(
-                "progress: {done}/{done_total} projects, {} files ({}) downloaded",
+                "progress: {done}/{pending} projects, {} files ({}) downloaded",
                 summary.files_downloaded,
                 HumanBytes(summary.bytes_downloaded)
             );
         }
     }
     progress.finish();
+    if let Some(e) = lock_slot(&queue_error).take() {
+        return Err(anyhow::Error::new(e).context("cannot read the queue of projects to sync"));
+    }
     summary.interrupted = stop.load(Ordering::Relaxed) && summary.disk_error.is_none();
 
     let mut state = lock(&state);
@@ -428,6 +431,39 @@ pub(crate) async fn read_plan(
     plan.changes
         .retain(|c| cfg.filters.allows_project(&c.name).is_ok());
     Ok(plan)
+}
+
+/// The queue, read from the database a page at a time as the sync takes projects from it. A
+/// database error ends the stream and is left in `error`.
+fn queue(
+    state: Arc<Mutex<State>>,
+    error: Arc<Mutex<Option<crate::state::StateError>>>,
+) -> impl futures::Stream<Item = Todo> {
+    futures::stream::unfold(Some(TodoCursor::default()), move |cursor| {
+        let (state, error) = (state.clone(), error.clone());
+        async move {
+            let mut cursor = cursor?;
+            let page = tokio::task::spawn_blocking(move || {
+                let page = lock(&state).todo_page(&mut cursor, 1000);
+                (page, cursor)
+            })
+            .await
+            .expect("reading the queue panicked");
+            match page {
+                (Ok(page), _) if page.is_empty() => None,
+                (Ok(page), cursor) => Some((futures::stream::iter(page), Some(cursor))),
+                (Err(e), _) => {
+                    *lock_slot(&error) = Some(e);
+                    None
+                }
+            }
+        }
+    })
+    .flatten()
+}
+
+fn lock_slot<T>(slot: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    slot.lock().expect("slot lock poisoned")
 }
 
 pub(crate) fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {

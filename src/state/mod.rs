@@ -55,6 +55,14 @@ pub struct Todo {
     pub attempts: u32,
 }
 
+/// Where a walk of the queue stands: projects that failed before, then the others, each in
+/// name order.
+#[derive(Debug, Clone, Default)]
+pub struct TodoCursor {
+    fresh: bool,
+    after: String,
+}
+
 /// A change the feed reported: `name` must be mirrored at `serial` or later; the oldest of
 /// its changes in this feed read was at `first_serial`.
 #[derive(Debug, Clone)]
@@ -298,29 +306,60 @@ impl State {
 
     /// Queued projects, those that failed before first so a stubborn one is retried early.
     pub fn todo(&self) -> Result<Vec<Todo>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, display_name, serial, attempts FROM todo ORDER BY attempts > 0 DESC, name")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
+        let mut cursor = TodoCursor::default();
         let mut out = Vec::new();
-        for row in rows {
-            let (name, display_name, serial, attempts) = row?;
-            let name = ProjectName::new(&name).map_err(|e| StateError::Corrupt(e.to_string()))?;
-            out.push(Todo {
-                name,
-                display_name,
-                serial: Serial::from_db(serial),
-                attempts: attempts as u32,
-            });
+        loop {
+            let page = self.todo_page(&mut cursor, 10_000)?;
+            if page.is_empty() {
+                return Ok(out);
+            }
+            out.extend(page);
         }
-        Ok(out)
+    }
+
+    /// The next `limit` queued projects in [`State::todo`]'s order, an empty page at the end.
+    /// A first full sync queues every project upstream has, so the sync walks the queue a
+    /// page at a time instead of holding it. Projects that fail during the walk are not met
+    /// again; projects queued behind the cursor are left for the next run.
+    pub fn todo_page(&self, cursor: &mut TodoCursor, limit: usize) -> Result<Vec<Todo>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, display_name, serial, attempts FROM todo
+             WHERE (attempts = 0) = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+        )?;
+        loop {
+            let rows = stmt.query_map(params![cursor.fresh, cursor.after, limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (name, display_name, serial, attempts) = row?;
+                let name =
+                    ProjectName::new(&name).map_err(|e| StateError::Corrupt(e.to_string()))?;
+                out.push(Todo {
+                    name,
+                    display_name,
+                    serial: Serial::from_db(serial),
+                    attempts: attempts as u32,
+                });
+            }
+            match out.last() {
+                Some(last) => {
+                    cursor.after = last.name.to_string();
+                    return Ok(out);
+                }
+                None if cursor.fresh => return Ok(out),
+                None => {
+                    // The failed ones are through: now those never tried.
+                    cursor.fresh = true;
+                    cursor.after.clear();
+                }
+            }
+        }
     }
 
     pub fn record_failure(&mut self, name: &ProjectName, error: &str) -> Result<()> {
@@ -752,4 +791,48 @@ fn unreferenced(tx: &rusqlite::Transaction<'_>, paths: Vec<(String, bool)>) -> R
         }
     }
     Ok(gone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(name: &str, serial: u64) -> Change {
+        Change {
+            name: ProjectName::new(name).unwrap(),
+            display_name: name.to_owned(),
+            serial: Serial(serial),
+            first_serial: Serial(serial),
+        }
+    }
+
+    fn names(page: &[Todo]) -> Vec<&str> {
+        page.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    #[test]
+    fn the_queue_is_walked_a_page_at_a_time_failed_projects_first() {
+        let mut state = State::in_memory().unwrap();
+        let all = ["a", "b", "c", "d", "e"];
+        let changes: Vec<Change> = all.iter().map(|n| change(n, 7)).collect();
+        state.enqueue(&changes, Serial(7)).unwrap();
+        state
+            .record_failure(&ProjectName::new("d").unwrap(), "x")
+            .unwrap();
+        state
+            .record_failure(&ProjectName::new("b").unwrap(), "x")
+            .unwrap();
+
+        let mut cursor = TodoCursor::default();
+        assert_eq!(names(&state.todo_page(&mut cursor, 3).unwrap()), ["b", "d"]);
+        assert_eq!(names(&state.todo_page(&mut cursor, 2).unwrap()), ["a", "c"]);
+        // A project failing during the walk is not met again.
+        state
+            .record_failure(&ProjectName::new("c").unwrap(), "x")
+            .unwrap();
+        assert_eq!(names(&state.todo_page(&mut cursor, 2).unwrap()), ["e"]);
+        assert!(state.todo_page(&mut cursor, 2).unwrap().is_empty());
+        assert!(state.todo_page(&mut cursor, 2).unwrap().is_empty());
+        assert_eq!(names(&state.todo().unwrap()), ["b", "c", "d", "a", "e"]);
+    }
 }
