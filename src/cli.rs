@@ -88,9 +88,14 @@ pub struct StatusArgs {
 pub struct SyncArgs {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// Remove projects upstream removed even when there are more than max_deletions.
+    /// Remove projects upstream removed (or a filter change leaves out) even when there are
+    /// more than max_deletions.
     #[arg(long)]
     pub allow_mass_delete: bool,
+    /// Print what a sync would download, keep and delete (with byte totals) and change
+    /// nothing; it reads upstream's change feed and metadata but downloads no file.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -78,6 +78,8 @@ pub struct Config {
     pub min_download_rate: u64,
     /// Files larger than this are refused (0: no cap).
     pub max_file_bytes: u64,
+    /// What the mirror holds of upstream (`[filters]`; empty: everything).
+    pub filters: crate::filter::Filters,
 }
 
 /// One line: where, which key, what is wrong, what to do.
@@ -146,9 +148,9 @@ impl Config {
             )
         })?;
         for key in table.keys() {
-            if key != "mirror" {
+            if key != "mirror" && key != "filters" {
                 return Err(format!(
-                    "unknown table or key `{key}`; the only table is [mirror] (see mirror.toml.example)"
+                    "unknown table or key `{key}`; the tables are [mirror] and [filters] (see mirror.toml.example)"
                 ));
             }
         }
@@ -167,7 +169,7 @@ impl Config {
                 ));
             }
         }
-        let keys = Keys(mirror);
+        let keys = Keys("mirror", mirror);
 
         let directory = keys.string("directory")?.ok_or(
             "[mirror] directory is missing; set it to the mirror's root directory, e.g. directory = \"/srv/pypi\"",
@@ -247,6 +249,7 @@ impl Config {
                 .integer("min_download_rate", 1, 1 << 40)?
                 .unwrap_or(16 * 1024) as u64,
             max_file_bytes: keys.integer("max_file_bytes", 0, i64::MAX)?.unwrap_or(0) as u64,
+            filters: crate::filter::config::parse(table.get("filters"), base)?,
         })
     }
 }
@@ -311,48 +314,61 @@ pub fn host_is_loopback(url: &Url) -> bool {
     }
 }
 
-/// Typed access to `[mirror]` keys with errors that name the key and the expected value.
-struct Keys<'a>(&'a Table);
+/// Typed access to one table's keys with errors that name the table, the key and the
+/// expected value.
+pub(crate) struct Keys<'a>(pub &'static str, pub &'a Table);
 
 impl Keys<'_> {
-    fn wrong(&self, key: &str, want: &str) -> String {
+    pub(crate) fn wrong(&self, key: &str, want: &str) -> String {
         format!(
-            "[mirror] {key} = {} is not {want}; fix the value",
-            self.0[key]
+            "[{}] {key} = {} is not {want}; fix the value",
+            self.0, self.1[key]
         )
     }
 
-    fn string(&self, key: &str) -> Result<Option<String>, String> {
-        match self.0.get(key) {
+    pub(crate) fn string(&self, key: &str) -> Result<Option<String>, String> {
+        match self.1.get(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(_) => Err(self.wrong(key, "a string (put it in quotes)")),
         }
     }
 
+    /// Host names: lowercase.
     fn strings(&self, key: &str) -> Result<Option<Vec<String>>, String> {
-        match self.0.get(key) {
+        let hosts = self.string_list(key, "[\"files.example.org\"]")?;
+        Ok(hosts.map(|h| h.iter().map(|s| s.to_ascii_lowercase()).collect()))
+    }
+
+    /// A list of strings as written; `example` shows one in the error.
+    pub(crate) fn string_list(
+        &self,
+        key: &str,
+        example: &str,
+    ) -> Result<Option<Vec<String>>, String> {
+        let want = || self.wrong(key, &format!("a list of strings, e.g. {example}"));
+        match self.1.get(key) {
             None => Ok(None),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|v| v.as_str().map(|s| s.to_ascii_lowercase()))
+                .map(|v| v.as_str().map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
                 .map(Some)
-                .ok_or_else(|| self.wrong(key, "a list of strings, e.g. [\"files.example.org\"]")),
-            Some(_) => Err(self.wrong(key, "a list of strings, e.g. [\"files.example.org\"]")),
+                .ok_or_else(want),
+            Some(_) => Err(want()),
         }
     }
 
-    fn boolean(&self, key: &str) -> Result<Option<bool>, String> {
-        match self.0.get(key) {
+    pub(crate) fn boolean(&self, key: &str) -> Result<Option<bool>, String> {
+        match self.1.get(key) {
             None => Ok(None),
             Some(Value::Boolean(b)) => Ok(Some(*b)),
             Some(_) => Err(self.wrong(key, "true or false")),
         }
     }
 
-    fn integer(&self, key: &str, min: i64, max: i64) -> Result<Option<i64>, String> {
-        match self.0.get(key) {
+    pub(crate) fn integer(&self, key: &str, min: i64, max: i64) -> Result<Option<i64>, String> {
+        match self.1.get(key) {
             None => Ok(None),
             Some(Value::Integer(i)) if (min..=max).contains(i) => Ok(Some(*i)),
             Some(_) => Err(self.wrong(key, &format!("a whole number from {min} to {max}"))),
@@ -360,7 +376,7 @@ impl Keys<'_> {
     }
 
     fn number(&self, key: &str, min: f64, max: f64) -> Result<Option<f64>, String> {
-        let n = match self.0.get(key) {
+        let n = match self.1.get(key) {
             None => return Ok(None),
             Some(Value::Integer(i)) => *i as f64,
             Some(Value::Float(f)) => *f,
@@ -373,7 +389,7 @@ impl Keys<'_> {
     }
 
     fn seconds(&self, key: &str) -> Result<Option<Duration>, String> {
-        let secs = match self.0.get(key) {
+        let secs = match self.1.get(key) {
             None => return Ok(None),
             Some(Value::Integer(i)) => *i as f64,
             Some(Value::Float(f)) => *f,
@@ -403,6 +419,19 @@ mod tests {
         assert_eq!(c.workers, 16);
         assert_eq!(c.change_feed, ChangeFeed::Auto);
         assert!(c.fsync);
+    }
+
+    #[test]
+    fn the_example_parses_and_documents_every_key() {
+        let example = include_str!("../mirror.toml.example");
+        parse(example).unwrap();
+        for key in MIRROR_KEYS {
+            assert!(
+                example.contains(&format!("\n{key} = "))
+                    || example.contains(&format!("\n# {key} = ")),
+                "mirror.toml.example does not document {key}"
+            );
+        }
     }
 
     #[test]

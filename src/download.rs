@@ -42,7 +42,7 @@ use crate::upstream::{Upstream, retry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
-    #[error("{url}: {error}")]
+    #[error("{url}: {}", crate::upstream::describe(.error))]
     Network { url: String, error: reqwest::Error },
     #[error("{url}: upstream answered {status}")]
     Status {
@@ -84,6 +84,11 @@ impl DownloadError {
 
     pub fn is_disk(&self) -> bool {
         matches!(self, DownloadError::Disk { .. })
+    }
+
+    /// Upstream served other bytes than its metadata promised: asking again will not help.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, DownloadError::Digest { .. })
     }
 
     /// Upstream does not have it (404/410): for a sidecar, "not offered" rather than a failure.
@@ -190,16 +195,21 @@ impl Downloader {
         }
     }
 
-    /// Make sure `target` is at its final path, verified.
-    pub async fn place(&self, target: &Target) -> Result<Placed, DownloadError> {
+    /// Make sure `target` is at its final path, verified. `absent`: the caller has just seen
+    /// that nothing is there (checking a whole project's paths in one blocking call is cheaper
+    /// than one per file), so there is nothing to adopt.
+    pub async fn place(&self, target: &Target, absent: bool) -> Result<Placed, DownloadError> {
         let dest = self.layout.web_path(&target.relative);
         // One blocking call: stat, and hash only if something is there.
         let d = dest.clone();
-        let present = tokio::task::spawn_blocking(move || {
-            std::fs::symlink_metadata(&d).is_ok().then(|| hash_file(&d))
-        })
-        .await
-        .expect("hashing panicked");
+        let present = match absent {
+            true => None,
+            false => tokio::task::spawn_blocking(move || {
+                std::fs::symlink_metadata(&d).is_ok().then(|| hash_file(&d))
+            })
+            .await
+            .expect("hashing panicked"),
+        };
         match present {
             Some(Ok(h)) if target.matches(&h) => return Ok(Placed::Adopted),
             Some(_) => tracing::warn!(
@@ -327,7 +337,11 @@ impl Downloader {
                 return Err((error, partial.filter(|_| retry::is_transient(status))));
             }
             // No partial, or the server sent the whole file again: start over.
-            _ => (Spool::new(self.layout.temp_path()), FileHasher::default()),
+            _ => (
+                // A sidecar's size is unknown: core metadata is a few KiB.
+                Spool::new(self.layout.temp_path(), target.size.unwrap_or(64 << 10)),
+                FileHasher::default(),
+            ),
         };
         let accepts_ranges = resumes
             || resp
@@ -430,19 +444,24 @@ fn range_start(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// A temp file written in batches from the async side, one blocking call per batch. Dropped
-/// before [`Spool::finish`] (a failed, abandoned or timed-out attempt), it deletes its file.
+/// before [`Spool::finish`] renamed it (a failed, abandoned or timed-out attempt), it deletes
+/// its file.
 struct Spool {
     path: PathBuf,
     file: Option<File>,
     pending: Vec<u8>,
+    renamed: bool,
 }
 
 impl Spool {
-    fn new(path: PathBuf) -> Spool {
+    /// `expected`: the body's likely length, so the buffer is allocated once rather than
+    /// grown chunk by chunk.
+    fn new(path: PathBuf, expected: u64) -> Spool {
         Spool {
             path,
             file: None,
-            pending: Vec::new(),
+            pending: Vec::with_capacity(expected.min(SPOOL_BATCH as u64) as usize),
+            renamed: false,
         }
     }
 
@@ -489,13 +508,16 @@ impl Spool {
         layout
             .create_parents(relative)
             .map_err(|e| (dest.clone(), e))?;
-        std::fs::rename(&tmp, &dest).map_err(|e| (dest, e))
+        std::fs::rename(&tmp, &dest).map_err(|e| (dest, e))?;
+        self.renamed = true;
+        Ok(())
     }
 }
 
 impl Drop for Spool {
     fn drop(&mut self) {
-        // After `finish` renamed it this finds nothing, which is fine.
-        let _ = std::fs::remove_file(&self.path);
+        if !self.renamed {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }

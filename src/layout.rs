@@ -12,8 +12,10 @@
 //! Every temporary file is created in `tmp/`, never beside its target, so a crash leaves its
 //! debris in one place and the next run clears it without walking the tree.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::types::ProjectName;
@@ -26,6 +28,12 @@ pub struct Layout {
     pub status: PathBuf,
     pub lock: PathBuf,
     counter: AtomicU64,
+    /// This process's id, in every temp file's name.
+    pid: u32,
+    /// Directories under `web/` this run created or found to be real directories (not
+    /// symlinks): at most `packages/aa/bb` and `simple/<name>` levels, so bounded by the
+    /// 65,536 + projects a full mirror has; the unique per-file hash level is never kept.
+    verified: Mutex<HashSet<String>>,
 }
 
 impl Layout {
@@ -38,6 +46,8 @@ impl Layout {
             status: root.join("status"),
             lock: root.join(".lock"),
             counter: AtomicU64::new(0),
+            pid: std::process::id(),
+            verified: Mutex::new(HashSet::new()),
         }
     }
 
@@ -75,31 +85,40 @@ impl Layout {
     /// A fresh, unique temporary path in `tmp/`.
     pub fn temp_path(&self) -> PathBuf {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        self.tmp.join(format!("{}-{n}.part", std::process::id()))
+        self.tmp.join(format!("{}-{n}.part", self.pid))
     }
 
     /// Create the directories above `relative` (a path under `web/`), refusing to pass
-    /// through a symlink: the tree is written only where it really is.
+    /// through a symlink: the tree is written only where it really is. `mkdir` comes first
+    /// because most levels (a file's own hash directory) are new; it never follows a symlink,
+    /// and an existing entry is then checked to be a real directory.
     pub fn create_parents(&self, relative: &str) -> std::io::Result<()> {
-        let mut dir = self.web.clone();
         let parts: Vec<&str> = relative.split('/').collect();
-        for part in &parts[..parts.len().saturating_sub(1)] {
+        let dirs = &parts[..parts.len().saturating_sub(1)];
+        let mut dir = self.web.clone();
+        for (depth, part) in dirs.iter().enumerate() {
             dir.push(part);
-            match std::fs::symlink_metadata(&dir) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(std::io::Error::other(format!(
-                        "{} is a symlink; pymirror does not follow symlinks inside the mirror tree",
-                        dir.display()
-                    )));
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    match std::fs::create_dir(&dir) {
-                        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-                        _ => {}
+            let key = dirs[..=depth].join("/");
+            let per_file = dirs[0] == "packages" && depth + 1 == dirs.len();
+            let remember = !per_file;
+            if remember && self.verified.lock().expect("verified").contains(&key) {
+                continue;
+            }
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let meta = std::fs::symlink_metadata(&dir)?;
+                    if meta.file_type().is_symlink() {
+                        return Err(std::io::Error::other(format!(
+                            "{} is a symlink; pymirror does not follow symlinks inside the mirror tree",
+                            dir.display()
+                        )));
                     }
                 }
                 Err(e) => return Err(e),
+            }
+            if remember {
+                self.verified.lock().expect("verified").insert(key);
             }
         }
         Ok(())

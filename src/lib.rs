@@ -3,6 +3,8 @@
 pub mod cli;
 pub mod config;
 pub mod download;
+pub mod dry_run;
+pub mod filter;
 pub mod hashing;
 pub mod index;
 pub mod layout;

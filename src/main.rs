@@ -35,11 +35,19 @@ fn main() -> ExitCode {
                 Ok(cfg) => cfg,
                 Err(code) => return code,
             };
-            let stop = Arc::new(AtomicBool::new(false));
-            runtime.spawn(watch_signals(stop.clone()));
             let options = pymirror::sync::Options {
                 allow_mass_delete: args.allow_mass_delete,
             };
+            if args.dry_run {
+                let mut out = std::io::stdout().lock();
+                return match runtime.block_on(pymirror::dry_run::run(&cfg, options, &mut out)) {
+                    Ok(report) if report.failures == 0 => ExitCode::SUCCESS,
+                    Ok(_) => ExitCode::from(1),
+                    Err(e) => fatal(format!("{e:#}")),
+                };
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            runtime.spawn(watch_signals(stop.clone()));
             match runtime.block_on(pymirror::sync::run(&cfg, options, multi.as_ref(), stop)) {
                 Ok(summary) => {
                     tracing::info!("{}", summary.line());

@@ -6,6 +6,10 @@
 //!   mirror holds but the listing lacks are queued too (their metadata fetch answers 404 and
 //!   the sync removes them). Used when configured, or when XML-RPC answers 404/405.
 //!
+//! With an allowlist of names only ([`Scope::only`]) the first run asks about those projects
+//! alone: `changelog_last_serial` for the feed serial (no listing), then the changelog as
+//! usual, whose rows for other projects the sync drops.
+//!
 //! The queue and the new feed serial are committed together ([`State::enqueue`]), so the
 //! feed is never read past work that was not saved.
 
@@ -72,17 +76,31 @@ impl Changes {
     }
 }
 
+/// What the filters let the plan ask about.
+#[derive(Debug, Default)]
+pub struct Scope {
+    /// An allowlist of names only: the projects the mirror can hold, all of them.
+    pub only: Option<Vec<ProjectName>>,
+    /// Read the full XML-RPC listing besides the changelog, to find projects a filter change
+    /// lets in (the PEP 691 root listing is read every run anyway).
+    pub relist: bool,
+}
+
 /// Ask upstream what changed since `since` (`None`: never synced).
 pub async fn plan(
     upstream: &Upstream,
     state: &Mutex<State>,
     feed: ChangeFeed,
     since: Option<Serial>,
+    scope: &Scope,
 ) -> anyhow::Result<Plan> {
+    if let (None, Some(names)) = (since, &scope.only) {
+        return Ok(first_run_of(upstream, feed, names).await?);
+    }
     match feed {
         ChangeFeed::Simple => from_simple_root(upstream, state, since).await,
-        ChangeFeed::XmlRpc => Ok(from_xmlrpc(upstream, since).await?),
-        ChangeFeed::Auto => match from_xmlrpc(upstream, since).await {
+        ChangeFeed::XmlRpc => Ok(from_xmlrpc(upstream, since, scope.relist).await?),
+        ChangeFeed::Auto => match from_xmlrpc(upstream, since, scope.relist).await {
             Err(e) if e.is_xmlrpc_unavailable() => {
                 tracing::info!("XML-RPC unavailable upstream ({e}); using the PEP 691 root index");
                 from_simple_root(upstream, state, since).await
@@ -92,7 +110,33 @@ pub async fn plan(
     }
 }
 
-async fn from_xmlrpc(upstream: &Upstream, since: Option<Serial>) -> Result<Plan, UpstreamError> {
+/// A first run with an allowlist of names: those projects, and the serial to follow the
+/// changelog from (without XML-RPC: 0, and the PEP 691 root index from the next run on).
+async fn first_run_of(
+    upstream: &Upstream,
+    feed: ChangeFeed,
+    names: &[ProjectName],
+) -> Result<Plan, UpstreamError> {
+    let feed_serial = match feed {
+        ChangeFeed::Simple => Serial(0),
+        ChangeFeed::XmlRpc => Serial(upstream.changelog_last_serial().await?),
+        ChangeFeed::Auto => match upstream.changelog_last_serial().await {
+            Err(e) if e.is_xmlrpc_unavailable() => Serial(0),
+            other => Serial(other?),
+        },
+    };
+    let mut changes = Changes::default();
+    for name in names {
+        changes.add(name.to_string(), Serial(0));
+    }
+    Ok(changes.into_plan(feed_serial))
+}
+
+async fn from_xmlrpc(
+    upstream: &Upstream,
+    since: Option<Serial>,
+    relist: bool,
+) -> Result<Plan, UpstreamError> {
     let mut changes = Changes::default();
     let Some(since) = since else {
         let listing = upstream.list_packages_with_serial().await?;
@@ -117,6 +161,11 @@ async fn from_xmlrpc(upstream: &Upstream, since: Option<Serial>) -> Result<Plan,
         // feed must not make us loop forever).
         if cursor == before {
             break;
+        }
+    }
+    if relist {
+        for (display, serial) in upstream.list_packages_with_serial().await? {
+            changes.add(display, Serial(serial));
         }
     }
     Ok(changes.into_plan(cursor))

@@ -1,11 +1,13 @@
 //! `pymirror sync`: one run, start to finish.
 //!
-//! lock → clear `tmp/`, empty `trash` → plan (change feed → `todo`) → for each queued
-//! project, concurrently: fetch metadata (reject stale) → validate → place every new file
+//! lock → clear `tmp/`, empty `trash` → a filter change? (mass-delete guard, requeue what it
+//! affects) → plan (change feed → `todo`, projects the filters leave out dropped) → for each
+//! queued project, concurrently: fetch metadata (reject stale) → validate → filter → place
+//! every new file
 //! (downloads share one `workers` bound across all projects) → write its page → record it and
 //! dequeue it → delete files nothing references any more. Then projects upstream removed
-//! (behind the mass-delete guard): forget them, rewrite the root page, delete their pages, then
-//! their files. Last, `status`.
+//! (behind the mass-delete guard) and projects the filters leave out: forget them, rewrite the
+//! root page, delete their pages, then their files. Last, `status`.
 //!
 //! A project whose metadata is stale or whose files fail stays queued with its error and is
 //! tried first next run; the others go on. Its old page keeps pointing at its old files.
@@ -22,13 +24,14 @@ use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::download::{DownloadError, Downloader, Placed, Target};
+use crate::filter::change::{FilterChange, Impact, Revisits};
 use crate::index::{IndexWriter, ProjectView};
 use crate::layout::Layout;
 use crate::lock::MirrorLock;
 use crate::metadata::{self, FileRecord, ProjectSnapshot};
 use crate::plan;
 use crate::progress::Progress;
-use crate::state::{State, Todo};
+use crate::state::{State, Todo, TodoCursor};
 use crate::types::Serial;
 use crate::upstream::{ProjectFetch, Upstream, retry};
 
@@ -93,6 +96,14 @@ enum Outcome {
     },
     /// Upstream answered 404: removed once the whole queue is through, behind the mass-delete guard.
     Gone(Todo),
+    /// The filters leave the project out (`why`): removed once the queue is through, with its
+    /// queue entry up to `serial`. Not guarded again: a filter change is guarded before it
+    /// is applied.
+    Excluded {
+        todo: Todo,
+        serial: Serial,
+        why: String,
+    },
     Failed {
         error: String,
         disk: bool,
@@ -119,7 +130,8 @@ impl Ctx {
 /// Per-run switches from the command line.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
-    /// Remove projects even when more than `max_deletions` are gone upstream.
+    /// Remove projects even when more than `max_deletions` are gone upstream (or a filter
+    /// change leaves them out).
     pub allow_mass_delete: bool,
 }
 
@@ -165,32 +177,50 @@ async fn run_locked(
     let mut summary = Summary::default();
 
     let since = lock(&state).changelog_serial()?;
-    let plan = plan::plan(&upstream, &state, cfg.change_feed, since)
-        .await
-        .map_err(|e| {
-            e.context("cannot read upstream's change feed; nothing was changed, try again later")
-        })?;
+    let filter_change = FilterChange::detect(lock(&state).filters()?.as_deref(), &cfg.filters);
+    if let Some(change) = &filter_change
+        && since.is_some()
+    {
+        tracing::info!("the filter configuration changed; weighing what it removes");
+        let impact = change.impact(&cfg.filters, &lock(&state))?;
+        guard_filter_change(cfg, options, &impact)?;
+    }
+    let plan = read_plan(cfg, &upstream, &state, since, filter_change.as_ref()).await?;
     for name in &plan.invalid_names {
         tracing::warn!("upstream lists {name:?}, which is not a valid project name; skipped");
     }
     summary.refused += plan.invalid_names.len() as u64;
-    if plan.unlisted > cfg.max_deletions && !options.allow_mass_delete {
-        anyhow::bail!(
-            "upstream's listing lacks {} projects this mirror holds, more than max_deletions = {}; \
-             nothing was changed. If upstream really removed them, run again with --allow-mass-delete",
-            plan.unlisted,
-            cfg.max_deletions
-        );
+    if let Some(why) = guard_unlisted(cfg, options, &plan) {
+        anyhow::bail!("{why}; nothing was changed");
     }
     let queued = lock(&state).enqueue(&plan.changes, plan.feed_serial)?;
-    let todo = lock(&state).todo()?;
+    if let Some(change) = &filter_change {
+        // After the feed's changes are queued: a crash in between re-detects the change.
+        let mut state = lock(&state);
+        let first_serial = Serial(plan.feed_serial.0.saturating_add(1));
+        let mut revisits = Revisits::default();
+        let mut requeued = 0;
+        while let Some(batch) =
+            change.next_revisits(&cfg.filters, &state, &mut revisits, first_serial)?
+        {
+            requeued += batch.len();
+            state.requeue(&batch)?;
+        }
+        state.set_filters(&cfg.filters.spec().to_canonical())?;
+        if since.is_some() {
+            tracing::info!(
+                "the filter configuration changed: {requeued} projects to look at again"
+            );
+        }
+    }
+    let pending = lock(&state).pending_count()?;
     tracing::info!(
         "upstream serial {}: {} changed projects queued, {} to sync",
         plan.feed_serial,
         queued,
-        todo.len()
+        pending
     );
-    progress.set_projects(todo.len() as u64);
+    progress.set_projects(pending);
 
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
@@ -213,11 +243,12 @@ async fn run_locked(
     let in_flight = cfg.metadata_workers + cfg.workers;
 
     let mut gone = Vec::new();
+    let mut excluded = Vec::new();
     let mut last_report = Instant::now();
-    let done_total = todo.len();
-    let mut done = 0usize;
+    let mut done = 0u64;
     let stop_flag = stop.clone();
-    let mut outcomes = futures::stream::iter(todo)
+    let queue_error = Arc::new(Mutex::new(None));
+    let mut outcomes = Box::pin(queue(state.clone(), queue_error.clone()))
         .take_while(move |_| futures::future::ready(!stop_flag.load(Ordering::Relaxed)))
         .map(|t| {
             let ctx = ctx.clone();
@@ -243,6 +274,7 @@ async fn run_locked(
                 summary.refused += refused;
             }
             Outcome::Gone(todo) => gone.push(todo),
+            Outcome::Excluded { todo, serial, why } => excluded.push((todo, serial, why)),
             Outcome::Failed { error, disk } => {
                 summary.projects_failed += 1;
                 if disk && summary.disk_error.is_none() {
@@ -260,13 +292,16 @@ async fn run_locked(
         if multi.is_none() && last_report.elapsed() >= Duration::from_secs(30) {
             last_report = Instant::now();
             tracing::info!(
-                "progress: {done}/{done_total} projects, {} files ({}) downloaded",
+                "progress: {done}/{pending} projects, {} files ({}) downloaded",
                 summary.files_downloaded,
                 HumanBytes(summary.bytes_downloaded)
             );
         }
     }
     progress.finish();
+    if let Some(e) = lock_slot(&queue_error).take() {
+        return Err(anyhow::Error::new(e).context("cannot read the queue of projects to sync"));
+    }
     summary.interrupted = stop.load(Ordering::Relaxed) && summary.disk_error.is_none();
 
     let mut state = lock(&state);
@@ -290,6 +325,17 @@ async fn run_locked(
                 );
                 summary.projects_removed += 1;
             }
+        }
+    }
+    for (todo, serial, why) in &excluded {
+        if state.remove_project(&todo.name, *serial)? {
+            tracing::info!(
+                "{}: left out by the filters ({why}); removing it from the mirror",
+                todo.name
+            );
+            summary.projects_removed += 1;
+        } else {
+            tracing::debug!("{}: left out by the filters ({why})", todo.name);
         }
     }
     summary.serial = state.fully_synced_serial()?;
@@ -320,7 +366,97 @@ async fn run_locked(
     Ok(summary)
 }
 
-fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+/// A filter change that would take more than `max_deletions` projects away stops the run
+/// before anything changes.
+pub(crate) fn guard_filter_change(
+    cfg: &Config,
+    options: Options,
+    impact: &Impact,
+) -> anyhow::Result<()> {
+    if impact.projects() > cfg.max_deletions as u64 && !options.allow_mass_delete {
+        anyhow::bail!(
+            "the filter configuration changed: it removes {} mirrored projects and leaves {} \
+             without any file ({} files, {}), more than max_deletions = {}; nothing was changed. \
+             Check [filters]; if this is what you want, run again with --allow-mass-delete",
+            impact.removed_projects,
+            impact.emptied_projects,
+            impact.files,
+            HumanBytes(impact.bytes),
+            cfg.max_deletions
+        );
+    }
+    Ok(())
+}
+
+/// A root listing that lacks more than `max_deletions` mirrored projects: why to stop.
+pub(crate) fn guard_unlisted(cfg: &Config, options: Options, plan: &plan::Plan) -> Option<String> {
+    (plan.unlisted > cfg.max_deletions && !options.allow_mass_delete).then(|| {
+        format!(
+            "upstream's listing lacks {} projects this mirror holds, more than max_deletions = {}. \
+             If upstream really removed them, run again with --allow-mass-delete",
+            plan.unlisted, cfg.max_deletions
+        )
+    })
+}
+
+/// Read the change feed in the filters' scope, dropping the projects they leave out.
+pub(crate) async fn read_plan(
+    cfg: &Config,
+    upstream: &Upstream,
+    state: &Mutex<State>,
+    since: Option<Serial>,
+    filter_change: Option<&FilterChange>,
+) -> anyhow::Result<plan::Plan> {
+    let only = cfg.filters.listed_projects();
+    // With an allowlist of names, projects newly listed are requeued by name instead.
+    let relist = since.is_some()
+        && only.is_none()
+        && filter_change.is_some_and(|c| c.may_add_projects(&cfg.filters));
+    let scope = plan::Scope { only, relist };
+    let mut plan = plan::plan(upstream, state, cfg.change_feed, since, &scope)
+        .await
+        .map_err(|e| {
+            e.context("cannot read upstream's change feed; nothing was changed, try again later")
+        })?;
+    plan.changes
+        .retain(|c| cfg.filters.allows_project(&c.name).is_ok());
+    Ok(plan)
+}
+
+/// The queue, read from the database a page at a time as the sync takes projects from it. A
+/// database error ends the stream and is left in `error`.
+fn queue(
+    state: Arc<Mutex<State>>,
+    error: Arc<Mutex<Option<crate::state::StateError>>>,
+) -> impl futures::Stream<Item = Todo> {
+    futures::stream::unfold(Some(TodoCursor::default()), move |cursor| {
+        let (state, error) = (state.clone(), error.clone());
+        async move {
+            let mut cursor = cursor?;
+            let page = tokio::task::spawn_blocking(move || {
+                let page = lock(&state).todo_page(&mut cursor, 1000);
+                (page, cursor)
+            })
+            .await
+            .expect("reading the queue panicked");
+            match page {
+                (Ok(page), _) if page.is_empty() => None,
+                (Ok(page), cursor) => Some((futures::stream::iter(page), Some(cursor))),
+                (Err(e), _) => {
+                    *lock_slot(&error) = Some(e);
+                    None
+                }
+            }
+        }
+    })
+    .flatten()
+}
+
+fn lock_slot<T>(slot: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    slot.lock().expect("slot lock poisoned")
+}
+
+pub(crate) fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state.lock().expect("state lock poisoned")
 }
 
@@ -342,11 +478,36 @@ async fn sync_project(ctx: &Arc<Ctx>, todo: Todo) -> Outcome {
 }
 
 async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome> {
-    let Some((mut snapshot, upstream_json)) = fetch_fresh(ctx, todo).await? else {
+    // Left out by name: no request at all.
+    if let Err(why) = ctx.cfg.filters.allows_project(&todo.name) {
+        return Ok(Outcome::Excluded {
+            todo: todo.clone(),
+            serial: Serial(u64::MAX),
+            why,
+        });
+    }
+    let fetched = fetch_fresh(
+        &ctx.cfg,
+        &ctx.upstream,
+        &ctx.metadata_permits,
+        &ctx.policy,
+        todo,
+    )
+    .await?;
+    let Some((mut snapshot, upstream_json)) = fetched else {
         return Ok(Outcome::Gone(todo.clone()));
     };
     for why in &snapshot.refused {
         tracing::warn!("{why}");
+    }
+    // Before anything is downloaded: what the filters leave out is never fetched, recorded
+    // or listed.
+    if let Err(why) = ctx.cfg.filters.apply(&mut snapshot) {
+        return Ok(Outcome::Excluded {
+            todo: todo.clone(),
+            serial: snapshot.serial,
+            why,
+        });
     }
     let mut refused = snapshot.refused.len() as u64;
 
@@ -376,18 +537,28 @@ async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome
         }
     }
     // Known to the database before they reach disk, so a project that fails or disappears
-    // after some of its files were placed cannot leave them behind unaccounted for.
+    // after some of its files were placed cannot leave them behind unaccounted for. In the
+    // same blocking call, which paths are empty (nothing there to adopt).
+    let mut absent = Vec::new();
     if !targets.is_empty() {
         let paths: Vec<String> = targets.iter().map(|(_, _, t)| t.relative.clone()).collect();
-        let (state, name) = (ctx.state.clone(), todo.name.clone());
-        tokio::task::spawn_blocking(move || lock(&state).stage(&name, &paths)).await??;
+        let (state, name, layout) = (ctx.state.clone(), todo.name.clone(), ctx.layout.clone());
+        absent = tokio::task::spawn_blocking(move || {
+            let absent: Vec<bool> = paths
+                .iter()
+                .map(|p| std::fs::symlink_metadata(layout.web_path(p)).is_err())
+                .collect();
+            lock(&state).stage(&name, &paths).map(|()| absent)
+        })
+        .await??;
     }
     let tasks: Vec<_> = targets
         .into_iter()
-        .map(|(i, sidecar, target)| {
+        .zip(absent)
+        .map(|((i, sidecar, target), absent)| {
             let (downloader, progress) = (ctx.downloader.clone(), ctx.progress.clone());
             let task = tokio::spawn(async move {
-                let placed = downloader.place(&target).await;
+                let placed = downloader.place(&target, absent).await;
                 if placed.is_ok() && !sidecar {
                     progress.file_done();
                 }
@@ -404,11 +575,12 @@ async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome
                 bytes += n;
             }
             Ok(Placed::Adopted) => {}
-            // A sidecar upstream advertises but does not serve is simply not advertised here.
             // A sidecar upstream advertises but does not serve, or serves with other bytes than
             // it promised, is simply not advertised here; the file itself is fine. A bad one
-            // counts as refused, so the run says something is wrong upstream.
-            Err(e) if sidecar && (e.is_not_found() || !e.is_disk()) => {
+            // counts as refused, so the run says something is wrong upstream. One that could
+            // not be fetched (network, 5xx after retries) fails the project like a file would,
+            // so the next run tries it again instead of never advertising it.
+            Err(e) if sidecar && (e.is_not_found() || e.is_refusal()) => {
                 tracing::warn!(
                     "{}: {e}; its core metadata will not be advertised",
                     snapshot.name
@@ -439,23 +611,25 @@ async fn try_sync_project(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome
 /// Metadata at least as new as the serial the feed promised, retrying stale CDN answers with
 /// a cache-busting query. `None`: upstream has no such project. With `json = true`, also
 /// upstream's JSON API document, for the JSON API mirror.
-async fn fetch_fresh(
-    ctx: &Ctx,
+pub(crate) async fn fetch_fresh(
+    cfg: &Config,
+    upstream: &Upstream,
+    permits: &Semaphore,
+    policy: &metadata::UrlPolicy,
     todo: &Todo,
 ) -> anyhow::Result<Option<(ProjectSnapshot, Option<serde_json::Value>)>> {
     let mut attempt = 0;
     loop {
         let (json, page) = {
-            let _permit = ctx.metadata_permits.acquire().await?;
+            let _permit = permits.acquire().await?;
             let bust = (attempt > 0).then_some(todo.serial.0);
             let page = async {
-                match ctx.cfg.simple_json {
-                    true => ctx.upstream.project_page(&todo.name, bust).await,
+                match cfg.simple_json {
+                    true => upstream.project_page(&todo.name, bust).await,
                     false => Ok(None),
                 }
             };
-            let (json, page) =
-                tokio::join!(ctx.upstream.project_json(&todo.display_name, bust), page);
+            let (json, page) = tokio::join!(upstream.project_json(&todo.display_name, bust), page);
             (json?, page?)
         };
         let json_serial = match &json {
@@ -486,8 +660,10 @@ async fn fetch_fresh(
                 ProjectFetch::Found {
                     json, url, body, ..
                 } => {
-                    let raw = if ctx.cfg.json {
-                        Some(serde_json::from_slice(&body)?)
+                    let raw = if cfg.json {
+                        Some(serde_json::from_slice(&body).map_err(|e| {
+                            anyhow::anyhow!("{url}: invalid JSON for the JSON API mirror: {e}")
+                        })?)
                     } else {
                         None
                     };
@@ -500,11 +676,11 @@ async fn fetch_fresh(
                 page: page.zip(page_url.as_ref()),
             };
             return Ok(Some((
-                metadata::snapshot(&todo.name, &todo.display_name, answers, serial, &ctx.policy)?,
+                metadata::snapshot(&todo.name, &todo.display_name, answers, serial, policy)?,
                 raw,
             )));
         };
-        if attempt >= ctx.cfg.stale_retries {
+        if attempt >= cfg.stale_retries {
             anyhow::bail!(
                 "upstream metadata is stale (serial {serial}, expected at least {}) after {} attempts",
                 todo.serial,
@@ -516,7 +692,7 @@ async fn fetch_fresh(
             todo.name,
             todo.serial
         );
-        tokio::time::sleep(retry::backoff(ctx.upstream.retry_delay(), attempt)).await;
+        tokio::time::sleep(retry::backoff(upstream.retry_delay(), attempt)).await;
         attempt += 1;
     }
 }
@@ -546,7 +722,12 @@ fn commit_project(
     let json_api = match upstream_json {
         Some(doc) => Some(
             index
-                .write_json_api(&snapshot.name, doc, &view.files().collect::<Vec<_>>())?
+                .write_json_api(
+                    &snapshot.name,
+                    doc,
+                    &snapshot.versions,
+                    &view.files().collect::<Vec<_>>(),
+                )?
                 .to_hex(),
         ),
         // No JSON API answer (quarantined, or upstream has none): an old document must not

@@ -265,6 +265,37 @@ fn a_sidecar_upstream_does_not_serve_or_corrupts_is_not_advertised() {
 }
 
 #[test]
+fn a_sidecar_that_fails_for_now_keeps_its_project_queued_until_it_is_mirrored() {
+    let up = FakeUpstream::start();
+    up.add_file(
+        "flaky",
+        "1.0",
+        "flaky-1.0-py3-none-any.whl",
+        b"f".to_vec(),
+        FileOpts {
+            metadata: Some(METADATA.to_vec()),
+            ..FileOpts::default()
+        },
+    );
+    // More 503s than one run retries (TEST_SETTINGS keeps the default 3 retries).
+    up.fail_downloads("flaky-1.0-py3-none-any.whl.metadata", 503, 4);
+    let mirror = Mirror::new(&up.url());
+    let run = mirror.sync();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        mirror.page("flaky").is_none(),
+        "published without its sidecar"
+    );
+
+    // No upstream change: the next run still finishes it, sidecar advertised.
+    mirror.sync().assert_ok();
+    assert_eq!(
+        json(&mirror, "simple/flaky/index.v1_json")["files"][0]["core-metadata"]["sha256"],
+        sha256(METADATA)
+    );
+}
+
+#[test]
 fn formats_json_api_mirror_root_uri_and_determinism() {
     let up = FakeUpstream::start();
     publish(&up);

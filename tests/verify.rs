@@ -470,7 +470,7 @@ fn exit_codes_and_one_line_errors() {
 fn verify_with_env(mirror: &Mirror, args: &[&str], key: &str, value: &str) -> Run {
     let mut all = vec!["verify", "--config", mirror.config.to_str().unwrap()];
     all.extend_from_slice(args);
-    mirror.run_with_env(&all, &[(key, value)])
+    mirror.run_env(&all, &[("NO_PROXY", "*"), (key, value)])
 }
 
 #[test]
@@ -763,4 +763,38 @@ fn an_unreachable_upstream_leaves_the_comparison_to_resume() {
         "the local checks were done"
     );
     assert_eq!(report["projects_compared"], 4);
+}
+
+#[test]
+fn what_the_filters_leave_out_is_neither_missing_nor_drift() {
+    let settings = format!(
+        "{TEST_SETTINGS}\n[filters]\nblocklist = [\"gamma\"]\nexclude_versions = [\"^2\\\\.\"]\n"
+    );
+    let up = FakeUpstream::start();
+    publish(&up);
+    up.add_release("Beta", "2.0", &[("beta-2.0.tar.gz", b"beta two".to_vec())]);
+    let mirror = Mirror::with_settings(&up.url(), &settings);
+    mirror.sync().assert_ok();
+    assert!(!mirror.web().join("simple/gamma").exists());
+    assert!(!mirror.dir.join(file_path(&up, "beta-2.0.tar.gz")).exists());
+    assert_clean(&mirror, &["--hash", "--upstream"]);
+
+    // A filter the mirror has not been synced with yet: the project it now leaves out drifts.
+    std::fs::write(
+        &mirror.config,
+        std::fs::read_to_string(&mirror.config).unwrap().replace(
+            "blocklist = [\"gamma\"]",
+            "blocklist = [\"gamma\", \"alpha\"]",
+        ),
+    )
+    .unwrap();
+    let report = json_report(&mirror.verify(&["--upstream", "--json"]));
+    assert_eq!(
+        problems(&report),
+        [("drift".to_owned(), "web/simple/alpha/".to_owned())]
+    );
+    assert_eq!(
+        report["problems"][0]["detail"],
+        "the filters leave this project out: it is in the blocklist"
+    );
 }

@@ -1,5 +1,6 @@
 //! The optional JSON API mirror (`json = true`): upstream's `/pypi/<name>/json` answer, with
-//! every file URL pointing into this mirror and only the files the mirror holds listed.
+//! every file URL pointing into this mirror, and only the releases the filters keep and the
+//! files the mirror holds listed.
 
 use std::collections::HashMap;
 
@@ -8,7 +9,12 @@ use serde_json::Value;
 use super::Links;
 use crate::metadata::FileRecord;
 
-pub fn rewrite(upstream: &Value, held: &[&FileRecord], links: &Links) -> Vec<u8> {
+pub fn rewrite(
+    upstream: &Value,
+    versions: &[String],
+    held: &[&FileRecord],
+    links: &Links,
+) -> Vec<u8> {
     let held: HashMap<&str, &FileRecord> = held.iter().map(|f| (f.filename.as_str(), *f)).collect();
     let mut doc = upstream.clone();
     let fix = |files: &mut Value| {
@@ -37,6 +43,7 @@ pub fn rewrite(upstream: &Value, held: &[&FileRecord], links: &Links) -> Vec<u8>
         }
     };
     if let Some(Value::Object(releases)) = doc.get_mut("releases") {
+        releases.retain(|version, _| versions.contains(version));
         releases.values_mut().for_each(fix);
     }
     if let Some(urls) = doc.get_mut("urls") {

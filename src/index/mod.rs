@@ -206,17 +206,19 @@ impl<'a> IndexWriter<'a> {
         Ok(())
     }
 
-    /// The optional JSON API mirror: `json/<name>` and `pypi/<name>/json`. Returns the
-    /// SHA-256 of `json/<name>` as written, for `pymirror verify`.
+    /// The optional JSON API mirror: `json/<name>` and `pypi/<name>/json`, listing only the
+    /// releases in `versions` (those the filters keep) and the files the mirror holds.
+    /// Returns the SHA-256 of `json/<name>` as written, for `pymirror verify`.
     pub fn write_json_api(
         &self,
         name: &ProjectName,
         upstream: &serde_json::Value,
+        versions: &[String],
         held: &[&FileRecord],
     ) -> std::io::Result<Sha256> {
         let mut digest = None;
         for (dest, links) in self.json_api_docs(name) {
-            let body = json_api::rewrite(upstream, held, &links);
+            let body = json_api::rewrite(upstream, versions, held, &links);
             digest.get_or_insert_with(|| crate::hashing::sha256(&body));
             self.layout.write_if_changed(&dest, &body, self.fsync)?;
         }

@@ -33,6 +33,14 @@ pub enum StateError {
     },
     #[error("state database holds an invalid row: {0}; restore the database from a backup")]
     Corrupt(String),
+    #[error(
+        "state database {path} has schema version {found}, this pymirror expects {known}; run a real `pymirror sync` with this version once (or use the pymirror that wrote it)"
+    )]
+    Schema {
+        path: String,
+        found: i64,
+        known: i64,
+    },
 }
 
 // Not `#[from]`: that would also make it the error's source and print the cause twice.
@@ -51,6 +59,14 @@ pub struct Todo {
     pub display_name: String,
     pub serial: Serial,
     pub attempts: u32,
+}
+
+/// Where a walk of the queue stands: projects that failed before, then the others, each in
+/// name order.
+#[derive(Debug, Clone, Default)]
+pub struct TodoCursor {
+    fresh: bool,
+    after: String,
 }
 
 /// A change the feed reported: `name` must be mirrored at `serial` or later; the oldest of
@@ -86,8 +102,60 @@ pub struct RunRecord {
 }
 
 const CHANGELOG_SERIAL: &str = "changelog_serial";
+/// The canonical filter configuration the mirror was last evaluated against.
+const FILTERS: &str = "filters";
 
 impl State {
+    /// Open the database read-only, for `sync --dry-run`: nothing is written, not even a
+    /// migration (a database behind this pymirror's schema is refused).
+    ///
+    /// A read-only reader of a WAL database creates the `-wal` and `-shm` files when they are
+    /// missing (no writer has it open) and cannot remove them. Then the database is opened
+    /// `immutable` instead, which creates nothing; should a sync start and checkpoint during
+    /// the read, the reader may fail ("malformed"), never the sync: it writes nothing.
+    pub fn open_read_only(path: &Path) -> Result<State> {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let in_use = Path::new(&wal).exists();
+        // A file: URI (percent-encoded, so any path works); relative paths made absolute.
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let uri = url::Url::from_file_path(&absolute)
+            .map_err(|()| StateError::Sql(rusqlite::Error::InvalidPath(absolute.clone())))?;
+        let uri = match in_use {
+            true => format!("{uri}?mode=ro"),
+            false => format!("{uri}?mode=ro&immutable=1"),
+        };
+        let conn = Connection::open_with_flags(
+            uri,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                | rusqlite::OpenFlags::SQLITE_OPEN_URI
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch("PRAGMA busy_timeout = 10000;")?;
+        let found: i64 = conn
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(0);
+        if found != migrate::latest() {
+            return Err(StateError::Schema {
+                path: path.display().to_string(),
+                found,
+                known: migrate::latest(),
+            });
+        }
+        Ok(State { conn })
+    }
+
+    /// An empty database in memory (a dry run on a mirror that has never synced).
+    pub fn in_memory() -> Result<State> {
+        let mut conn = Connection::open_in_memory()?;
+        migrate::apply(&mut conn)?;
+        Ok(State { conn })
+    }
+
     pub fn open(path: &Path) -> Result<State> {
         let mut conn = Connection::open(path)?;
         // WAL: readers (status, verify) never block the writer; NORMAL is durable at each
@@ -179,64 +247,125 @@ impl State {
     /// serial to `feed_serial`, atomically.
     pub fn enqueue(&mut self, changes: &[Change], feed_serial: Serial) -> Result<usize> {
         let tx = self.conn.transaction()?;
-        let mut queued = 0;
-        {
-            let mut have = tx.prepare_cached("SELECT serial FROM projects WHERE name = ?1")?;
-            let mut put = tx.prepare_cached(
-                "INSERT INTO todo (name, display_name, serial, first_serial) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (name) DO UPDATE SET serial = MAX(serial, excluded.serial),
-                     first_serial = MIN(COALESCE(first_serial, serial), excluded.first_serial),
-                     display_name = excluded.display_name",
-            )?;
-            for c in changes {
-                let mirrored: Option<i64> =
-                    have.query_row([c.name.as_str()], |r| r.get(0)).optional()?;
-                if mirrored.is_some_and(|s| Serial::from_db(s) >= c.serial) {
-                    continue;
-                }
-                put.execute(params![
-                    c.name.as_str(),
-                    c.display_name,
-                    c.serial.to_db(),
-                    c.first_serial.to_db()
-                ])?;
-                queued += 1;
-            }
-        }
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![CHANGELOG_SERIAL, feed_serial.0.to_string()],
-        )?;
+        let queued = put_todo(&tx, changes, true)?;
+        put_meta(&tx, CHANGELOG_SERIAL, &feed_serial.0.to_string())?;
         tx.commit()?;
         Ok(queued)
     }
 
-    /// Queued projects, those that failed before first so a stubborn one is retried early.
-    pub fn todo(&self) -> Result<Vec<Todo>> {
-        let mut stmt = self
+    /// The filter configuration (canonical text) the mirror was last evaluated against;
+    /// `None` before the first sync with a pymirror that has filters.
+    pub fn filters(&self) -> Result<Option<String>> {
+        Ok(self
             .conn
-            .prepare("SELECT name, display_name, serial, attempts FROM todo ORDER BY attempts > 0 DESC, name")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
+            .query_row("SELECT value FROM meta WHERE key = ?1", [FILTERS], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    pub fn set_filters(&mut self, canonical: &str) -> Result<()> {
+        put_meta(&self.conn, FILTERS, canonical)
+    }
+
+    /// Queue projects whatever serial they are mirrored at (a filter change makes the sync
+    /// look at them again), merging with what is already queued for them.
+    pub fn requeue(&mut self, changes: &[Change]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        put_todo(&tx, changes, false)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Mirrored projects named after `after`, in name order, at most `limit`: (name, display
+    /// name, serial). Paging keeps memory bounded over the whole mirror.
+    pub fn projects_after(
+        &self,
+        after: Option<&ProjectName>,
+        limit: usize,
+    ) -> Result<Vec<(ProjectName, String, Serial)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, display_name, serial FROM projects WHERE name > ?1 ORDER BY name LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(
+            params![after.map_or("", ProjectName::as_str), limit as i64],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?)),
+        )?;
         let mut out = Vec::new();
         for row in rows {
-            let (name, display_name, serial, attempts) = row?;
+            let (name, display, serial) = row?;
             let name = ProjectName::new(&name).map_err(|e| StateError::Corrupt(e.to_string()))?;
-            out.push(Todo {
-                name,
-                display_name,
-                serial: Serial::from_db(serial),
-                attempts: attempts as u32,
-            });
+            out.push((name, display, Serial::from_db(serial)));
         }
         Ok(out)
+    }
+
+    /// The versions recorded for a project (the releases its pages list).
+    pub fn project_versions(&self, name: &ProjectName) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT r.version FROM releases r JOIN projects p ON p.id = r.project_id
+             WHERE p.name = ?1 ORDER BY r.version",
+        )?;
+        let rows = stmt.query_map([name.as_str()], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Queued projects, those that failed before first so a stubborn one is retried early.
+    pub fn todo(&self) -> Result<Vec<Todo>> {
+        let mut cursor = TodoCursor::default();
+        let mut out = Vec::new();
+        loop {
+            let page = self.todo_page(&mut cursor, 10_000)?;
+            if page.is_empty() {
+                return Ok(out);
+            }
+            out.extend(page);
+        }
+    }
+
+    /// The next `limit` queued projects in [`State::todo`]'s order, an empty page at the end.
+    /// A first full sync queues every project upstream has, so the sync walks the queue a
+    /// page at a time instead of holding it. Projects that fail during the walk are not met
+    /// again; projects queued behind the cursor are left for the next run.
+    pub fn todo_page(&self, cursor: &mut TodoCursor, limit: usize) -> Result<Vec<Todo>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, display_name, serial, attempts FROM todo
+             WHERE (attempts = 0) = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+        )?;
+        loop {
+            let rows = stmt.query_map(params![cursor.fresh, cursor.after, limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (name, display_name, serial, attempts) = row?;
+                let name =
+                    ProjectName::new(&name).map_err(|e| StateError::Corrupt(e.to_string()))?;
+                out.push(Todo {
+                    name,
+                    display_name,
+                    serial: Serial::from_db(serial),
+                    attempts: attempts as u32,
+                });
+            }
+            match out.last() {
+                Some(last) => {
+                    cursor.after = last.name.to_string();
+                    return Ok(out);
+                }
+                None if cursor.fresh => return Ok(out),
+                None => {
+                    // The failed ones are through: now those never tried.
+                    cursor.fresh = true;
+                    cursor.after.clear();
+                }
+            }
+        }
     }
 
     pub fn record_failure(&mut self, name: &ProjectName, error: &str) -> Result<()> {
@@ -565,6 +694,49 @@ impl State {
     }
 }
 
+fn put_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// Queue `changes`, merging with what is queued (newest serial, oldest first serial);
+/// `skip_mirrored`: leave out those mirrored at their serial already. How many were queued.
+fn put_todo(
+    tx: &rusqlite::Transaction<'_>,
+    changes: &[Change],
+    skip_mirrored: bool,
+) -> Result<usize> {
+    let mut have = tx.prepare_cached("SELECT serial FROM projects WHERE name = ?1")?;
+    let mut put = tx.prepare_cached(
+        "INSERT INTO todo (name, display_name, serial, first_serial) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET serial = MAX(serial, excluded.serial),
+             first_serial = MIN(COALESCE(first_serial, serial), excluded.first_serial),
+             display_name = excluded.display_name",
+    )?;
+    let mut queued = 0;
+    for c in changes {
+        if skip_mirrored {
+            let mirrored: Option<i64> =
+                have.query_row([c.name.as_str()], |r| r.get(0)).optional()?;
+            if mirrored.is_some_and(|s| Serial::from_db(s) >= c.serial) {
+                continue;
+            }
+        }
+        put.execute(params![
+            c.name.as_str(),
+            c.display_name,
+            c.serial.to_db(),
+            c.first_serial.to_db()
+        ])?;
+        queued += 1;
+    }
+    Ok(queued)
+}
+
 /// The project's staged paths, dropping them from `staged`; those no file row references are
 /// returned for `trash`.
 fn unstaged(tx: &rusqlite::Transaction<'_>, name: &ProjectName) -> Result<Vec<String>> {
@@ -625,4 +797,48 @@ fn unreferenced(tx: &rusqlite::Transaction<'_>, paths: Vec<(String, bool)>) -> R
         }
     }
     Ok(gone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(name: &str, serial: u64) -> Change {
+        Change {
+            name: ProjectName::new(name).unwrap(),
+            display_name: name.to_owned(),
+            serial: Serial(serial),
+            first_serial: Serial(serial),
+        }
+    }
+
+    fn names(page: &[Todo]) -> Vec<&str> {
+        page.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    #[test]
+    fn the_queue_is_walked_a_page_at_a_time_failed_projects_first() {
+        let mut state = State::in_memory().unwrap();
+        let all = ["a", "b", "c", "d", "e"];
+        let changes: Vec<Change> = all.iter().map(|n| change(n, 7)).collect();
+        state.enqueue(&changes, Serial(7)).unwrap();
+        state
+            .record_failure(&ProjectName::new("d").unwrap(), "x")
+            .unwrap();
+        state
+            .record_failure(&ProjectName::new("b").unwrap(), "x")
+            .unwrap();
+
+        let mut cursor = TodoCursor::default();
+        assert_eq!(names(&state.todo_page(&mut cursor, 3).unwrap()), ["b", "d"]);
+        assert_eq!(names(&state.todo_page(&mut cursor, 2).unwrap()), ["a", "c"]);
+        // A project failing during the walk is not met again.
+        state
+            .record_failure(&ProjectName::new("c").unwrap(), "x")
+            .unwrap();
+        assert_eq!(names(&state.todo_page(&mut cursor, 2).unwrap()), ["e"]);
+        assert!(state.todo_page(&mut cursor, 2).unwrap().is_empty());
+        assert!(state.todo_page(&mut cursor, 2).unwrap().is_empty());
+        assert_eq!(names(&state.todo().unwrap()), ["b", "c", "d", "a", "e"]);
+    }
 }

@@ -177,15 +177,6 @@ impl State {
             .is_some())
     }
 
-    /// Up to `limit` project names after `after`, in order.
-    pub fn project_names_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT name FROM projects WHERE name > ?1 ORDER BY name LIMIT ?2")?;
-        let rows = stmt.query_map(params![after.unwrap_or(""), limit as i64], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
     pub fn stored_project(&self, name: &ProjectName) -> Result<Option<StoredProject>> {
         let row = self
             .conn
@@ -257,21 +248,6 @@ impl State {
             }
         }
         Ok(out)
-    }
-
-    /// Queue a project for the next sync (at least at `serial`), as if the feed had said so.
-    pub fn requeue(
-        &mut self,
-        name: &ProjectName,
-        display_name: &str,
-        serial: Serial,
-    ) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO todo (name, display_name, serial, first_serial) VALUES (?1, ?2, ?3, ?3)
-             ON CONFLICT (name) DO UPDATE SET serial = MAX(serial, excluded.serial)",
-            params![name.as_str(), display_name, serial.to_db()],
-        )?;
-        Ok(())
     }
 
     /// Record what the JSON API mirror holds for a project: `Some(digest)` of `web/json/<name>`

@@ -79,6 +79,17 @@ impl Resolve for PublicOnly {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_resolver_refuses_a_name_that_resolves_only_inside() {
+        let name: Name = "localhost".parse().unwrap();
+        let err = PublicOnly
+            .resolve(name)
+            .await
+            .err()
+            .expect("localhost refused");
+        assert!(err.to_string().contains("internal addresses"), "{err}");
+    }
+
     #[test]
     fn classifies_internal_ranges() {
         for internal in [

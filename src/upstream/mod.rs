@@ -37,7 +37,7 @@ pub const USER_AGENT: &str = concat!(
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("{url}: {error}")]
+    #[error("{url}: {}", describe(.error))]
     Http { url: String, error: reqwest::Error },
     #[error("{url}: upstream answered {status}")]
     Status { url: String, status: StatusCode },
@@ -72,6 +72,34 @@ pub enum ProjectFetch {
     },
     /// 404: no such project, or one without releases.
     NotFound,
+}
+
+/// A complete answer to a metadata request.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    /// After redirects.
+    url: Url,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn success(self, asked: &Url) -> Result<Answer, UpstreamError> {
+        match self.status.is_success() {
+            true => Ok(self),
+            false => Err(UpstreamError::Status {
+                url: asked.to_string(),
+                status: self.status,
+            }),
+        }
+    }
+}
+
+/// Why an attempt failed, and whether another may succeed.
+enum Retry {
+    Status(StatusCode, Option<Duration>),
+    Error(UpstreamError),
+    Final(reqwest::Error),
 }
 
 pub struct Upstream {
@@ -142,31 +170,67 @@ impl Upstream {
         Url::parse(&format!("{base}{path}")).expect("master is a valid base URL")
     }
 
-    /// Send with retries on connection errors, timeouts, 5xx and 429; any other answer is final.
-    async fn send(
+    /// One metadata request, whole: status, headers, final URL and body. Connection errors,
+    /// timeouts, a body cut short, 5xx and 429 are retried (honouring `Retry-After`); any other
+    /// answer, and a body over the cap, is final.
+    async fn fetch(
         &self,
         url: &Url,
         build: impl Fn() -> RequestBuilder,
-    ) -> Result<Response, UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
         let mut attempt = 0;
         loop {
             self.rate.wait().await;
-            let _host = self.hosts.acquire(url).await;
-            let wait = match build().send().await {
-                Ok(resp) if retry::is_transient(resp.status()) && attempt < self.retries => {
-                    retry::retry_after(resp.headers())
-                        .unwrap_or_else(|| retry::backoff(self.retry_delay, attempt))
+            let result = {
+                let _host = self.hosts.acquire(url).await;
+                match build().send().await {
+                    Ok(resp) if retry::is_transient(resp.status()) => Err(Retry::Status(
+                        resp.status(),
+                        retry::retry_after(resp.headers()),
+                    )),
+                    Ok(resp) => {
+                        let (status, headers, final_url) =
+                            (resp.status(), resp.headers().clone(), resp.url().clone());
+                        match self.body(url, resp).await {
+                            Ok(body) => Ok(Answer {
+                                status,
+                                headers,
+                                url: final_url,
+                                body,
+                            }),
+                            Err(e @ UpstreamError::TooLarge { .. }) => return Err(e),
+                            Err(e) => Err(Retry::Error(e)),
+                        }
+                    }
+                    Err(e) if e.is_redirect() || e.is_builder() => Err(Retry::Final(e)),
+                    Err(e) => Err(Retry::Error(UpstreamError::Http {
+                        url: url.to_string(),
+                        error: e,
+                    })),
                 }
-                Ok(resp) => return Ok(resp),
-                Err(e) if attempt < self.retries && !e.is_redirect() && !e.is_builder() => {
-                    tracing::debug!("{url}: {e}; retrying");
-                    retry::backoff(self.retry_delay, attempt)
-                }
-                Err(error) => {
+            };
+            let wait = match result {
+                Ok(answer) => return Ok(answer),
+                Err(Retry::Final(error)) => {
                     return Err(UpstreamError::Http {
                         url: url.to_string(),
                         error,
                     });
+                }
+                Err(Retry::Status(status, _)) if attempt >= self.retries => {
+                    return Err(UpstreamError::Status {
+                        url: url.to_string(),
+                        status,
+                    });
+                }
+                Err(Retry::Error(e)) if attempt >= self.retries => return Err(e),
+                Err(Retry::Status(status, after)) => {
+                    tracing::debug!("{url}: upstream answered {status}; retrying");
+                    after.unwrap_or_else(|| retry::backoff(self.retry_delay, attempt))
+                }
+                Err(Retry::Error(e)) => {
+                    tracing::debug!("{e}; retrying");
+                    retry::backoff(self.retry_delay, attempt)
                 }
             };
             attempt += 1;
@@ -202,21 +266,16 @@ impl Upstream {
     async fn xmlrpc(&self, method: &str, params: &[Value]) -> Result<Value, UpstreamError> {
         let url = self.endpoint("/pypi");
         let call = xmlrpc::method_call(method, params);
-        let resp = self
-            .send(&url, || {
+        let answer = self
+            .fetch(&url, || {
                 self.metadata
                     .post(url.clone())
                     .header(CONTENT_TYPE, "text/xml")
                     .body(call.clone())
             })
-            .await?;
-        if !resp.status().is_success() {
-            return Err(UpstreamError::Status {
-                url: url.to_string(),
-                status: resp.status(),
-            });
-        }
-        let body = self.body(&url, resp).await?;
+            .await?
+            .success(&url)?;
+        let body = answer.body;
         let text = String::from_utf8_lossy(&body);
         xmlrpc::parse_response(&text).map_err(|error| UpstreamError::XmlRpc {
             url: url.to_string(),
@@ -257,15 +316,15 @@ impl Upstream {
 
     pub async fn simple_root(&self) -> Result<RootIndex, UpstreamError> {
         let url = self.endpoint("/simple/");
-        let resp = self
-            .send(&url, || {
+        let answer = self
+            .fetch(&url, || {
                 self.metadata
                     .get(url.clone())
                     .header(ACCEPT, simple::ACCEPT_JSON)
             })
-            .await?;
-        let (body, _) = self.ok_body(&url, resp).await?;
-        parse_json(&url, &body)
+            .await?
+            .success(&url)?;
+        parse_json(&url, &answer.body)
     }
 
     /// `GET /pypi/<name>/json`; `cache_bust` adds a query string so a CDN cannot answer from
@@ -279,19 +338,18 @@ impl Upstream {
         if let Some(n) = cache_bust {
             url.set_query(Some(&format!("serial={n}")));
         }
-        let resp = self.send(&url, || self.metadata.get(url.clone())).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
+        let answer = self.fetch(&url, || self.metadata.get(url.clone())).await?;
+        if answer.status == StatusCode::NOT_FOUND {
             return Ok(ProjectFetch::NotFound);
         }
-        let final_url = resp.url().clone();
-        let (body, headers) = self.ok_body(&url, resp).await?;
-        let json: ProjectJson = parse_json(&url, &body)?;
-        let serial = last_serial(&headers).or(json.last_serial);
+        let answer = answer.success(&url)?;
+        let json: ProjectJson = parse_json(&url, &answer.body)?;
+        let serial = last_serial(&answer.headers).or(json.last_serial);
         Ok(ProjectFetch::Found {
             json,
             serial,
-            url: final_url,
-            body,
+            url: answer.url,
+            body: answer.body,
         })
     }
 
@@ -307,48 +365,53 @@ impl Upstream {
         if let Some(n) = cache_bust {
             url.set_query(Some(&format!("serial={n}")));
         }
-        let resp = self
-            .send(&url, || {
+        let answer = self
+            .fetch(&url, || {
                 self.metadata
                     .get(url.clone())
                     .header(ACCEPT, simple::ACCEPT_JSON)
             })
             .await?;
         if matches!(
-            resp.status(),
+            answer.status,
             StatusCode::NOT_FOUND | StatusCode::NOT_ACCEPTABLE
         ) {
             return Ok(None);
         }
-        let final_url = resp.url().clone();
-        let is_json = resp
-            .headers()
+        let answer = answer.success(&url)?;
+        let is_json = answer
+            .headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.contains("json"));
-        let (body, headers) = self.ok_body(&url, resp).await?;
         if !is_json {
             return Ok(None);
         }
-        let page: ProjectPage = parse_json(&url, &body)?;
-        let serial = last_serial(&headers).or(page.meta.last_serial);
-        Ok(Some((page, serial, final_url)))
+        let page: ProjectPage = parse_json(&url, &answer.body)?;
+        let serial = last_serial(&answer.headers).or(page.meta.last_serial);
+        Ok(Some((page, serial, answer.url)))
     }
+}
 
-    async fn ok_body(
-        &self,
-        url: &Url,
-        resp: Response,
-    ) -> Result<(Vec<u8>, HeaderMap), UpstreamError> {
-        if !resp.status().is_success() {
-            return Err(UpstreamError::Status {
-                url: url.to_string(),
-                status: resp.status(),
-            });
+/// reqwest's own message ("error sending request for url (…)") with its causes, which say
+/// what happened: connection refused, timed out, a redirect refused and why.
+pub fn describe(error: &reqwest::Error) -> String {
+    // The URL is already in our own message.
+    let full = error.to_string();
+    let mut out = match full.split_once(" for url (") {
+        Some((head, _)) => head.to_owned(),
+        None => full,
+    };
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
         }
-        let headers = resp.headers().clone();
-        Ok((self.body(url, resp).await?, headers))
+        cause = c.source();
     }
+    out
 }
 
 fn last_serial(headers: &HeaderMap) -> Option<u64> {
@@ -371,21 +434,21 @@ fn parse_json<T: serde::de::DeserializeOwned>(url: &Url, body: &[u8]) -> Result<
 
 fn same_host_redirects() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
-        let first_host = attempt
-            .previous()
-            .first()
-            .and_then(|u| u.host_str())
-            .map(str::to_owned);
+        // Host and port: another port on the same host is another server.
+        let origin = |u: &Url| (u.host_str().map(str::to_owned), u.port_or_known_default());
+        let first = attempt.previous().first().map(origin);
         let downgrade = attempt
             .previous()
             .last()
             .is_some_and(|u| u.scheme() == "https")
             && attempt.url().scheme() != "https";
-        if attempt.previous().len() > 5 {
+        if attempt.previous().contains(attempt.url()) {
+            attempt.error("redirect loop")
+        } else if attempt.previous().len() > 5 {
             attempt.error("too many redirects")
         } else if downgrade {
             attempt.error("redirect from https to plain http refused")
-        } else if attempt.url().host_str().map(str::to_owned) != first_host {
+        } else if first != Some(origin(attempt.url())) {
             attempt.error("redirect to another host refused")
         } else {
             attempt.follow()

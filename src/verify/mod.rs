@@ -393,6 +393,7 @@ impl Verify<'_> {
             let mut candidates = Vec::new();
             for (display, serial) in listed {
                 if let Ok(name) = ProjectName::new(&display)
+                    && self.cfg.filters.allows_project(&name).is_ok()
                     && !rec.state.holds_project(name.as_str())?
                 {
                     candidates.push((name, display, serial));
@@ -445,7 +446,7 @@ impl Verify<'_> {
             }
             let mut stored = Vec::new();
             for name in batch? {
-                if let Some(s) = reader.stored_project(&ProjectName::new(&name)?)? {
+                if let Some(s) = reader.stored_project(&name)? {
                     stored.push(s);
                 }
             }
@@ -462,7 +463,7 @@ impl Verify<'_> {
                     Ok(f) => {
                         failures_in_a_row = 0;
                         counts.projects_compared += 1;
-                        problems.extend(upstream::drift(&s, f.snapshot.as_ref()));
+                        problems.extend(upstream::drift(&s, &f));
                     }
                     // Upstream is down, not one project odd: stop asking.
                     Err(e) if failures_in_a_row + 1 >= UPSTREAM_FAILURES => {
@@ -499,7 +500,7 @@ impl Verify<'_> {
 /// Project names in order after a position, a batch at a time, from a connection of its own.
 struct NameBatches {
     state: State,
-    after: Option<String>,
+    after: Option<ProjectName>,
     failed: bool,
 }
 
@@ -507,25 +508,23 @@ impl NameBatches {
     fn new(layout: &Layout, after: Option<String>) -> anyhow::Result<NameBatches> {
         Ok(NameBatches {
             state: State::open_reader(&layout.db)?,
-            after,
+            after: after.map(|a| ProjectName::new(&a)).transpose()?,
             failed: false,
         })
     }
 }
 
 impl Iterator for NameBatches {
-    type Item = anyhow::Result<Vec<String>>;
+    type Item = anyhow::Result<Vec<ProjectName>>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
             return None;
         }
-        match self
-            .state
-            .project_names_after(self.after.as_deref(), pages::BATCH)
-        {
-            Ok(names) if names.is_empty() => None,
-            Ok(names) => {
+        match self.state.projects_after(self.after.as_ref(), pages::BATCH) {
+            Ok(projects) if projects.is_empty() => None,
+            Ok(projects) => {
+                let names: Vec<ProjectName> = projects.into_iter().map(|(n, ..)| n).collect();
                 self.after = names.last().cloned();
                 Some(Ok(names))
             }

@@ -75,17 +75,19 @@ impl Checker<'_> {
         names
     }
 
-    pub fn check_batch(&self, state: &State, names: Vec<String>) -> anyhow::Result<BatchResult> {
+    pub fn check_batch(
+        &self,
+        state: &State,
+        names: Vec<ProjectName>,
+    ) -> anyhow::Result<BatchResult> {
         let mut out = BatchResult::default();
         for name in names {
-            let project = ProjectName::new(&name)
-                .map_err(|e| anyhow::anyhow!("state database holds an invalid project: {e}"))?;
             // Gone since the batch was listed (a sync beside a read-only verify).
-            if let Some(stored) = state.stored_project(&project)? {
+            if let Some(stored) = state.stored_project(&name)? {
                 self.check_project(&stored, &mut out);
             }
             out.projects += 1;
-            out.last = Some(name);
+            out.last = Some(name.to_string());
         }
         Ok(out)
     }
@@ -169,7 +171,7 @@ impl Checker<'_> {
         // The document as it would be rewritten for `links` from `bytes`.
         let derive = |bytes: &[u8], links: &Links| -> Option<Vec<u8>> {
             let doc: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-            Some(json_api::rewrite(&doc, &held, links))
+            Some(json_api::rewrite(&doc, &stored.versions, &held, links))
         };
         let [(json_path, json_links), (pypi_path, pypi_links)] = docs;
         let (json_doc, pypi_doc) = (read(json_path), read(pypi_path));

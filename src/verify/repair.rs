@@ -18,7 +18,7 @@ use crate::download::{Downloader, Target};
 use crate::index::IndexWriter;
 use crate::layout::Layout;
 use crate::metadata::{FileRecord, UrlPolicy};
-use crate::state::{State, StoredProject};
+use crate::state::{Change, State, StoredProject};
 use crate::types::{ProjectName, Serial};
 use crate::upstream::{ProjectFetch, Upstream};
 
@@ -103,17 +103,17 @@ impl Repairer<'_> {
             }
             let results: Vec<_> = futures::stream::iter(by_project)
                 .map(|(name, (display, items))| async move {
-                    let (outcomes, requeue) = self.fetch_again(&name, &display, items).await;
-                    (name, display, outcomes, requeue)
+                    let (outcomes, queue_at) = self.fetch_again(&name, &display, items).await;
+                    (name, display, outcomes, queue_at)
                 })
                 .buffer_unordered(self.cfg.metadata_workers.max(1))
                 .collect()
                 .await;
-            for (name, display, project_outcomes, requeue) in results {
+            for (name, display, project_outcomes, queue_at) in results {
                 outcomes.extend(project_outcomes);
-                if let Some(serial) = requeue {
+                if let Some(serial) = queue_at {
                     let ours = state.project_serial(&name)?.unwrap_or_default();
-                    state.requeue(&name, &display, serial.max(ours))?;
+                    requeue(state, name, display, serial.max(ours))?;
                 }
             }
             state.verify_repaired(run, &outcomes)?;
@@ -148,7 +148,7 @@ impl Repairer<'_> {
             .flat_map(|s| &s.files)
             .map(|f| (f.record.filename.as_str(), f))
             .collect();
-        let mut requeue = None;
+        let mut queue_at = None;
         let mut outcomes = Vec::new();
         for item in items {
             let remote = offered
@@ -170,7 +170,7 @@ impl Repairer<'_> {
                     blake2b: None,
                 },
                 _ => {
-                    requeue = Some(snapshot.as_ref().map(|s| s.serial).unwrap_or_default());
+                    queue_at = Some(snapshot.as_ref().map(|s| s.serial).unwrap_or_default());
                     outcomes.push((
                         item.problem,
                         "not repaired: upstream no longer offers it; queued for the next sync"
@@ -181,14 +181,14 @@ impl Repairer<'_> {
             };
             let outcome = match self.clear_obstacle(&target.relative) {
                 Err(why) => format!("not repaired: {why}"),
-                Ok(()) => match self.downloader.place(&target).await {
+                Ok(()) => match self.downloader.place(&target, false).await {
                     Ok(_) => DONE.to_owned(),
                     Err(e) => format!("not repaired: {e}"),
                 },
             };
             outcomes.push((item.problem, outcome));
         }
-        (outcomes, requeue)
+        (outcomes, queue_at)
     }
 
     /// A directory or symlink where a file belongs: a rename cannot replace it.
@@ -298,7 +298,7 @@ impl Repairer<'_> {
             Some(doc) => {
                 let view = stored.view();
                 let held: Vec<&FileRecord> = view.files().collect();
-                let digest = index.write_json_api(&stored.name, &doc, &held)?;
+                let digest = index.write_json_api(&stored.name, &doc, &stored.versions, &held)?;
                 state.set_json_api_digest(&stored.name, Some(&digest.to_hex()))?;
             }
             None => {
@@ -398,13 +398,29 @@ impl Repairer<'_> {
                     Some(stored) => stored.display_name,
                     None => name.to_string(),
                 };
-                state.requeue(&name, &display, serial)?;
+                requeue(state, name, display, serial)?;
                 outcomes.push((p, DONE.to_owned()));
             }
             state.verify_repaired(run, &outcomes)?;
         }
         Ok(())
     }
+}
+
+/// Queue a project for the next sync, at least at `serial`, whatever serial it is mirrored at.
+fn requeue(
+    state: &mut State,
+    name: ProjectName,
+    display_name: String,
+    serial: Serial,
+) -> anyhow::Result<()> {
+    state.requeue(&[Change {
+        name,
+        display_name,
+        serial,
+        first_serial: serial,
+    }])?;
+    Ok(())
 }
 
 /// The mirror's own state, which no orphan deletion may touch: the database and its

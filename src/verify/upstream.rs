@@ -17,17 +17,20 @@ use crate::upstream::{ProjectFetch, Upstream};
 
 use super::problem::{Kind, Problem};
 
-/// What upstream says about a project now.
+/// What upstream says about a project now, through the mirror's filters.
 pub struct Fetched {
-    /// `None` when upstream has no such project (404 from every source asked).
+    /// What a sync would hold of it now: `None` when upstream has no such project (404
+    /// from every source asked) or the filters leave it out.
     pub snapshot: Option<ProjectSnapshot>,
+    /// Why the filters leave the whole project out.
+    pub left_out: Option<String>,
     /// The JSON API answer as served, for rewriting the JSON API mirror's documents.
     pub json_body: Option<Vec<u8>>,
 }
 
-/// One look at upstream for a project, through the same sources and validation as a sync
-/// (JSON API, plus the PEP 691 page with `simple_json`), at the older of the two answers'
-/// serials. Stale answers are not retried: verify compares, it records nothing.
+/// One look at upstream for a project, through the same sources, validation and filters as
+/// a sync (JSON API, plus the PEP 691 page with `simple_json`), at the older of the two
+/// answers' serials. Stale answers are not retried: verify compares, it records nothing.
 pub async fn fetch(
     upstream: &Upstream,
     cfg: &Config,
@@ -59,6 +62,7 @@ pub async fn fetch(
     let Some(serial) = json_serial.into_iter().chain(page_serial).min() else {
         return Ok(Fetched {
             snapshot: None,
+            left_out: None,
             json_body: None,
         });
     };
@@ -66,20 +70,24 @@ pub async fn fetch(
         json: json.zip(json_url.as_ref()),
         page: page.zip(page_url.as_ref()),
     };
-    Ok(Fetched {
-        snapshot: Some(metadata::snapshot(
-            name,
-            display_name,
-            answers,
-            Serial(serial),
-            policy,
-        )?),
-        json_body,
+    let mut snapshot = metadata::snapshot(name, display_name, answers, Serial(serial), policy)?;
+    Ok(match cfg.filters.apply(&mut snapshot) {
+        Ok(()) => Fetched {
+            snapshot: Some(snapshot),
+            left_out: None,
+            json_body,
+        },
+        Err(why) => Fetched {
+            snapshot: None,
+            left_out: Some(why),
+            json_body: None,
+        },
     })
 }
 
-/// How the mirror's record of a project differs from upstream's answer, if it does.
-pub fn drift(stored: &StoredProject, upstream: Option<&ProjectSnapshot>) -> Option<Problem> {
+/// How the mirror's record of a project differs from what upstream and the filters say it
+/// should be, if it does.
+pub fn drift(stored: &StoredProject, upstream: &Fetched) -> Option<Problem> {
     let name = stored.name.as_str();
     let problem = |detail: String, serial: Option<Serial>| {
         let mut p =
@@ -87,7 +95,10 @@ pub fn drift(stored: &StoredProject, upstream: Option<&ProjectSnapshot>) -> Opti
         p.serial = serial.map(|s| s.0);
         Some(p)
     };
-    let Some(snap) = upstream else {
+    if let Some(why) = &upstream.left_out {
+        return problem(format!("the filters leave this project out: {why}"), None);
+    }
+    let Some(snap) = &upstream.snapshot else {
         return problem("upstream no longer has this project".into(), None);
     };
     if snap.serial > stored.serial {
@@ -249,8 +260,8 @@ mod tests {
         }
     }
 
-    fn snap(serial: u64, files: Vec<FileRecord>) -> ProjectSnapshot {
-        ProjectSnapshot {
+    fn snap(serial: u64, files: Vec<FileRecord>) -> Fetched {
+        let snapshot = ProjectSnapshot {
             name: ProjectName::new("demo").unwrap(),
             display_name: "demo".into(),
             serial: Serial(serial),
@@ -264,6 +275,11 @@ mod tests {
                 .collect(),
             status: None,
             refused: Vec::new(),
+        };
+        Fetched {
+            snapshot: Some(snapshot),
+            left_out: None,
+            json_body: None,
         }
     }
 
@@ -271,19 +287,16 @@ mod tests {
     fn drift_is_a_newer_serial_or_other_files_at_the_same_serial() {
         let a = || record("demo-1.0.tar.gz", 1);
         let b = || record("demo-1.0-py3-none-any.whl", 2);
+        assert_eq!(drift(&stored(5, vec![a()]), &snap(5, vec![a()])), None);
         assert_eq!(
-            drift(&stored(5, vec![a()]), Some(&snap(5, vec![a()]))),
-            None
-        );
-        assert_eq!(
-            drift(&stored(5, vec![a()]), Some(&snap(4, vec![]))),
+            drift(&stored(5, vec![a()]), &snap(4, vec![])),
             None,
             "stale"
         );
-        let newer = drift(&stored(5, vec![a()]), Some(&snap(7, vec![a()]))).unwrap();
+        let newer = drift(&stored(5, vec![a()]), &snap(7, vec![a()])).unwrap();
         assert_eq!(newer.detail, "the mirror has serial 5, upstream 7");
         assert_eq!(newer.serial, Some(7));
-        let files = drift(&stored(5, vec![a()]), Some(&snap(5, vec![b()]))).unwrap();
+        let files = drift(&stored(5, vec![a()]), &snap(5, vec![b()])).unwrap();
         assert_eq!(
             files.detail,
             "at serial 5: upstream has demo-1.0-py3-none-any.whl the mirror does not; \
@@ -291,14 +304,28 @@ mod tests {
         );
         let changed = drift(
             &stored(5, vec![a()]),
-            Some(&snap(5, vec![record("demo-1.0.tar.gz", 3)])),
+            &snap(5, vec![record("demo-1.0.tar.gz", 3)]),
         )
         .unwrap();
         assert_eq!(
             changed.detail,
             "at serial 5: upstream has demo-1.0.tar.gz the mirror does not"
         );
-        let gone = drift(&stored(5, vec![a()]), None).unwrap();
+        let none = Fetched {
+            snapshot: None,
+            left_out: None,
+            json_body: None,
+        };
+        let gone = drift(&stored(5, vec![a()]), &none).unwrap();
         assert_eq!(gone.path, "web/simple/demo/");
+        assert_eq!(gone.detail, "upstream no longer has this project");
+        let left_out = Fetched {
+            left_out: Some("it is in the blocklist".into()),
+            ..none
+        };
+        assert_eq!(
+            drift(&stored(5, vec![a()]), &left_out).unwrap().detail,
+            "the filters leave this project out: it is in the blocklist"
+        );
     }
 }

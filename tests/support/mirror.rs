@@ -16,8 +16,8 @@ pub struct Mirror {
 
 pub struct Run {
     pub code: i32,
-    pub stderr: String,
     pub stdout: String,
+    pub stderr: String,
 }
 
 impl Run {
@@ -51,23 +51,37 @@ impl Mirror {
         let sandbox = tempfile::tempdir().unwrap();
         let dir = sandbox.path().join("mirror");
         let config = sandbox.path().join("mirror.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[mirror]\ndirectory = \"{}\"\nmaster = \"{master}\"\n{settings}",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        Mirror {
+        let mirror = Mirror {
             sandbox,
             dir,
             config,
-        }
+        };
+        mirror.configure(master, settings);
+        mirror
+    }
+
+    /// Rewrite the configuration: `[mirror]` with this directory and `master`, then
+    /// `settings` (more `[mirror]` keys, and further tables such as `[filters]`).
+    pub fn configure(&self, master: &str, settings: &str) {
+        std::fs::write(
+            &self.config,
+            format!(
+                "[mirror]\ndirectory = \"{}\"\nmaster = \"{master}\"\n{settings}",
+                self.dir.display()
+            ),
+        )
+        .unwrap();
     }
 
     pub fn sync(&self) -> Run {
-        self.run(&["sync", "--config", self.config.to_str().unwrap()])
+        self.sync_with(&[])
+    }
+
+    /// `pymirror sync` with more flags (`--allow-mass-delete`, `--dry-run`).
+    pub fn sync_with(&self, flags: &[&str]) -> Run {
+        let mut args = vec!["sync", "--config", self.config.to_str().unwrap()];
+        args.extend(flags);
+        self.run(&args)
     }
 
     /// Start a sync without waiting for it (for kill and signal tests).
@@ -148,22 +162,21 @@ impl Mirror {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        self.run_with_env(args, &[])
+        self.run_env(args, &[("NO_PROXY", "*")])
     }
 
-    /// [`Mirror::run`] with extra environment variables (test hooks).
-    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_pymirror"))
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env("NO_PROXY", "*")
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
+    /// Run with these environment variables (and no proxy or log settings from the caller's).
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pymirror"));
+        cmd.args(args).env_remove("RUST_LOG");
+        for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
+            cmd.env_remove(var).env_remove(var.to_ascii_lowercase());
+        }
+        let out = cmd.envs(env.iter().copied()).output().unwrap();
         Run {
             code: out.status.code().unwrap_or(-1),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
 

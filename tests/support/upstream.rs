@@ -17,13 +17,17 @@
 //! flipped), `truncate_downloads` (half the body, then the connection drops), `fail_downloads`
 //! (an HTTP status), `stale_metadata` (the JSON API serves the project's previous snapshot),
 //! `set_xmlrpc_status` (XML-RPC disabled with 404/405...), `inject_file_json` (hostile file
-//! entries in the JSON API), `serve_raw` (arbitrary bytes at an arbitrary path).
+//! entries in the JSON API), `serve_raw` / `serve_response` (arbitrary bytes, or any status,
+//! headers and body, at an arbitrary path), `set_fault_rates` (seeded random 5xx, 429 with
+//! `Retry-After`, truncation, corruption and latency, for mixtures).
 //! Download faults are keyed by the URL's last segment (`<file>.metadata` for PEP 658 files),
 //! apply to GET only (not HEAD), and are checked in the order fail, truncate, corrupt. The
 //! "previous snapshot" of `stale_metadata` is the project as it was before the latest helper
 //! call that changed it (a whole `add_release` counts as one change). Truncation is done at the
 //! socket (see `CutIo`) and is HTTP/1.1-only.
-//! Observation: `requests`, `request_count`, `reset_requests`, `bytes_served`.
+//! Observation: `requests` (method, path, query, Accept, User-Agent, Range, whether it came
+//! through a proxy, the XML-RPC method called, status, arrival time), `request_count`,
+//! `reset_requests`, `bytes_served`, `max_in_flight`.
 //!
 //! Not real: md5 digests are a fake (the first 32 hex of the sha256), timestamps come from a
 //! fake clock (one minute per serial), and version ordering is a simplified PEP 440.
@@ -57,7 +61,23 @@ pub struct Request {
     pub path: String,
     pub query: Option<String>,
     pub accept: Option<String>,
+    pub user_agent: Option<String>,
+    pub range: Option<String>,
+    /// The request line carried a whole URL (`GET http://host/...`): it came through a proxy.
+    pub absolute_form: bool,
     pub status: u16,
+    /// The XML-RPC method called (`list_packages_with_serial`, …), for POSTs.
+    pub xmlrpc_method: Option<String>,
+    /// When it arrived.
+    pub at: std::time::Instant,
+}
+
+/// A canned answer for `serve_response`: any status, headers and body.
+#[derive(Clone, Debug)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 /// Facts about a published file.
@@ -102,6 +122,15 @@ pub struct FaultRates {
     pub corrupt: f64,
     /// Extra latency, uniform in 0..=max_latency.
     pub max_latency: Duration,
+}
+
+/// How many random faults `FaultRates` injected so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    pub server_error: u32,
+    pub too_many: u32,
+    pub truncate: u32,
+    pub corrupt: u32,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -180,22 +209,25 @@ struct State {
     fail: HashMap<String, (u16, u32)>,
     stale: HashMap<String, u32>,
     xmlrpc_status: Option<u16>,
-    raw: HashMap<String, Bytes>,
+    raw: HashMap<String, RawAnswer>,
     requests: Vec<Request>,
     bytes_served: u64,
     faults: FaultRates,
+    injected: FaultCounts,
     rng: u64,
     in_flight: usize,
     max_in_flight: usize,
 }
 
 impl State {
-    /// xorshift64*: uniform in [0, 1).
+    /// splitmix64: uniform in [0, 1), consecutive rolls independent.
     fn roll(&mut self) -> f64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -393,6 +425,7 @@ impl FakeUpstream {
             changelog_page: 50_000,
             latency: Duration::ZERO,
             faults: FaultRates::default(),
+            injected: FaultCounts::default(),
             rng: 0x9E37_79B9_7F4A_7C15,
             in_flight: 0,
             max_in_flight: 0,
@@ -611,8 +644,13 @@ impl FakeUpstream {
     /// Inject faults at random from now on (see [`FaultRates`]); `FaultRates::default()` stops.
     pub fn set_fault_rates(&self, rates: FaultRates) {
         let mut st = self.st();
-        st.rng = rates.seed | 1;
+        st.rng = rates.seed;
         st.faults = rates;
+    }
+
+    /// The random faults injected so far.
+    pub fn faults_injected(&self) -> FaultCounts {
+        self.st().injected
     }
 
     /// The most requests that were being answered at the same time.
@@ -678,14 +716,28 @@ impl FakeUpstream {
         st.journal(&key, Some(version), format!("add {pyver} file {filename}"))
     }
 
-    /// Serve `content` for GET/HEAD of exactly `path` (raw or percent-decoded), overriding all routes.
+    /// Serve `content` with status 200 for any request to exactly `path` (raw or
+    /// percent-decoded), overriding all routes (`/pypi` overrides XML-RPC).
     pub fn serve_raw(&self, path: &str, content: Vec<u8>) {
+        self.serve_response(
+            path,
+            RawAnswer {
+                status: 200,
+                headers: vec![("content-type".into(), "application/octet-stream".into())],
+                body: content,
+            },
+        );
+    }
+
+    /// Answer every request to exactly `path` with `answer`, overriding all routes (redirects,
+    /// odd statuses, malformed bodies).
+    pub fn serve_response(&self, path: &str, answer: RawAnswer) {
         let path = if path.starts_with('/') {
             path.to_string()
         } else {
             format!("/{path}")
         };
-        self.st().raw.insert(path, Bytes::from(content));
+        self.st().raw.insert(path, answer);
     }
 
     // ---- observation ----
@@ -728,11 +780,21 @@ async fn handle(
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let absolute_form = req.uri().authority().is_some();
+    let at = std::time::Instant::now();
     let body = if method == Method::POST {
         axum::body::to_bytes(req.into_body(), 64 << 20).await.ok()
     } else {
         Some(Bytes::new())
     };
+    let xmlrpc_method = body.as_ref().and_then(|b| {
+        let text = String::from_utf8_lossy(b);
+        between(&text, "<methodName>", "</methodName>").map(|m| m.trim().to_string())
+    });
     let (resp, latency) = {
         let mut st = lock(&shared);
         st.in_flight += 1;
@@ -741,8 +803,10 @@ async fn handle(
         let (fault, extra_latency) = {
             let r = st.roll();
             let fault = if r < faults.server_error {
+                st.injected.server_error += 1;
                 Some(StatusCode::SERVICE_UNAVAILABLE)
             } else if r < faults.server_error + faults.too_many {
+                st.injected.too_many += 1;
                 Some(StatusCode::TOO_MANY_REQUESTS)
             } else {
                 None
@@ -753,8 +817,10 @@ async fn handle(
             let name = percent_decode(path.rsplit('/').next().unwrap_or_default());
             let r = st.roll();
             if r < faults.truncate {
+                st.injected.truncate += 1;
                 *st.truncate.entry(name).or_insert(0) += 1;
             } else if r < faults.truncate + faults.corrupt {
+                st.injected.corrupt += 1;
                 *st.corrupt.entry(name).or_insert(0) += 1;
             }
         }
@@ -785,7 +851,12 @@ async fn handle(
             path,
             query,
             accept,
+            user_agent,
+            range,
+            absolute_form,
             status: resp.status().as_u16(),
+            xmlrpc_method,
+            at,
         });
         (resp, st.latency + extra_latency)
     };
@@ -818,8 +889,18 @@ fn route(st: &mut State, req: &Req<'_>) -> Response {
     } = *req;
     let is_get = method == Method::GET || method == Method::HEAD;
     let decoded = percent_decode(path);
-    if is_get && let Some(c) = st.raw.get(path).or_else(|| st.raw.get(&decoded)) {
-        return bytes_response(StatusCode::OK, "application/octet-stream", c.clone());
+    if let Some(a) = st.raw.get(path).or_else(|| st.raw.get(&decoded)) {
+        let mut r = Response::new(Body::from(a.body.clone()));
+        *r.status_mut() = status_code(a.status);
+        for (name, value) in &a.headers {
+            if let (Ok(n), Ok(v)) = (
+                header::HeaderName::from_bytes(name.as_bytes()),
+                header::HeaderValue::from_str(value),
+            ) {
+                r.headers_mut().append(n, v);
+            }
+        }
+        return r;
     }
     if method == Method::POST && matches!(path, "/pypi" | "/pypi/" | "/RPC2") {
         return xmlrpc(st, body);

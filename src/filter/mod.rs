@@ -1,0 +1,644 @@
+//! Filters: which projects, releases and files the mirror holds (`[filters]` in mirror.toml).
+//!
+//! The database records what the mirror holds, and pages are rendered from it, so a filter
+//! acts once, on a project's validated [`ProjectSnapshot`], before anything is downloaded: a
+//! file filtered out is never recorded, never downloaded, never in a page or the JSON API
+//! mirror, and `verify` (which reads the database) expects exactly what is left.
+//!
+//! - Project filters (allowlist, blocklist, their regexes, requirements files) are decided
+//!   from the name alone ([`Filters::allows_project`]), before any request.
+//! - Release filters (specifiers, pre-releases, version regexes, yanked, latest N) and file
+//!   filters (platform, Python tag, package type, file name, size) select within a project
+//!   ([`Filters::select`]), as do the size limits, which may leave a project out entirely.
+//!
+//! [`FilterSpec`] is the effective configuration in canonical form; stored in the database,
+//! it tells the next sync what changed ([`change`]).
+
+pub mod change;
+pub mod config;
+pub mod dist;
+pub mod pep440;
+pub mod requirement;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use regex::RegexSet;
+use serde::{Deserialize, Serialize};
+
+use crate::metadata::{FileRecord, ProjectSnapshot};
+use crate::types::ProjectName;
+use dist::{PackageType, PlatformPattern, PythonTag};
+use pep440::{SpecifierSet, Version};
+
+/// Which releases' pre-releases are left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prereleases {
+    #[default]
+    Keep,
+    ExcludeAll,
+    /// Normalized project names.
+    ExcludeFor(BTreeSet<String>),
+}
+
+/// The filters that select within a project (everything but the project lists).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContentSpec {
+    pub prereleases: Prereleases,
+    /// Keep only this many newest releases per project (0: all).
+    pub latest_releases: u64,
+    pub exclude_versions: BTreeSet<String>,
+    pub drop_yanked: bool,
+    /// Canonical platform entries (family names or tag patterns).
+    pub exclude_platforms: BTreeSet<String>,
+    /// Canonical Python tags (`py2`, `cp27`).
+    pub exclude_python: BTreeSet<String>,
+    /// Upstream package type names (`sdist`, `bdist_wheel`, …).
+    pub exclude_packagetypes: BTreeSet<String>,
+    pub exclude_filenames: BTreeSet<String>,
+    /// Bytes; 0: no limit.
+    pub max_file_size: u64,
+    pub max_project_size: u64,
+    /// Projects the size limits do not apply to.
+    pub size_allowlist: BTreeSet<String>,
+}
+
+/// The effective filter configuration in canonical form: normalized names, normalized and
+/// sorted specifiers, sorted sets. Equal configurations serialize to equal text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilterSpec {
+    /// Allowlisted projects (from `allowlist` and `requirements`), each with the specifier
+    /// sets wanted of it; an empty string stands for "every version".
+    pub allow: BTreeMap<String, BTreeSet<String>>,
+    pub allow_regex: BTreeSet<String>,
+    /// Projects left out entirely.
+    pub block: BTreeSet<String>,
+    /// Releases left out, by project: `django<3` blocks those versions only.
+    pub block_versions: BTreeMap<String, BTreeSet<String>>,
+    pub block_regex: BTreeSet<String>,
+    pub content: ContentSpec,
+}
+
+impl FilterSpec {
+    /// The canonical text stored in the database.
+    pub fn to_canonical(&self) -> String {
+        serde_json::to_string(self).expect("the filter spec serializes")
+    }
+
+    pub fn from_canonical(text: &str) -> Option<FilterSpec> {
+        serde_json::from_str(text).ok()
+    }
+
+    /// Whether the project lists (what is mirrored at all) differ.
+    fn same_projects(&self, other: &FilterSpec) -> bool {
+        self.allow.keys().eq(other.allow.keys())
+            && self.allow_regex == other.allow_regex
+            && self.block == other.block
+            && self.block_regex == other.block_regex
+    }
+
+    /// Projects whose own release specifiers differ between the two.
+    fn specifier_changes(&self, other: &FilterSpec) -> BTreeSet<String> {
+        fn changed(
+            a: &BTreeMap<String, BTreeSet<String>>,
+            b: &BTreeMap<String, BTreeSet<String>>,
+        ) -> impl Iterator<Item = String> {
+            let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            names
+                .into_iter()
+                .filter(|n| a.get(*n) != b.get(*n))
+                .cloned()
+                .collect::<Vec<_>>()
+                .into_iter()
+        }
+        changed(&self.allow, &other.allow)
+            .chain(changed(&self.block_versions, &other.block_versions))
+            .collect()
+    }
+}
+
+/// The compiled filters the sync applies.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    spec: FilterSpec,
+    /// Per allowlisted project: `None` every version, else the sets of which any may match.
+    allow: HashMap<String, Option<Vec<SpecifierSet>>>,
+    allow_regex: Option<RegexSet>,
+    block_versions: HashMap<String, Vec<SpecifierSet>>,
+    block_regex: Option<RegexSet>,
+    exclude_versions: Option<RegexSet>,
+    exclude_platforms: Vec<PlatformPattern>,
+    exclude_python: Vec<PythonTag>,
+    exclude_packagetypes: Vec<PackageType>,
+    exclude_filenames: Option<RegexSet>,
+}
+
+/// What [`Filters::select`] keeps of a project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// The whole project is left out, for this reason.
+    pub excluded: Option<String>,
+    /// One per version given, in order.
+    pub versions: Vec<bool>,
+    /// One per file given, in order.
+    pub files: Vec<bool>,
+}
+
+impl Filters {
+    /// Compile a canonical spec. Config parsing checks every entry first, with errors that
+    /// name the key, so this fails only on a spec stored by something else.
+    pub fn compile(spec: FilterSpec) -> Result<Filters, String> {
+        let sets = |texts: &BTreeSet<String>| -> Result<Vec<SpecifierSet>, String> {
+            texts
+                .iter()
+                .map(|t| {
+                    t.parse()
+                        .map_err(|e: pep440::InvalidSpecifier| e.to_string())
+                })
+                .collect()
+        };
+        let regexes = |patterns: &BTreeSet<String>| -> Result<Option<RegexSet>, String> {
+            if patterns.is_empty() {
+                return Ok(None);
+            }
+            RegexSet::new(patterns).map(Some).map_err(|e| e.to_string())
+        };
+        let mut allow = HashMap::new();
+        for (name, texts) in &spec.allow {
+            let every = texts.is_empty() || texts.contains("");
+            allow.insert(name.clone(), if every { None } else { Some(sets(texts)?) });
+        }
+        let mut block_versions = HashMap::new();
+        for (name, texts) in &spec.block_versions {
+            block_versions.insert(name.clone(), sets(texts)?);
+        }
+        let c = &spec.content;
+        Ok(Filters {
+            allow,
+            allow_regex: regexes(&spec.allow_regex)?,
+            block_versions,
+            block_regex: regexes(&spec.block_regex)?,
+            exclude_versions: regexes(&c.exclude_versions)?,
+            exclude_platforms: c
+                .exclude_platforms
+                .iter()
+                .map(|p| PlatformPattern::parse(p).map(|(_, p)| p))
+                .collect::<Result<_, _>>()?,
+            exclude_python: c
+                .exclude_python
+                .iter()
+                .map(|t| PythonTag::parse(t).ok_or_else(|| format!("bad Python tag {t:?}")))
+                .collect::<Result<_, _>>()?,
+            exclude_packagetypes: c
+                .exclude_packagetypes
+                .iter()
+                .map(|t| PackageType::from_name(t).ok_or_else(|| format!("bad package type {t:?}")))
+                .collect::<Result<_, _>>()?,
+            exclude_filenames: regexes(&c.exclude_filenames)?,
+            spec,
+        })
+    }
+
+    pub fn spec(&self) -> &FilterSpec {
+        &self.spec
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spec == FilterSpec::default()
+    }
+
+    fn has_allowlist(&self) -> bool {
+        !self.spec.allow.is_empty() || !self.spec.allow_regex.is_empty()
+    }
+
+    /// The project filters, from the name alone: `Err` with the reason when left out.
+    pub fn allows_project(&self, name: &ProjectName) -> Result<(), String> {
+        let name = name.as_str();
+        if self.spec.block.contains(name) {
+            return Err("it is in the blocklist".into());
+        }
+        if self.block_regex.as_ref().is_some_and(|r| r.is_match(name)) {
+            return Err("it matches blocklist_regex".into());
+        }
+        if self.has_allowlist()
+            && !self.allow.contains_key(name)
+            && !self.allow_regex.as_ref().is_some_and(|r| r.is_match(name))
+        {
+            return Err("it is not in the allowlist".into());
+        }
+        Ok(())
+    }
+
+    /// With an allowlist of names only (no `allowlist_regex`), the complete set of projects
+    /// the mirror can hold: the sync then asks upstream about these alone.
+    pub fn listed_projects(&self) -> Option<Vec<ProjectName>> {
+        if self.spec.allow.is_empty() || !self.spec.allow_regex.is_empty() {
+            return None;
+        }
+        Some(
+            self.spec
+                .allow
+                .keys()
+                .filter_map(|n| ProjectName::new(n).ok())
+                .filter(|n| self.allows_project(n).is_ok())
+                .collect(),
+        )
+    }
+
+    /// Leave out of `snapshot` what the filters exclude. `Err` with the reason when the whole
+    /// project is left out.
+    pub fn apply(&self, snapshot: &mut ProjectSnapshot) -> Result<(), String> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let files: Vec<&FileRecord> = snapshot.files.iter().map(|f| &f.record).collect();
+        let selection = self.select(&snapshot.name, &snapshot.versions, &files);
+        if let Some(why) = selection.excluded {
+            return Err(why);
+        }
+        let mut keep = selection.versions.into_iter();
+        snapshot.versions.retain(|_| keep.next().unwrap_or(false));
+        let mut keep = selection.files.into_iter();
+        snapshot.files.retain(|_| keep.next().unwrap_or(false));
+        Ok(())
+    }
+
+    /// Decide a project: which of its `versions` and `files` are kept, or that it is left
+    /// out. Release filters first, then file filters, then "latest N" among the releases
+    /// that still have a file, then the project size limit.
+    pub fn select(
+        &self,
+        name: &ProjectName,
+        versions: &[String],
+        files: &[&FileRecord],
+    ) -> Selection {
+        let mut selection = Selection {
+            excluded: None,
+            versions: vec![true; versions.len()],
+            files: vec![true; files.len()],
+        };
+        if let Err(why) = self.allows_project(name) {
+            selection.excluded = Some(why);
+            return selection;
+        }
+        if self.spec.content == ContentSpec::default()
+            && !self.allow.get(name.as_str()).is_some_and(Option::is_some)
+            && !self.block_versions.contains_key(name.as_str())
+        {
+            return selection;
+        }
+        let c = &self.spec.content;
+        let size_exempt = c.size_allowlist.contains(name.as_str());
+
+        // Every version the project has, parsed once.
+        let mut parsed: BTreeMap<&str, Option<Version>> = BTreeMap::new();
+        for v in versions.iter().chain(files.iter().map(|f| &f.version)) {
+            parsed
+                .entry(v.as_str())
+                .or_insert_with(|| Version::parse(v));
+        }
+        let release_ok = self.release_filter(name, &parsed, files);
+
+        let mut kept_files_of: HashMap<&str, usize> = HashMap::new();
+        for (keep, f) in selection.files.iter_mut().zip(files) {
+            *keep = release_ok.contains(f.version.as_str()) && self.file_ok(f, size_exempt);
+            if *keep {
+                *kept_files_of.entry(f.version.as_str()).or_default() += 1;
+            }
+        }
+        let mut version_ok: HashSet<&str> = release_ok;
+        if c.latest_releases > 0 {
+            let mut candidates: Vec<&str> = version_ok
+                .iter()
+                .copied()
+                .filter(|v| kept_files_of.contains_key(v))
+                .collect();
+            // Newest first; versions that are not PEP 440 sort below every valid one.
+            candidates.sort_by(|a, b| parsed[b].cmp(&parsed[a]).then_with(|| b.cmp(a)));
+            version_ok = candidates
+                .into_iter()
+                .take(usize::try_from(c.latest_releases).unwrap_or(usize::MAX))
+                .collect();
+            for (keep, f) in selection.files.iter_mut().zip(files) {
+                *keep &= version_ok.contains(f.version.as_str());
+            }
+        }
+        for (keep, v) in selection.versions.iter_mut().zip(versions) {
+            *keep = version_ok.contains(v.as_str());
+        }
+        if c.max_project_size > 0 && !size_exempt {
+            let total: u64 = files
+                .iter()
+                .zip(&selection.files)
+                .filter(|(_, keep)| **keep)
+                .map(|(f, _)| f.size)
+                .sum();
+            if total > c.max_project_size {
+                selection.excluded = Some(format!(
+                    "its files take {total} bytes, more than max_project_size = {}",
+                    c.max_project_size
+                ));
+            }
+        }
+        selection
+    }
+
+    /// The versions the release filters keep.
+    fn release_filter<'a>(
+        &self,
+        name: &ProjectName,
+        parsed: &BTreeMap<&'a str, Option<Version>>,
+        files: &[&FileRecord],
+    ) -> HashSet<&'a str> {
+        let c = &self.spec.content;
+        let all: Vec<(&'a str, Option<&Version>)> =
+            parsed.iter().map(|(raw, v)| (*raw, v.as_ref())).collect();
+        let mut ok: HashSet<&'a str> = match self.allow.get(name.as_str()) {
+            Some(Some(sets)) => sets.iter().flat_map(|s| s.select(&all)).collect(),
+            _ => parsed.keys().copied().collect(),
+        };
+        if let Some(sets) = self.block_versions.get(name.as_str()) {
+            ok.retain(|raw| {
+                !sets
+                    .iter()
+                    .any(|s| s.contains_any(raw, parsed[raw].as_ref()))
+            });
+        }
+        let drop_pre = match &c.prereleases {
+            Prereleases::Keep => false,
+            Prereleases::ExcludeAll => true,
+            Prereleases::ExcludeFor(names) => names.contains(name.as_str()),
+        };
+        if drop_pre {
+            ok.retain(|raw| !parsed[raw].as_ref().is_some_and(Version::is_prerelease));
+        }
+        if let Some(re) = &self.exclude_versions {
+            ok.retain(|raw| !re.is_match(raw));
+        }
+        if c.drop_yanked {
+            // A yanked release is one whose files are all yanked.
+            let mut all_yanked: HashMap<&str, bool> = HashMap::new();
+            for f in files {
+                *all_yanked.entry(f.version.as_str()).or_insert(true) &= f.yanked;
+            }
+            ok.retain(|raw| !all_yanked.get(raw).copied().unwrap_or(false));
+        }
+        ok
+    }
+
+    /// The file filters.
+    fn file_ok(&self, f: &FileRecord, size_exempt: bool) -> bool {
+        let c = &self.spec.content;
+        if c.drop_yanked && f.yanked {
+            return false;
+        }
+        if c.max_file_size > 0 && !size_exempt && f.size > c.max_file_size {
+            return false;
+        }
+        if self
+            .exclude_filenames
+            .as_ref()
+            .is_some_and(|re| re.is_match(f.filename.as_str()))
+        {
+            return false;
+        }
+        if self.exclude_platforms.is_empty()
+            && self.exclude_python.is_empty()
+            && self.exclude_packagetypes.is_empty()
+        {
+            return true;
+        }
+        let tags = dist::tags(f);
+        if tags
+            .packagetype
+            .is_some_and(|t| self.exclude_packagetypes.contains(&t))
+        {
+            return false;
+        }
+        // A file goes only when every platform (Python version) it is built for is excluded:
+        // `py2.py3` stays when only py2 is excluded.
+        if !tags.platforms.is_empty()
+            && !self.exclude_platforms.is_empty()
+            && tags
+                .platforms
+                .iter()
+                .all(|p| self.exclude_platforms.iter().any(|e| e.matches(p)))
+        {
+            return false;
+        }
+        if !tags.pythons.is_empty()
+            && !self.exclude_python.is_empty()
+            && tags
+                .pythons
+                .iter()
+                .all(|t| self.exclude_python.iter().any(|e| e.covers(t, tags.abi3)))
+        {
+            return false;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Filename, PackagePath, Sha256};
+
+    fn filters(body: &str) -> Filters {
+        let table: toml::Table = format!("[filters]\n{body}").parse().unwrap();
+        config::parse(table.get("filters"), std::path::Path::new("/")).unwrap()
+    }
+
+    fn file(version: &str, filename: &str, size: u64, yanked: bool) -> FileRecord {
+        let name = Filename::new(filename).unwrap();
+        let hex = format!("{:064x}", filename.len() as u64 * 7919 + size);
+        FileRecord {
+            version: version.into(),
+            path: PackagePath::from_url_path(
+                &format!(
+                    "/packages/{}/{}/{}/{filename}",
+                    &hex[..2],
+                    &hex[2..4],
+                    &hex[4..]
+                ),
+                &name,
+            )
+            .unwrap(),
+            filename: name,
+            size,
+            sha256: Sha256::from_hex(&hex).unwrap(),
+            upload_time: None,
+            requires_python: None,
+            yanked,
+            yanked_reason: None,
+            packagetype: None,
+            python_version: None,
+            core_metadata: None,
+            provenance: None,
+            extra_hashes: Default::default(),
+        }
+    }
+
+    /// (kept versions, kept file names) or the exclusion reason.
+    fn run(
+        f: &Filters,
+        versions: &[&str],
+        files: &[FileRecord],
+    ) -> Result<(Vec<String>, Vec<String>), String> {
+        let versions: Vec<String> = versions.iter().map(|v| v.to_string()).collect();
+        let refs: Vec<&FileRecord> = files.iter().collect();
+        let s = f.select(&ProjectName::new("demo").unwrap(), &versions, &refs);
+        if let Some(why) = s.excluded {
+            return Err(why);
+        }
+        Ok((
+            versions
+                .iter()
+                .zip(&s.versions)
+                .filter(|(_, k)| **k)
+                .map(|(v, _)| v.clone())
+                .collect(),
+            files
+                .iter()
+                .zip(&s.files)
+                .filter(|(_, k)| **k)
+                .map(|(f, _)| f.filename.to_string())
+                .collect(),
+        ))
+    }
+
+    fn sample() -> Vec<FileRecord> {
+        vec![
+            file("0.9", "demo-0.9.tar.gz", 10, false),
+            file("1.0", "demo-1.0.tar.gz", 10, true),
+            file("1.0", "demo-1.0-py3-none-any.whl", 10, true),
+            file("1.1", "demo-1.1.tar.gz", 10, true),
+            file("1.1", "demo-1.1-py3-none-any.whl", 10, false),
+            file("2.0b1", "demo-2.0b1.tar.gz", 10, false),
+            file("legacy-x", "demo-legacy-x.tar.gz", 10, false),
+        ]
+    }
+
+    const VERSIONS: &[&str] = &["0.9", "1.0", "1.1", "2.0b1", "legacy-x", "3.0"];
+
+    #[test]
+    fn no_filters_keep_everything() {
+        let (v, f) = run(&Filters::default(), VERSIONS, &sample()).unwrap();
+        assert_eq!(v.len(), VERSIONS.len());
+        assert_eq!(f.len(), sample().len());
+    }
+
+    #[test]
+    fn yanked_drop_removes_files_and_fully_yanked_releases() {
+        let (v, f) = run(&filters("yanked = \"drop\""), VERSIONS, &sample()).unwrap();
+        // 1.0 is entirely yanked; 1.1 keeps its one good file; 3.0 has no file at all.
+        assert_eq!(v, ["0.9", "1.1", "2.0b1", "legacy-x", "3.0"]);
+        assert!(!f.iter().any(|f| f.starts_with("demo-1.0")));
+        assert_eq!(f.iter().filter(|f| f.starts_with("demo-1.1")).count(), 1);
+    }
+
+    #[test]
+    fn latest_counts_releases_with_files_and_sorts_invalid_versions_lowest() {
+        let (v, _) = run(&filters("latest_releases = 2"), VERSIONS, &sample()).unwrap();
+        assert_eq!(
+            v,
+            ["1.1", "2.0b1"],
+            "3.0 has no file, legacy-x sorts lowest"
+        );
+        let (v, _) = run(&filters("latest_releases = 9"), VERSIONS, &sample()).unwrap();
+        assert_eq!(v, ["0.9", "1.0", "1.1", "2.0b1", "legacy-x"]);
+        let f = filters("latest_releases = 1\nexclude_packagetypes = [\"sdist\"]");
+        let (v, files) = run(&f, VERSIONS, &sample()).unwrap();
+        assert_eq!(v, ["1.1"], "2.0b1 has no wheel left");
+        assert_eq!(files, ["demo-1.1-py3-none-any.whl"]);
+    }
+
+    #[test]
+    fn allow_entries_for_one_project_add_up_and_blocks_take_away() {
+        let f = filters("allowlist = [\"demo<1\", \"demo==1.1\"]");
+        assert_eq!(run(&f, VERSIONS, &sample()).unwrap().0, ["0.9", "1.1"]);
+        let f = filters("allowlist = [\"demo<1\", \"demo\"]");
+        assert_eq!(
+            run(&f, VERSIONS, &sample()).unwrap().0.len(),
+            VERSIONS.len()
+        );
+        let f = filters("blocklist = [\"demo>=1,<2\"]");
+        assert_eq!(
+            run(&f, VERSIONS, &sample()).unwrap().0,
+            ["0.9", "2.0b1", "legacy-x", "3.0"],
+            "2.0b1 is a pre-release of 2.0, which <2 leaves alone"
+        );
+        let f = filters("allowlist = [\"other\"]");
+        assert!(
+            run(&f, VERSIONS, &sample())
+                .unwrap_err()
+                .contains("not in the allowlist")
+        );
+    }
+
+    #[test]
+    fn project_size_counts_what_is_kept() {
+        let f = filters("max_project_size = 60");
+        assert!(
+            run(&f, VERSIONS, &sample())
+                .unwrap_err()
+                .contains("max_project_size")
+        );
+        let f = filters("max_project_size = 60\nexclude_prereleases = true\nyanked = \"drop\"");
+        assert!(run(&f, VERSIONS, &sample()).is_ok());
+        let f = filters("max_project_size = 60\nsize_allowlist = [\"demo\"]");
+        assert!(run(&f, VERSIONS, &sample()).is_ok());
+    }
+
+    #[test]
+    fn listed_projects_only_for_an_allowlist_of_names() {
+        let f = filters("allowlist = [\"b\", \"a>=1\", \"c\"]\nblocklist = [\"c\"]");
+        let names: Vec<String> = f
+            .listed_projects()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(
+            filters("allowlist = [\"a\"]\nallowlist_regex = [\"^b\"]")
+                .listed_projects()
+                .is_none()
+        );
+        assert!(filters("blocklist = [\"a\"]").listed_projects().is_none());
+    }
+
+    #[test]
+    fn changes_are_told_apart() {
+        use change::FilterChange;
+        let old = filters("allowlist = [\"a\", \"b>=1\"]\nblocklist = [\"x\"]");
+        let stored = old.spec().to_canonical();
+        assert!(FilterChange::detect(Some(&stored), &old).is_none());
+        assert!(FilterChange::detect(None, &Filters::default()).is_none());
+        // Same projects, one specifier changed: only that project is revisited.
+        let c = FilterChange::detect(
+            Some(&stored),
+            &filters("allowlist = [\"a\", \"b>=2\"]\nblocklist = [\"x\"]"),
+        )
+        .unwrap();
+        assert!(!c.projects_changed && !c.content_changed);
+        // A longer allowlist may add projects; a longer blocklist may not.
+        let new = filters("allowlist = [\"a\", \"b>=1\", \"c\"]\nblocklist = [\"x\"]");
+        let c = FilterChange::detect(Some(&stored), &new).unwrap();
+        assert!(c.projects_changed && c.may_add_projects(&new));
+        let new = filters("allowlist = [\"a\", \"b>=1\"]\nblocklist = [\"x\", \"a\"]");
+        let c = FilterChange::detect(Some(&stored), &new).unwrap();
+        assert!(c.projects_changed && !c.may_add_projects(&new));
+        let new = filters("allowlist = [\"a\", \"b>=1\"]");
+        assert!(
+            FilterChange::detect(Some(&stored), &new)
+                .unwrap()
+                .may_add_projects(&new)
+        );
+        // Something unreadable stored: everything is revisited.
+        let c = FilterChange::detect(Some("{not json"), &old).unwrap();
+        assert!(c.projects_changed && c.content_changed);
+    }
+}
