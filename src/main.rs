@@ -47,7 +47,7 @@ fn main() -> ExitCode {
                 };
             }
             let stop = Arc::new(AtomicBool::new(false));
-            runtime.spawn(watch_signals(stop.clone()));
+            runtime.spawn(watch_signals(stop.clone(), SYNC_STOP));
             match runtime.block_on(pymirror::sync::run(&cfg, options, multi.as_ref(), stop)) {
                 Ok(summary) => {
                     tracing::info!("{}", summary.line());
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let stop = Arc::new(AtomicBool::new(false));
-            runtime.spawn(watch_signals(stop.clone()));
+            runtime.spawn(watch_signals(stop.clone(), VERIFY_STOP));
             let options = pymirror::verify::Options {
                 hash: args.hash,
                 upstream: args.upstream,
@@ -132,9 +132,25 @@ fn fatal(message: String) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// First SIGINT/SIGTERM: take no new projects, finish those in flight, commit, exit 1.
+/// What a command does on a first signal, and what takes over after a second.
+struct OnStop {
+    finishing: &'static str,
+    resumes: &'static str,
+}
+
+const SYNC_STOP: OnStop = OnStop {
+    finishing: "finishing projects in flight",
+    resumes: "the next sync resumes",
+};
+
+const VERIFY_STOP: OnStop = OnStop {
+    finishing: "finishing the checks in flight",
+    resumes: "`pymirror verify --resume` continues",
+};
+
+/// First SIGINT/SIGTERM: take no new work, finish what is in flight, commit, exit 1.
 /// Second: exit at once (everything committed so far stays consistent).
-async fn watch_signals(stop: Arc<AtomicBool>) {
+async fn watch_signals(stop: Arc<AtomicBool>, on: OnStop) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -148,11 +164,12 @@ async fn watch_signals(stop: Arc<AtomicBool>) {
             _ = term.recv() => {}
         }
         if stop.swap(true, Ordering::Relaxed) {
-            tracing::error!("second signal: exiting now; the next sync resumes");
+            tracing::error!("second signal: exiting now; {}", on.resumes);
             std::process::exit(130);
         }
         tracing::warn!(
-            "signal received: finishing projects in flight, then stopping (again to abort)"
+            "signal received: {}, then stopping (again to abort)",
+            on.finishing
         );
     }
 }
