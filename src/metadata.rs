@@ -41,6 +41,35 @@ impl FileRecord {
     pub fn blake2b(&self) -> Blake2b256 {
         self.path.blake2b()
     }
+
+    /// A record for unit tests: stored under `hex` (64 hex digits, also its sha256), no
+    /// optional fields.
+    #[cfg(test)]
+    pub fn for_test(version: &str, filename: &str, hex: &str, size: u64) -> FileRecord {
+        let filename = Filename::new(filename).unwrap();
+        let url_path = format!(
+            "/packages/{}/{}/{}/{filename}",
+            &hex[..2],
+            &hex[2..4],
+            &hex[4..]
+        );
+        FileRecord {
+            version: version.into(),
+            path: PackagePath::from_url_path(&url_path, &filename).unwrap(),
+            filename,
+            size,
+            sha256: Sha256::from_hex(hex).unwrap(),
+            upload_time: None,
+            requires_python: None,
+            yanked: false,
+            yanked_reason: None,
+            packagetype: None,
+            python_version: None,
+            core_metadata: None,
+            provenance: None,
+            extra_hashes: BTreeMap::new(),
+        }
+    }
 }
 
 /// A file upstream offers, with where to fetch it.

@@ -444,7 +444,6 @@ impl Filters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{Filename, PackagePath, Sha256};
 
     fn filters(body: &str) -> Filters {
         let table: toml::Table = format!("[filters]\n{body}").parse().unwrap();
@@ -452,32 +451,10 @@ mod tests {
     }
 
     fn file(version: &str, filename: &str, size: u64, yanked: bool) -> FileRecord {
-        let name = Filename::new(filename).unwrap();
         let hex = format!("{:064x}", filename.len() as u64 * 7919 + size);
         FileRecord {
-            version: version.into(),
-            path: PackagePath::from_url_path(
-                &format!(
-                    "/packages/{}/{}/{}/{filename}",
-                    &hex[..2],
-                    &hex[2..4],
-                    &hex[4..]
-                ),
-                &name,
-            )
-            .unwrap(),
-            filename: name,
-            size,
-            sha256: Sha256::from_hex(&hex).unwrap(),
-            upload_time: None,
-            requires_python: None,
             yanked,
-            yanked_reason: None,
-            packagetype: None,
-            python_version: None,
-            core_metadata: None,
-            provenance: None,
-            extra_hashes: Default::default(),
+            ..FileRecord::for_test(version, filename, &hex, size)
         }
     }
 

@@ -216,36 +216,9 @@ mod tests {
     use super::*;
     use crate::metadata::{FileRecord, RemoteFile};
     use crate::state::JsonApiRecord;
-    use crate::types::{Filename, PackagePath, Sha256};
 
     fn record(filename: &str, byte: u8) -> FileRecord {
-        let filename = Filename::new(filename).unwrap();
-        let hex = format!("{byte:02x}").repeat(32);
-        FileRecord {
-            version: "1.0".into(),
-            path: PackagePath::from_url_path(
-                &format!(
-                    "/packages/{}/{}/{}/{filename}",
-                    &hex[..2],
-                    &hex[2..4],
-                    &hex[4..]
-                ),
-                &filename,
-            )
-            .unwrap(),
-            filename,
-            size: 1,
-            sha256: Sha256::from_bytes([byte; 32]),
-            upload_time: None,
-            requires_python: None,
-            yanked: false,
-            yanked_reason: None,
-            packagetype: None,
-            python_version: None,
-            core_metadata: None,
-            provenance: None,
-            extra_hashes: Default::default(),
-        }
+        FileRecord::for_test("1.0", filename, &format!("{byte:02x}").repeat(32), 1)
     }
 
     fn stored(serial: u64, files: Vec<FileRecord>) -> StoredProject {
