@@ -157,10 +157,6 @@ impl Upstream {
         self.hosts.acquire(url).await
     }
 
-    pub fn retries(&self) -> u32 {
-        self.retries
-    }
-
     pub fn retry_delay(&self) -> Duration {
         self.retry_delay
     }
