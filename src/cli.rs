@@ -61,6 +61,14 @@ pub struct VerifyArgs {
     /// Threads checking files and pages [default: twice the cores, at least 8, at most 64].
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Test hook: exit as if killed (code 137) after N units of work.
+    #[cfg(feature = "test-hooks")]
+    #[arg(long, value_name = "N", hide = true)]
+    pub test_exit_after: Option<u64>,
+    /// Test hook: stop as on SIGINT after N units of work.
+    #[cfg(feature = "test-hooks")]
+    #[arg(long, value_name = "N", hide = true)]
+    pub test_stop_after: Option<u64>,
 }
 
 #[derive(Debug, Args)]

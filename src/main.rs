@@ -96,6 +96,11 @@ fn main() -> ExitCode {
                 resume: args.resume,
                 json: args.json,
                 jobs: args.jobs,
+                #[cfg(feature = "test-hooks")]
+                hooks: pymirror::verify::TestHooks {
+                    exit_after: args.test_exit_after,
+                    stop_after: args.test_stop_after,
+                },
             };
             let mut out = std::io::stdout().lock();
             match runtime.block_on(pymirror::verify::run(

@@ -467,10 +467,12 @@ fn exit_codes_and_one_line_errors() {
 }
 
 /// `pymirror verify` with a test hook set.
-fn verify_with_env(mirror: &Mirror, args: &[&str], key: &str, value: &str) -> Run {
+/// A verify with a test hook (a hidden flag of builds with the `test-hooks` feature).
+fn verify_with_hook(mirror: &Mirror, args: &[&str], hook: &str, value: &str) -> Run {
     let mut all = vec!["verify", "--config", mirror.config.to_str().unwrap()];
     all.extend_from_slice(args);
-    mirror.run_env(&all, &[("NO_PROXY", "*"), (key, value)])
+    all.extend_from_slice(&[hook, value]);
+    mirror.run_env(&all, &[("NO_PROXY", "*")])
 }
 
 #[test]
@@ -493,12 +495,7 @@ fn an_interrupted_verify_resumes_where_it_stopped() {
 
     // Killed half-way through the package tree: after the temp-file and top-level checks and
     // 2,048 of the 4,096 units of 16 shards.
-    let run = verify_with_env(
-        &mirror,
-        &["--hash", "--json"],
-        "PYMIRROR_VERIFY_TEST_EXIT_AFTER",
-        "2050",
-    );
+    let run = verify_with_hook(&mirror, &["--hash", "--json"], "--test-exit-after", "2050");
     assert_eq!(run.code, 137, "{}", run.stderr);
     assert!(run.stdout.is_empty(), "killed before any report");
 
@@ -710,12 +707,7 @@ fn a_stopped_verify_reports_what_it_found_and_resume_finishes_it() {
     let (up, mirror) = synced(TEST_SETTINGS);
     std::fs::remove_file(mirror.dir.join(file_path(&up, "gamma-1.0.tar.gz"))).unwrap();
     // Stopped (as by SIGINT) half-way through the package tree.
-    let run = verify_with_env(
-        &mirror,
-        &["--json"],
-        "PYMIRROR_VERIFY_TEST_STOP_AFTER",
-        "2050",
-    );
+    let run = verify_with_hook(&mirror, &["--json"], "--test-stop-after", "2050");
     let report = json_report(&run);
     assert_eq!(report["complete"], false, "{report:#}");
     assert!(

@@ -44,11 +44,6 @@ use crate::upstream::Upstream;
 
 use problem::{Kind, Problem};
 
-/// Test hooks: exit as if killed (`…_EXIT_AFTER`), or stop as on SIGINT (`…_STOP_AFTER`),
-/// right after this many units of work.
-const TEST_EXIT_AFTER: &str = "PYMIRROR_VERIFY_TEST_EXIT_AFTER";
-const TEST_STOP_AFTER: &str = "PYMIRROR_VERIFY_TEST_STOP_AFTER";
-
 /// Upstream errors in a row after which `--upstream` stops asking (upstream is down).
 const UPSTREAM_FAILURES: u32 = 20;
 
@@ -66,6 +61,17 @@ pub struct Options {
     pub json: bool,
     /// Threads checking files and pages (default: twice the cores, 8 to 64).
     pub jobs: Option<usize>,
+    /// Only in builds with the `test-hooks` feature (the integration tests turn it on).
+    #[cfg(feature = "test-hooks")]
+    pub hooks: TestHooks,
+}
+
+/// Test hooks: exit as if killed, or stop as on SIGINT, right after this many units of work.
+#[cfg(feature = "test-hooks")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TestHooks {
+    pub exit_after: Option<u64>,
+    pub stop_after: Option<u64>,
 }
 
 impl Options {
@@ -143,7 +149,12 @@ pub async fn run(
         jobs: opts.jobs.unwrap_or_else(default_jobs).max(1),
         sync_running: sync_pid.is_some(),
     };
+    #[allow(unused_mut)]
     let mut rec = Recorder::new(state, run.id, run.counts, stop.clone());
+    #[cfg(feature = "test-hooks")]
+    {
+        rec.hooks = opts.hooks;
+    }
     let checked = verify.check(&mut rec).await?;
     let this_run = rec.this_run;
     let mut state = rec.into_state();
@@ -551,14 +562,13 @@ struct Recorder {
     /// This process's share.
     this_run: VerifyCounts,
     units: u64,
-    exit_after: Option<u64>,
-    stop_after: Option<u64>,
+    #[cfg(feature = "test-hooks")]
+    hooks: TestHooks,
     stop: Arc<AtomicBool>,
 }
 
 impl Recorder {
     fn new(state: State, run: i64, before: VerifyCounts, stop: Arc<AtomicBool>) -> Recorder {
-        let hook = |key| std::env::var(key).ok().and_then(|v| v.parse().ok());
         Recorder {
             state,
             run,
@@ -570,8 +580,8 @@ impl Recorder {
             total: before,
             this_run: VerifyCounts::default(),
             units: 0,
-            exit_after: hook(TEST_EXIT_AFTER),
-            stop_after: hook(TEST_STOP_AFTER),
+            #[cfg(feature = "test-hooks")]
+            hooks: TestHooks::default(),
             stop,
         }
     }
@@ -606,12 +616,15 @@ impl Recorder {
             self.position = position;
         }
         self.units += 1;
-        if self.exit_after == Some(self.units) {
-            self.commit(false)?;
-            std::process::exit(137);
-        }
-        if self.stop_after == Some(self.units) {
-            self.stop.store(true, Ordering::Relaxed);
+        #[cfg(feature = "test-hooks")]
+        {
+            if self.hooks.exit_after == Some(self.units) {
+                self.commit(false)?;
+                std::process::exit(137);
+            }
+            if self.hooks.stop_after == Some(self.units) {
+                self.stop.store(true, Ordering::Relaxed);
+            }
         }
         if self.last_commit.elapsed() >= CHECKPOINT_EVERY || self.problems.len() >= 10_000 {
             self.commit(false)?;
