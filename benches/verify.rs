@@ -20,11 +20,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pymirror::config::SimpleFormat;
-use pymirror::hashing::FileHasher;
 use pymirror::index::{IndexWriter, ProjectView};
-use pymirror::layout::Layout;
-use pymirror::metadata::{FileRecord, ProjectSnapshot, RemoteFile};
 use pymirror::state::State;
+use pymirror::storage::Layout;
+use pymirror::types::hashing::FileHasher;
+use pymirror::types::{FileRecord, ProjectSnapshot, RemoteFile};
 use pymirror::types::{Filename, PackagePath, ProjectName, Serial};
 
 struct Args {

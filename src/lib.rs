@@ -1,20 +1,15 @@
-//! pymirror: a PyPI mirror synchronizer. See ARCHITECTURE.md for the path a sync takes.
+//! pymirror: a PyPI mirror synchronizer. See ARCHITECTURE.md for the floors and the path a
+//! sync takes through them. Each module imports only the ones listed above it.
 
 pub mod cli;
 pub mod config;
-pub mod download;
-pub mod dry_run;
 pub mod filter;
-pub mod hashing;
 pub mod index;
-pub mod layout;
-pub mod lock;
-pub mod metadata;
 pub mod nginx;
-pub mod plan;
 pub mod progress;
 pub mod state;
 pub mod status;
+pub mod storage;
 pub mod sync;
 pub mod types;
 pub mod upstream;

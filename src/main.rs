@@ -40,7 +40,8 @@ fn main() -> ExitCode {
             };
             if args.dry_run {
                 let mut out = std::io::stdout().lock();
-                return match runtime.block_on(pymirror::dry_run::run(&cfg, options, &mut out)) {
+                return match runtime.block_on(pymirror::sync::dry_run::run(&cfg, options, &mut out))
+                {
                     Ok(report) if report.failures == 0 => ExitCode::SUCCESS,
                     Ok(_) => ExitCode::from(1),
                     Err(e) => fatal(format!("{e:#}")),

@@ -9,8 +9,8 @@ use indicatif::HumanBytes;
 use serde::Serialize;
 
 use crate::config::{ChangeFeed, Config};
-use crate::layout::Layout;
 use crate::state::{Pending, RunRecord, State};
+use crate::storage::Layout;
 use crate::types::Serial;
 use crate::upstream::Upstream;
 

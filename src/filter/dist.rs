@@ -6,89 +6,9 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::metadata::FileRecord;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum PackageType {
-    Sdist,
-    Wheel,
-    Egg,
-    Wininst,
-    Msi,
-    Rpm,
-    Dmg,
-    Dumb,
-}
-
-/// Upstream's names (the JSON API `packagetype`) and the short names the config also accepts.
-const PACKAGE_TYPES: &[(&str, &str, PackageType)] = &[
-    ("sdist", "sdist", PackageType::Sdist),
-    ("bdist_wheel", "wheel", PackageType::Wheel),
-    ("bdist_egg", "egg", PackageType::Egg),
-    ("bdist_wininst", "exe", PackageType::Wininst),
-    ("bdist_msi", "msi", PackageType::Msi),
-    ("bdist_rpm", "rpm", PackageType::Rpm),
-    ("bdist_dmg", "dmg", PackageType::Dmg),
-    ("bdist_dumb", "dumb", PackageType::Dumb),
-];
-
-impl PackageType {
-    /// `sdist`, `bdist_wheel`, …, or the short form `wheel`, `egg`, `exe`, `msi`, `rpm`,
-    /// `dmg`, `dumb`.
-    pub fn from_name(name: &str) -> Option<PackageType> {
-        let name = name.trim().to_ascii_lowercase();
-        PACKAGE_TYPES
-            .iter()
-            .find(|(long, short, _)| name == *long || name == *short)
-            .map(|(.., t)| *t)
-    }
-
-    pub fn name(self) -> &'static str {
-        PACKAGE_TYPES
-            .iter()
-            .find(|(.., t)| *t == self)
-            .map(|(long, ..)| *long)
-            .expect("every type is listed")
-    }
-
-    pub fn names() -> String {
-        PACKAGE_TYPES
-            .iter()
-            .map(|(long, short, _)| format!("{short} ({long})"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    /// Upstream's `packagetype` when it is one we know, else the file name's extension.
-    fn of(record: &FileRecord) -> Option<PackageType> {
-        if let Some(t) = record
-            .packagetype
-            .as_deref()
-            .and_then(PackageType::from_name)
-        {
-            return Some(t);
-        }
-        let name = record.filename.as_str().to_ascii_lowercase();
-        let by_extension = [
-            (".whl", PackageType::Wheel),
-            (".egg", PackageType::Egg),
-            (".exe", PackageType::Wininst),
-            (".msi", PackageType::Msi),
-            (".rpm", PackageType::Rpm),
-            (".dmg", PackageType::Dmg),
-            (".tar.gz", PackageType::Sdist),
-            (".tar.bz2", PackageType::Sdist),
-            (".tar.xz", PackageType::Sdist),
-            (".tgz", PackageType::Sdist),
-            (".tar", PackageType::Sdist),
-            (".zip", PackageType::Sdist),
-        ];
-        by_extension
-            .iter()
-            .find(|(ext, _)| name.ends_with(ext))
-            .map(|(_, t)| *t)
-    }
-}
+use crate::types::FileRecord;
+pub use crate::types::dist::PackageType;
+use crate::types::dist::{ARCHIVE_EXTENSIONS, DistFilename};
 
 /// A Python tag (`py3`, `py27`, `cp312`, `pp39`) or a tag-like filter entry.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -258,9 +178,15 @@ pub struct FileTags {
 }
 
 pub fn tags(record: &FileRecord) -> FileTags {
-    let packagetype = PackageType::of(record);
-    let filename = record.filename.as_str();
-    let lower = filename.to_ascii_lowercase();
+    let lower = record.filename.as_str().to_ascii_lowercase();
+    let name = DistFilename::parse(&lower);
+    // Upstream's `packagetype` when it is one we know, else the file name's extension.
+    let packagetype = record
+        .packagetype
+        .as_deref()
+        .and_then(PackageType::from_name)
+        .or(name.map(|n| n.packagetype));
+    let stem = name.map_or(lower.as_str(), |n| n.stem);
     let mut out = FileTags {
         packagetype,
         platforms: Vec::new(),
@@ -278,18 +204,18 @@ pub fn tags(record: &FileRecord) -> FileTags {
     match packagetype {
         None | Some(PackageType::Sdist) => {}
         Some(PackageType::Wheel) => {
-            // name-version(-build)?-python-abi-platform.whl
-            let stem = lower.strip_suffix(".whl").unwrap_or(&lower);
-            let parts: Vec<&str> = stem.rsplitn(4, '-').collect();
-            if let [platform, abi, python, _] = parts[..] {
-                out.platforms = platform.split('.').map(normalize_platform).collect();
-                out.abi3 = abi.split('.').any(|a| a == "abi3");
-                out.pythons = python.split('.').filter_map(PythonTag::parse).collect();
+            if let Some(wheel) = name.and_then(|n| n.wheel()) {
+                out.platforms = wheel.platform.split('.').map(normalize_platform).collect();
+                out.abi3 = wheel.abi.split('.').any(|a| a == "abi3");
+                out.pythons = wheel
+                    .python
+                    .split('.')
+                    .filter_map(PythonTag::parse)
+                    .collect();
             }
         }
         Some(PackageType::Egg) => {
             // name-version-pyX.Y(-platform).egg
-            let stem = lower.strip_suffix(".egg").unwrap_or(&lower);
             let parts: Vec<&str> = stem.splitn(4, '-').collect();
             out.pythons = parts
                 .get(2)
@@ -305,7 +231,6 @@ pub fn tags(record: &FileRecord) -> FileTags {
         }
         Some(PackageType::Wininst | PackageType::Msi) => {
             // name-version.win-amd64(-pyX.Y).exe / .msi
-            let stem = lower.rsplit_once('.').map_or(lower.as_str(), |(s, _)| s);
             let (stem, python) = match stem
                 .rsplit_once("-py")
                 .and_then(|(s, py)| Some((s, PythonTag::parse(py)?)))
@@ -321,7 +246,6 @@ pub fn tags(record: &FileRecord) -> FileTags {
         }
         Some(PackageType::Rpm) => {
             // name-version-release.arch.rpm
-            let stem = lower.strip_suffix(".rpm").unwrap_or(&lower);
             let arch = stem.rsplit('.').next().unwrap_or_default();
             out.platforms = vec![format!("linux_{}", normalize_platform(arch))];
             out.pythons = from_field();
@@ -335,7 +259,7 @@ pub fn tags(record: &FileRecord) -> FileTags {
             let marker = format!("-{}.", record.version.to_ascii_lowercase());
             if let Some(i) = lower.find(&marker) {
                 let rest = &lower[i + marker.len()..];
-                let platform = [".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar", ".zip"]
+                let platform = ARCHIVE_EXTENSIONS
                     .iter()
                     .find_map(|ext| rest.strip_suffix(ext))
                     .unwrap_or(rest);

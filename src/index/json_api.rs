@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::Links;
-use crate::metadata::FileRecord;
+use crate::types::FileRecord;
 
 pub fn rewrite(
     upstream: &Value,

@@ -15,9 +15,9 @@ use std::path::PathBuf;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::config::SimpleFormat;
-use crate::layout::Layout;
-use crate::metadata::{FileRecord, ProjectStatus};
 use crate::state::State;
+use crate::storage::Layout;
+use crate::types::{FileRecord, ProjectStatus, StoredProject};
 use crate::types::{ProjectName, Serial, Sha256};
 
 /// The simple API version both formats advertise: every key up to 1.4 is written (PEP 700
@@ -102,6 +102,18 @@ impl<'a> ProjectView<'a> {
             versions,
             files,
         }
+    }
+
+    /// A project as the database records it.
+    pub fn of_stored(p: &'a StoredProject) -> Self {
+        ProjectView::new(
+            &p.name,
+            &p.display_name,
+            p.serial,
+            p.status.as_ref(),
+            &p.versions,
+            p.files.iter().collect(),
+        )
     }
 
     pub fn files(&self) -> impl Iterator<Item = &'a FileRecord> + '_ {
@@ -219,7 +231,7 @@ impl<'a> IndexWriter<'a> {
         let mut digest = None;
         for (dest, links) in self.json_api_docs(name) {
             let body = json_api::rewrite(upstream, versions, held, &links);
-            digest.get_or_insert_with(|| crate::hashing::sha256(&body));
+            digest.get_or_insert_with(|| crate::types::hashing::sha256(&body));
             self.layout.write_if_changed(&dest, &body, self.fsync)?;
         }
         Ok(digest.expect("two documents"))

@@ -6,17 +6,14 @@
 mod migrate;
 mod verify;
 
-pub use verify::{
-    ExpectedFile, FileOwner, JsonApiRecord, ProblemRow, StoredProject, VerifyBegin, VerifyCounts,
-    VerifyRun,
-};
+pub use verify::{ExpectedFile, FileOwner, ProblemRow, VerifyBegin, VerifyCounts, VerifyRun};
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::metadata::{FileRecord, ProjectSnapshot};
+use crate::types::{FileRecord, ProjectSnapshot};
 use crate::types::{Filename, PackagePath, ProjectName, Serial, Sha256};
 
 #[derive(Debug, thiserror::Error)]

@@ -8,9 +8,10 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{Result, State, StateError};
-use crate::metadata::{FileRecord, ProjectStatus};
-use crate::types::{ProjectName, Serial, Sha256};
-use crate::verify::problem::{Kind, Problem};
+use crate::types::problem::{Kind, Problem};
+use crate::types::{
+    FileRecord, JsonApiRecord, ProjectName, ProjectStatus, Serial, Sha256, StoredProject,
+};
 
 /// A file (or PEP 658 sidecar) the database says is at `path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,42 +23,6 @@ pub struct ExpectedFile {
     pub sha256: String,
     /// `None` for sidecars.
     pub blake2b: Option<String>,
-}
-
-/// What the database knows about a project's JSON API document (`json = true`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JsonApiRecord {
-    /// Not recorded (an older pymirror wrote it, or a sync was killed before recording it).
-    Unknown,
-    /// Upstream had no document for it: none may be on disk.
-    Absent,
-    /// The SHA-256 of `web/json/<name>` as written.
-    Written(Sha256),
-}
-
-/// A project as recorded, everything its pages are generated from.
-#[derive(Debug, Clone)]
-pub struct StoredProject {
-    pub name: ProjectName,
-    pub display_name: String,
-    pub serial: Serial,
-    pub status: Option<ProjectStatus>,
-    pub versions: Vec<String>,
-    pub files: Vec<FileRecord>,
-    pub json_api: JsonApiRecord,
-}
-
-impl StoredProject {
-    pub fn view(&self) -> crate::index::ProjectView<'_> {
-        crate::index::ProjectView::new(
-            &self.name,
-            &self.display_name,
-            self.serial,
-            self.status.as_ref(),
-            &self.versions,
-            self.files.iter().collect(),
-        )
-    }
 }
 
 /// A project referencing a file path, with the file's record.

@@ -2,11 +2,18 @@
 //! the program can take names, digests and paths as already safe.
 
 mod digest;
+pub mod dist;
+pub mod hashing;
 mod name;
 mod package_path;
+pub mod problem;
+mod record;
 mod serial;
 
 pub use digest::{Blake2b256, InvalidDigest, Sha256};
 pub use name::{InvalidName, ProjectName, is_valid_display_name};
 pub use package_path::{Filename, PackagePath, UnsafePath};
+pub use record::{
+    FileRecord, JsonApiRecord, ProjectSnapshot, ProjectStatus, RemoteFile, StoredProject,
+};
 pub use serial::Serial;

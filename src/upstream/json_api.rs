@@ -2,7 +2,7 @@
 //! <https://docs.pypi.org/api/json/>
 //!
 //! Only the fields a mirror needs are read; everything is optional-tolerant where Warehouse
-//! has changed over time, and nothing here is trusted: [`crate::metadata`] validates it.
+//! has changed over time, and nothing here is trusted: [`crate::upstream::snapshot`] validates it.
 
 use std::collections::BTreeMap;
 

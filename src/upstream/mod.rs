@@ -8,6 +8,7 @@ pub mod address;
 pub mod json_api;
 pub mod retry;
 pub mod simple;
+pub mod snapshot;
 pub mod xmlrpc;
 
 use std::collections::HashMap;

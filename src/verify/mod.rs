@@ -18,7 +18,6 @@
 pub mod packages;
 pub mod pages;
 pub mod pipeline;
-pub mod problem;
 pub mod repair;
 pub mod report;
 pub mod upstream;
@@ -33,16 +32,16 @@ use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::config::Config;
-use crate::download::Downloader;
-use crate::layout::Layout;
-use crate::lock::MirrorLock;
-use crate::metadata::UrlPolicy;
 use crate::progress::Progress;
 use crate::state::{State, VerifyBegin, VerifyCounts};
+use crate::storage::Layout;
+use crate::storage::MirrorLock;
+use crate::storage::download::Downloader;
 use crate::types::ProjectName;
 use crate::upstream::Upstream;
+use crate::upstream::snapshot::UrlPolicy;
 
-use problem::{Kind, Problem};
+use crate::types::problem::{Kind, Problem};
 
 /// Upstream errors in a row after which `--upstream` stops asking (upstream is down).
 const UPSTREAM_FAILURES: u32 = 20;

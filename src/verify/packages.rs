@@ -13,10 +13,10 @@ use std::fs::FileType;
 use std::io;
 use std::path::Path;
 
-use crate::hashing::hash_file_with;
 use crate::state::{ExpectedFile, State, VerifyCounts};
+use crate::storage::layout::hash_file_with;
 
-use super::problem::{Kind, Problem};
+use crate::types::problem::{Kind, Problem};
 
 pub const SHARDS: u32 = 256 * 256;
 

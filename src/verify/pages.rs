@@ -20,15 +20,16 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::config::SimpleFormat;
-use crate::hashing::sha256;
-use crate::index::{self, IndexWriter, Links, html, json, json_api};
-use crate::layout::Layout;
-use crate::metadata::FileRecord;
-use crate::state::{JsonApiRecord, State, StoredProject, VerifyCounts};
+use crate::index::{self, IndexWriter, Links, ProjectView, html, json, json_api};
+use crate::state::{State, VerifyCounts};
+use crate::storage::Layout;
+use crate::types::FileRecord;
+use crate::types::hashing::sha256;
+use crate::types::{JsonApiRecord, StoredProject};
 use crate::types::{ProjectName, Serial};
 
 use super::packages::is_real_dir;
-use super::problem::{Kind, Problem};
+use crate::types::problem::{Kind, Problem};
 
 /// Projects per unit of work (and per checkpoint step).
 pub const BATCH: usize = 256;
@@ -94,7 +95,7 @@ impl Checker<'_> {
 
     fn check_project(&self, stored: &StoredProject, out: &mut BatchResult) {
         let name = stored.name.as_str();
-        let view = stored.view();
+        let view = ProjectView::of_stored(stored);
         let links = Links::new(self.root_uri, "../../");
         let dir = self.layout.project_dir(&stored.name);
         let rel_dir = format!("web/simple/{name}/");
@@ -155,7 +156,7 @@ impl Checker<'_> {
 
     /// The state of a project's two JSON API documents (`json/<name>`, `pypi/<name>/json`).
     pub fn json_api_state(&self, stored: &StoredProject, docs: &[(PathBuf, Links); 2]) -> [Doc; 2] {
-        let view = stored.view();
+        let view = ProjectView::of_stored(stored);
         let held: Vec<&FileRecord> = view.files().collect();
         let read = |path: &Path| -> Result<Option<Vec<u8>>, String> {
             if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {

@@ -14,17 +14,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::StreamExt;
 
 use crate::config::Config;
-use crate::download::{Downloader, Target};
-use crate::index::IndexWriter;
-use crate::layout::Layout;
-use crate::metadata::{FileRecord, UrlPolicy};
-use crate::state::{Change, State, StoredProject};
+use crate::index::{IndexWriter, ProjectView};
+use crate::state::{Change, State};
+use crate::storage::Layout;
+use crate::storage::download::{Downloader, Target};
+use crate::types::FileRecord;
+use crate::types::StoredProject;
 use crate::types::{ProjectName, Serial};
+use crate::upstream::snapshot::UrlPolicy;
 use crate::upstream::{ProjectFetch, Upstream};
 
 use super::pages::{self, Doc};
-use super::problem::{Kind, Problem};
 use super::upstream::fetch;
+use crate::types::problem::{Kind, Problem};
 
 /// Problems taken from the database at a time.
 const CHUNK: usize = 256;
@@ -255,7 +257,8 @@ impl Repairer<'_> {
             if std::fs::symlink_metadata(&dir).is_ok_and(|m| !m.is_dir()) {
                 self.delete(&dir, &rel).map_err(anyhow::Error::msg)?;
             }
-            self.index().write_project(&stored.view())?;
+            self.index()
+                .write_project(&ProjectView::of_stored(stored))?;
         }
         let json_api = ["web/json/", "web/pypi/"];
         if problems
@@ -283,7 +286,7 @@ impl Repairer<'_> {
                 _ => None,
             });
         let source = match (stored.json_api, good) {
-            (crate::state::JsonApiRecord::Absent, _) => None,
+            (crate::types::JsonApiRecord::Absent, _) => None,
             (_, Some(doc)) => Some(doc),
             (_, None) => match self
                 .upstream
@@ -296,7 +299,7 @@ impl Repairer<'_> {
         };
         match source {
             Some(doc) => {
-                let view = stored.view();
+                let view = ProjectView::of_stored(stored);
                 let held: Vec<&FileRecord> = view.files().collect();
                 let digest = index.write_json_api(&stored.name, &doc, &stored.versions, &held)?;
                 state.set_json_api_digest(&stored.name, Some(&digest.to_hex()))?;

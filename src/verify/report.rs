@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::state::{ProblemRow, State, VerifyCounts};
 
-use super::problem::Kind;
+use crate::types::problem::Kind;
 
 pub struct Report {
     pub directory: String,

@@ -10,12 +10,13 @@
 use std::collections::BTreeMap;
 
 use crate::config::{ChangeFeed, Config};
-use crate::metadata::{self, ProjectSnapshot, UrlPolicy};
-use crate::state::StoredProject;
+use crate::index::ProjectView;
 use crate::types::{ProjectName, Serial};
+use crate::types::{ProjectSnapshot, StoredProject};
+use crate::upstream::snapshot::{self, UrlPolicy};
 use crate::upstream::{ProjectFetch, Upstream};
 
-use super::problem::{Kind, Problem};
+use crate::types::problem::{Kind, Problem};
 
 /// What upstream says about a project now, through the mirror's filters.
 pub struct Fetched {
@@ -66,11 +67,11 @@ pub async fn fetch(
             json_body: None,
         });
     };
-    let answers = metadata::Answers {
+    let answers = snapshot::Answers {
         json: json.zip(json_url.as_ref()),
         page: page.zip(page_url.as_ref()),
     };
-    let mut snapshot = metadata::snapshot(name, display_name, answers, Serial(serial), policy)?;
+    let mut snapshot = snapshot::snapshot(name, display_name, answers, Serial(serial), policy)?;
     Ok(match cfg.filters.apply(&mut snapshot) {
         Ok(()) => Fetched {
             snapshot: Some(snapshot),
@@ -119,8 +120,7 @@ pub fn drift(stored: &StoredProject, upstream: &Fetched) -> Option<Problem> {
         );
         return None;
     }
-    let ours: BTreeMap<&str, String> = stored
-        .view()
+    let ours: BTreeMap<&str, String> = ProjectView::of_stored(stored)
         .files()
         .map(|f| (f.filename.as_str(), f.sha256.to_hex()))
         .collect();
@@ -139,7 +139,7 @@ pub fn drift(stored: &StoredProject, upstream: &Fetched) -> Option<Problem> {
         .filter(|f| !theirs.contains_key(*f))
         .copied()
         .collect();
-    let status = |s: Option<&crate::metadata::ProjectStatus>| s.map(|s| s.status.clone());
+    let status = |s: Option<&crate::types::ProjectStatus>| s.map(|s| s.status.clone());
     let mut why = Vec::new();
     if !not_here.is_empty() {
         why.push(format!(
@@ -214,8 +214,8 @@ pub async fn listing(upstream: &Upstream, cfg: &Config) -> anyhow::Result<Vec<(S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::{FileRecord, RemoteFile};
-    use crate::state::JsonApiRecord;
+    use crate::types::JsonApiRecord;
+    use crate::types::{FileRecord, RemoteFile};
 
     fn record(filename: &str, byte: u8) -> FileRecord {
         FileRecord::for_test("1.0", filename, &format!("{byte:02x}").repeat(32), 1)

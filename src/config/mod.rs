@@ -3,6 +3,13 @@
 //! Parsing is done by hand over a `toml::Table` rather than with `serde(deny_unknown_fields)`
 //! so that every mistake gets one line naming the file, the key and the fix.
 
+#[cfg(test)]
+mod filter_tests;
+pub mod filters;
+mod keys;
+
+pub use keys::Keys;
+
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -249,7 +256,7 @@ impl Config {
                 .integer("min_download_rate", 1, 1 << 40)?
                 .unwrap_or(16 * 1024) as u64,
             max_file_bytes: keys.integer("max_file_bytes", 0, i64::MAX)?.unwrap_or(0) as u64,
-            filters: crate::filter::config::parse(table.get("filters"), base)?,
+            filters: filters::parse(table.get("filters"), base)?,
         })
     }
 }
@@ -314,94 +321,6 @@ pub fn host_is_loopback(url: &Url) -> bool {
     }
 }
 
-/// Typed access to one table's keys with errors that name the table, the key and the
-/// expected value.
-pub(crate) struct Keys<'a>(pub &'static str, pub &'a Table);
-
-impl Keys<'_> {
-    pub(crate) fn wrong(&self, key: &str, want: &str) -> String {
-        format!(
-            "[{}] {key} = {} is not {want}; fix the value",
-            self.0, self.1[key]
-        )
-    }
-
-    pub(crate) fn string(&self, key: &str) -> Result<Option<String>, String> {
-        match self.1.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(self.wrong(key, "a string (put it in quotes)")),
-        }
-    }
-
-    /// Host names: lowercase.
-    fn strings(&self, key: &str) -> Result<Option<Vec<String>>, String> {
-        let hosts = self.string_list(key, "[\"files.example.org\"]")?;
-        Ok(hosts.map(|h| h.iter().map(|s| s.to_ascii_lowercase()).collect()))
-    }
-
-    /// A list of strings as written; `example` shows one in the error.
-    pub(crate) fn string_list(
-        &self,
-        key: &str,
-        example: &str,
-    ) -> Result<Option<Vec<String>>, String> {
-        let want = || self.wrong(key, &format!("a list of strings, e.g. {example}"));
-        match self.1.get(key) {
-            None => Ok(None),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| v.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .map(Some)
-                .ok_or_else(want),
-            Some(_) => Err(want()),
-        }
-    }
-
-    pub(crate) fn boolean(&self, key: &str) -> Result<Option<bool>, String> {
-        match self.1.get(key) {
-            None => Ok(None),
-            Some(Value::Boolean(b)) => Ok(Some(*b)),
-            Some(_) => Err(self.wrong(key, "true or false")),
-        }
-    }
-
-    pub(crate) fn integer(&self, key: &str, min: i64, max: i64) -> Result<Option<i64>, String> {
-        match self.1.get(key) {
-            None => Ok(None),
-            Some(Value::Integer(i)) if (min..=max).contains(i) => Ok(Some(*i)),
-            Some(_) => Err(self.wrong(key, &format!("a whole number from {min} to {max}"))),
-        }
-    }
-
-    fn number(&self, key: &str, min: f64, max: f64) -> Result<Option<f64>, String> {
-        let n = match self.1.get(key) {
-            None => return Ok(None),
-            Some(Value::Integer(i)) => *i as f64,
-            Some(Value::Float(f)) => *f,
-            Some(_) => return Err(self.wrong(key, &format!("a number from {min} to {max}"))),
-        };
-        if !(min..=max).contains(&n) {
-            return Err(self.wrong(key, &format!("a number from {min} to {max}")));
-        }
-        Ok(Some(n))
-    }
-
-    fn seconds(&self, key: &str) -> Result<Option<Duration>, String> {
-        let secs = match self.1.get(key) {
-            None => return Ok(None),
-            Some(Value::Integer(i)) => *i as f64,
-            Some(Value::Float(f)) => *f,
-            Some(_) => return Err(self.wrong(key, "a number of seconds")),
-        };
-        if !(0.0..=86_400.0).contains(&secs) {
-            return Err(self.wrong(key, "a number of seconds from 0 to 86400"));
-        }
-        Ok(Some(Duration::from_secs_f64(secs)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,7 +342,7 @@ mod tests {
 
     #[test]
     fn the_example_parses_and_documents_every_key() {
-        let example = include_str!("../mirror.toml.example");
+        let example = include_str!("../../mirror.toml.example");
         parse(example).unwrap();
         for key in MIRROR_KEYS {
             assert!(

@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::types::ProjectName;
+use crate::types::hashing::{Hashes, hash_reader};
 
 pub struct Layout {
     pub root: PathBuf,
@@ -194,4 +195,15 @@ impl Layout {
             std::io::Error::new(e.kind(), format!("cannot write {}: {e}", dest.display()))
         })
     }
+}
+
+/// Hash a file on disk, streaming (blocking: call from a blocking context).
+pub fn hash_file(path: &Path) -> std::io::Result<Hashes> {
+    hash_file_with(path, &mut vec![0u8; 256 * 1024])
+}
+
+/// [`hash_file`] reading through the caller's buffer: no allocation per file when hashing
+/// millions of them.
+pub fn hash_file_with(path: &Path, buf: &mut [u8]) -> std::io::Result<Hashes> {
+    hash_reader(std::fs::File::open(path)?, buf)
 }

@@ -24,13 +24,14 @@ use indicatif::HumanBytes;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
-use crate::filter::change::{FilterChange, Revisits};
-use crate::layout::Layout;
-use crate::metadata::{FileRecord, ProjectSnapshot, UrlPolicy};
 use crate::state::{State, Todo};
+use crate::storage::Layout;
+use crate::sync::filter_change::{FilterChange, Revisits};
 use crate::sync::{self, Options, lock};
+use crate::types::{FileRecord, ProjectSnapshot};
 use crate::types::{ProjectName, Serial};
 use crate::upstream::Upstream;
+use crate::upstream::snapshot::UrlPolicy;
 
 /// What the dry run found, for the exit code.
 #[derive(Debug, Default)]

@@ -5,7 +5,7 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 
-use crate::layout::Layout;
+use crate::storage::Layout;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {

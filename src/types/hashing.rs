@@ -1,11 +1,10 @@
 //! The two digests every mirrored file is checked against, computed in one pass.
 
 use std::io::Read;
-use std::path::Path;
 
 use blake2::Digest;
 
-use crate::types::{Blake2b256, Sha256};
+use super::{Blake2b256, Sha256};
 
 type Blake2b256Hasher = blake2::Blake2b<blake2::digest::consts::U32>;
 
@@ -48,18 +47,12 @@ impl FileHasher {
     }
 }
 
-/// Hash a file on disk, streaming (blocking: call from a blocking context).
-pub fn hash_file(path: &Path) -> std::io::Result<Hashes> {
-    hash_file_with(path, &mut vec![0u8; 256 * 1024])
-}
-
-/// [`hash_file`] reading through the caller's buffer: no allocation per file when hashing
-/// millions of them.
-pub fn hash_file_with(path: &Path, buf: &mut [u8]) -> std::io::Result<Hashes> {
-    let mut file = std::fs::File::open(path)?;
+/// Hash everything `reader` gives, through the caller's buffer: no allocation per file when
+/// hashing millions of them (blocking: call from a blocking context).
+pub fn hash_reader(mut reader: impl Read, buf: &mut [u8]) -> std::io::Result<Hashes> {
     let mut hasher = FileHasher::default();
     loop {
-        let n = file.read(buf)?;
+        let n = reader.read(buf)?;
         if n == 0 {
             return Ok(hasher.finish());
         }

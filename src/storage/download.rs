@@ -32,11 +32,12 @@ use reqwest::header::{ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_RANGE, HeaderMap, 
 use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
 
+use super::layout::hash_file;
 use crate::config::Config;
-use crate::hashing::{FileHasher, Hashes, hash_file};
-use crate::layout::Layout;
-use crate::metadata::RemoteFile;
 use crate::progress::Progress;
+use crate::storage::Layout;
+use crate::types::RemoteFile;
+use crate::types::hashing::{FileHasher, Hashes};
 use crate::types::{Blake2b256, Sha256};
 use crate::upstream::{Upstream, retry};
 

@@ -6,10 +6,10 @@ use std::path::Path;
 
 use toml::Value;
 
-use super::dist::{PackageType, PlatformPattern, PythonTag};
-use super::requirement::{self, Requirement};
-use super::{FilterSpec, Filters, Prereleases};
-use crate::config::Keys;
+use super::Keys;
+use crate::filter::dist::{PackageType, PlatformPattern, PythonTag};
+use crate::filter::requirement::{self, Requirement};
+use crate::filter::{FilterSpec, Filters, Prereleases};
 use crate::types::ProjectName;
 
 const KEYS: &[&str] = &[

@@ -13,6 +13,10 @@
 //! tried first next run; the others go on. Its old page keeps pointing at its old files.
 //! A disk error (full, read-only, permission) stops the run: nothing more would succeed.
 
+pub mod dry_run;
+pub mod filter_change;
+pub mod plan;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,16 +27,16 @@ use indicatif::{HumanBytes, MultiProgress};
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
-use crate::download::{DownloadError, Downloader, Placed, Target};
-use crate::filter::change::{FilterChange, Impact, Revisits};
 use crate::index::{IndexWriter, ProjectView};
-use crate::layout::Layout;
-use crate::lock::MirrorLock;
-use crate::metadata::{self, FileRecord, ProjectSnapshot};
-use crate::plan;
 use crate::progress::Progress;
 use crate::state::{State, Todo, TodoCursor};
+use crate::storage::Layout;
+use crate::storage::MirrorLock;
+use crate::storage::download::{DownloadError, Downloader, Placed, Target};
+use crate::sync::filter_change::{FilterChange, Impact, Revisits};
 use crate::types::Serial;
+use crate::types::{FileRecord, ProjectSnapshot};
+use crate::upstream::snapshot;
 use crate::upstream::{ProjectFetch, Upstream, retry};
 
 /// What a run did, for the closing log line and the exit code.
@@ -112,7 +116,7 @@ enum Outcome {
 
 struct Ctx {
     cfg: Config,
-    policy: metadata::UrlPolicy,
+    policy: snapshot::UrlPolicy,
     layout: Arc<Layout>,
     state: Arc<Mutex<State>>,
     upstream: Arc<Upstream>,
@@ -224,7 +228,7 @@ async fn run_locked(
 
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
-        policy: metadata::UrlPolicy::new(cfg),
+        policy: snapshot::UrlPolicy::new(cfg),
         downloader: Arc::new(Downloader::new(
             layout.clone(),
             upstream.clone(),
@@ -615,7 +619,7 @@ pub(crate) async fn fetch_fresh(
     cfg: &Config,
     upstream: &Upstream,
     permits: &Semaphore,
-    policy: &metadata::UrlPolicy,
+    policy: &snapshot::UrlPolicy,
     todo: &Todo,
 ) -> anyhow::Result<Option<(ProjectSnapshot, Option<serde_json::Value>)>> {
     let mut attempt = 0;
@@ -671,12 +675,12 @@ pub(crate) async fn fetch_fresh(
                 }
                 ProjectFetch::NotFound => (None, None, None),
             };
-            let answers = metadata::Answers {
+            let answers = snapshot::Answers {
                 json: json.zip(url.as_ref()),
                 page: page.zip(page_url.as_ref()),
             };
             return Ok(Some((
-                metadata::snapshot(&todo.name, &todo.display_name, answers, serial, policy)?,
+                snapshot::snapshot(&todo.name, &todo.display_name, answers, serial, policy)?,
                 raw,
             )));
         };

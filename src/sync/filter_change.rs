@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{FilterSpec, Filters};
+use crate::filter::{FilterSpec, Filters};
 use crate::state::{Change, State};
 use crate::types::{ProjectName, Serial};
 
@@ -219,5 +219,46 @@ fn for_each_mirrored(
         for (name, display, serial) in &page {
             f(name, display, *serial)?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filters(body: &str) -> Filters {
+        let table: toml::Table = format!("[filters]\n{body}").parse().unwrap();
+        crate::config::filters::parse(table.get("filters"), std::path::Path::new("/")).unwrap()
+    }
+
+    #[test]
+    fn changes_are_told_apart() {
+        let old = filters("allowlist = [\"a\", \"b>=1\"]\nblocklist = [\"x\"]");
+        let stored = old.spec().to_canonical();
+        assert!(FilterChange::detect(Some(&stored), &old).is_none());
+        assert!(FilterChange::detect(None, &Filters::default()).is_none());
+        // Same projects, one specifier changed: only that project is revisited.
+        let c = FilterChange::detect(
+            Some(&stored),
+            &filters("allowlist = [\"a\", \"b>=2\"]\nblocklist = [\"x\"]"),
+        )
+        .unwrap();
+        assert!(!c.projects_changed && !c.content_changed);
+        // A longer allowlist may add projects; a longer blocklist may not.
+        let new = filters("allowlist = [\"a\", \"b>=1\", \"c\"]\nblocklist = [\"x\"]");
+        let c = FilterChange::detect(Some(&stored), &new).unwrap();
+        assert!(c.projects_changed && c.may_add_projects(&new));
+        let new = filters("allowlist = [\"a\", \"b>=1\"]\nblocklist = [\"x\", \"a\"]");
+        let c = FilterChange::detect(Some(&stored), &new).unwrap();
+        assert!(c.projects_changed && !c.may_add_projects(&new));
+        let new = filters("allowlist = [\"a\", \"b>=1\"]");
+        assert!(
+            FilterChange::detect(Some(&stored), &new)
+                .unwrap()
+                .may_add_projects(&new)
+        );
+        // Something unreadable stored: everything is revisited.
+        let c = FilterChange::detect(Some("{not json"), &old).unwrap();
+        assert!(c.projects_changed && c.content_changed);
     }
 }

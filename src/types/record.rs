@@ -1,0 +1,132 @@
+//! What the mirror records about a project and its files: the records the upstream client
+//! produces, the filters select from, the state database stores and the index renders.
+
+use std::collections::BTreeMap;
+
+use reqwest::Url;
+
+use super::{Blake2b256, Filename, PackagePath, ProjectName, Serial, Sha256};
+
+/// A distribution file as the mirror records and serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    pub version: String,
+    pub filename: Filename,
+    pub path: PackagePath,
+    pub size: u64,
+    pub sha256: Sha256,
+    pub upload_time: Option<String>,
+    pub requires_python: Option<String>,
+    pub yanked: bool,
+    pub yanked_reason: Option<String>,
+    pub packagetype: Option<String>,
+    pub python_version: Option<String>,
+    /// sha256 of the PEP 658 `.metadata` sidecar. Upstream's promise on a [`RemoteFile`];
+    /// on a recorded file, set only when the mirror holds the sidecar.
+    pub core_metadata: Option<Sha256>,
+    /// PEP 740 provenance URL, as upstream gave it (absolute).
+    pub provenance: Option<String>,
+    /// Digests besides sha256 from upstream's project page: {hashlib name: hex}.
+    pub extra_hashes: BTreeMap<String, String>,
+}
+
+impl FileRecord {
+    pub fn blake2b(&self) -> Blake2b256 {
+        self.path.blake2b()
+    }
+
+    /// A record for unit tests: stored under `hex` (64 hex digits, also its sha256), no
+    /// optional fields.
+    #[cfg(test)]
+    pub fn for_test(version: &str, filename: &str, hex: &str, size: u64) -> FileRecord {
+        let filename = Filename::new(filename).unwrap();
+        let url_path = format!(
+            "/packages/{}/{}/{}/{filename}",
+            &hex[..2],
+            &hex[2..4],
+            &hex[4..]
+        );
+        FileRecord {
+            version: version.into(),
+            path: PackagePath::from_url_path(&url_path, &filename).unwrap(),
+            filename,
+            size,
+            sha256: Sha256::from_hex(hex).unwrap(),
+            upload_time: None,
+            requires_python: None,
+            yanked: false,
+            yanked_reason: None,
+            packagetype: None,
+            python_version: None,
+            core_metadata: None,
+            provenance: None,
+            extra_hashes: BTreeMap::new(),
+        }
+    }
+}
+
+/// A file upstream offers, with where to fetch it.
+#[derive(Debug, Clone)]
+pub struct RemoteFile {
+    pub record: FileRecord,
+    pub url: Url,
+}
+
+impl RemoteFile {
+    /// PEP 658: the sidecar lives at the file's URL plus `.metadata`.
+    pub fn metadata_url(&self) -> Url {
+        let mut url = self.url.clone();
+        url.set_path(&format!("{}.metadata", self.url.path()));
+        url
+    }
+}
+
+/// PEP 792 project status, when upstream gave one other than the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectStatus {
+    pub status: String,
+    pub reason: Option<String>,
+}
+
+impl ProjectStatus {
+    /// A quarantined project offers no files.
+    pub fn is_quarantined(&self) -> bool {
+        self.status == "quarantined"
+    }
+}
+
+#[derive(Debug)]
+pub struct ProjectSnapshot {
+    pub name: ProjectName,
+    pub display_name: String,
+    pub serial: Serial,
+    /// Every version upstream lists, including those without files.
+    pub versions: Vec<String>,
+    pub files: Vec<RemoteFile>,
+    pub status: Option<ProjectStatus>,
+    /// Entries left out, each with the reason (logged and counted as failures).
+    pub refused: Vec<String>,
+}
+
+/// What the database knows about a project's JSON API document (`json = true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonApiRecord {
+    /// Not recorded (an older pymirror wrote it, or a sync was killed before recording it).
+    Unknown,
+    /// Upstream had no document for it: none may be on disk.
+    Absent,
+    /// The SHA-256 of `web/json/<name>` as written.
+    Written(Sha256),
+}
+
+/// A project as recorded, everything its pages are generated from.
+#[derive(Debug, Clone)]
+pub struct StoredProject {
+    pub name: ProjectName,
+    pub display_name: String,
+    pub serial: Serial,
+    pub status: Option<ProjectStatus>,
+    pub versions: Vec<String>,
+    pub files: Vec<FileRecord>,
+    pub json_api: JsonApiRecord,
+}
