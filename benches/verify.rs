@@ -99,7 +99,8 @@ fn build(root: &Path, a: &Args) -> (u64, u64) {
     let layout = Layout::new(root);
     layout.create().unwrap();
     let mut state = State::open(&layout.db).unwrap();
-    let index = IndexWriter::new(&layout, false, SimpleFormat::All, None);
+    let storage = layout.storage(false);
+    let index = IndexWriter::new(&storage, SimpleFormat::All, None);
     let projects = a.files.div_ceil(a.per_project);
     let (mut files, mut bytes) = (0u64, 0u64);
     for p in 0..projects {
@@ -125,9 +126,9 @@ fn build(root: &Path, a: &Args) -> (u64, u64) {
             );
             let filename = Filename::new(&filename).unwrap();
             let path = PackagePath::from_url_path(&url_path, &filename).unwrap();
-            let dest = layout.web_path(&path.relative());
-            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-            std::fs::write(&dest, &data).unwrap();
+            let mut staged = storage.stage();
+            staged.write_all(&data).unwrap();
+            storage.commit(staged, &path.relative()).unwrap();
             files += 1;
             bytes += data.len() as u64;
             remote.push(RemoteFile {
@@ -174,7 +175,9 @@ fn build(root: &Path, a: &Args) -> (u64, u64) {
             ))
             .unwrap();
     }
-    index.write_root(&state, Serial(projects as u64)).unwrap();
+    let rows: pymirror::index::Rows<'_> =
+        &|each| state.for_each_project(each).map_err(std::io::Error::other);
+    index.write_root(rows, Serial(projects as u64)).unwrap();
     state.root_written().unwrap();
     (files, bytes)
 }

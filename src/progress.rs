@@ -2,7 +2,7 @@
 //! lines under cron. Counters are atomics so download tasks can bump them without locks.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -74,6 +74,86 @@ impl Progress {
 
     pub fn finish(&self) {
         for bar in [&self.projects, &self.transfer].into_iter().flatten() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// How often a run without a terminal (cron) logs its progress.
+const LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// "A log line every 30 s" when no bar is drawn: the one cadence of every long phase.
+pub struct Heartbeat {
+    enabled: bool,
+    last: Instant,
+}
+
+impl Heartbeat {
+    /// `enabled`: no bar shows the progress (stderr is not a terminal).
+    pub fn new(enabled: bool) -> Heartbeat {
+        Heartbeat {
+            enabled,
+            last: Instant::now(),
+        }
+    }
+
+    /// Whether a progress line is due now (then the next one is 30 s away).
+    pub fn due(&mut self) -> bool {
+        if self.enabled && self.last.elapsed() >= LOG_EVERY {
+            self.last = Instant::now();
+            return true;
+        }
+        false
+    }
+}
+
+/// A phase's progress: a bar on a terminal, a log line every 30 s otherwise (cron).
+pub struct PhaseBar {
+    bar: Option<ProgressBar>,
+    label: &'static str,
+    what: &'static str,
+    total: u64,
+    heartbeat: Heartbeat,
+}
+
+impl PhaseBar {
+    /// `label` starts the log lines (`verify: pages 10 of 20`); `bytes` counts bytes.
+    pub fn new(
+        multi: Option<&MultiProgress>,
+        label: &'static str,
+        what: &'static str,
+        total: u64,
+        bytes: bool,
+    ) -> PhaseBar {
+        let bar = multi.map(|m| {
+            let template = match bytes {
+                true => "{prefix:>8} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                false => "{prefix:>8} {bar:30} {human_pos}/{human_len} {per_sec} eta {eta}",
+            };
+            let bar = m.add(ProgressBar::new(total));
+            bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+            bar.set_prefix(what);
+            bar
+        });
+        PhaseBar {
+            heartbeat: Heartbeat::new(bar.is_none()),
+            bar,
+            label,
+            what,
+            total,
+        }
+    }
+
+    pub fn set(&mut self, position: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(position);
+        } else if self.heartbeat.due() {
+            tracing::info!("{}: {} {position} of {}", self.label, self.what, self.total);
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
     }

@@ -83,14 +83,18 @@ pub fn project_page(view: &ProjectView<'_>, links: &Links) -> Vec<u8> {
     out.into_bytes()
 }
 
-pub fn root_header(w: &mut impl Write) -> std::io::Result<()> {
+pub fn root_header(w: &mut (impl Write + ?Sized)) -> std::io::Result<()> {
     write!(
         w,
         "<!DOCTYPE html>\n<html>\n  <head>\n    <meta name=\"pypi:repository-version\" content=\"{API_VERSION}\">\n    <title>Simple index</title>\n  </head>\n  <body>\n"
     )
 }
 
-pub fn root_entry(w: &mut impl Write, name: &str, display_name: &str) -> std::io::Result<()> {
+pub fn root_entry(
+    w: &mut (impl Write + ?Sized),
+    name: &str,
+    display_name: &str,
+) -> std::io::Result<()> {
     writeln!(
         w,
         "    <a href=\"{}/\">{}</a>",
@@ -99,6 +103,6 @@ pub fn root_entry(w: &mut impl Write, name: &str, display_name: &str) -> std::io
     )
 }
 
-pub fn root_footer(w: &mut impl Write) -> std::io::Result<()> {
+pub fn root_footer(w: &mut (impl Write + ?Sized)) -> std::io::Result<()> {
     w.write_all(b"  </body>\n</html>\n")
 }

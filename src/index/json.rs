@@ -63,7 +63,7 @@ pub fn project_page(view: &ProjectView<'_>, links: &Links) -> Vec<u8> {
     out
 }
 
-pub fn root_header(w: &mut impl Write, serial: Serial) -> std::io::Result<()> {
+pub fn root_header(w: &mut (impl Write + ?Sized), serial: Serial) -> std::io::Result<()> {
     write!(
         w,
         "{{\"meta\":{{\"_last-serial\":{serial},\"api-version\":\"{API_VERSION}\"}},\"projects\":["
@@ -71,7 +71,7 @@ pub fn root_header(w: &mut impl Write, serial: Serial) -> std::io::Result<()> {
 }
 
 pub fn root_entry(
-    w: &mut impl Write,
+    w: &mut (impl Write + ?Sized),
     first: bool,
     display_name: &str,
     serial: Serial,
@@ -86,6 +86,6 @@ pub fn root_entry(
     Ok(())
 }
 
-pub fn root_footer(w: &mut impl Write) -> std::io::Result<()> {
+pub fn root_footer(w: &mut (impl Write + ?Sized)) -> std::io::Result<()> {
     w.write_all(b"]}\n")
 }

@@ -3,20 +3,20 @@
 //!
 //! A project's pages are written only after every file they link is in place, and replaced
 //! atomically; unchanged pages are left untouched (no mtime churn for rsync or caches).
-//! The root pages are streamed from the database, never built by listing directories.
+//! The root pages are streamed from rows the caller supplies (the database's projects, in
+//! name order), never built by listing directories; the writer itself holds no state.
 
 pub mod html;
 pub mod json;
 pub mod json_api;
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::config::SimpleFormat;
-use crate::state::State;
-use crate::storage::Layout;
+use crate::storage::Storage;
+use crate::types::keys::{self, Page};
 use crate::types::{FileRecord, ProjectStatus, StoredProject};
 use crate::types::{ProjectName, Serial, Sha256};
 
@@ -121,99 +121,93 @@ impl<'a> ProjectView<'a> {
     }
 }
 
+/// Every mirrored project as (normalized name, display name, serial), in name order: the
+/// caller calls `each` once per row (the state database streams them).
+pub type Rows<'r> =
+    &'r dyn Fn(&mut dyn FnMut(&str, &str, Serial) -> std::io::Result<()>) -> std::io::Result<()>;
+
+/// The pages a format writes, in every directory that has pages.
+pub fn pages(format: SimpleFormat) -> &'static [Page] {
+    match (format.html(), format.json()) {
+        (true, true) => &[Page::Html, Page::V1Html, Page::V1Json],
+        (true, false) => &[Page::Html, Page::V1Html],
+        (false, true) => &[Page::V1Json],
+        (false, false) => &[],
+    }
+}
+
 pub struct IndexWriter<'a> {
-    layout: &'a Layout,
-    fsync: bool,
+    storage: &'a Storage,
     format: SimpleFormat,
     root_uri: Option<&'a str>,
 }
 
 impl<'a> IndexWriter<'a> {
-    /// The writer for the mirror's configured formats, links and durability.
-    pub fn from_config(layout: &'a Layout, cfg: &'a crate::config::Config) -> Self {
-        IndexWriter::new(
-            layout,
-            cfg.fsync,
-            cfg.simple_format,
-            cfg.root_uri.as_deref(),
-        )
+    /// The writer for the mirror's configured formats and links.
+    pub fn from_config(storage: &'a Storage, cfg: &'a crate::config::Config) -> Self {
+        IndexWriter::new(storage, cfg.simple_format, cfg.root_uri.as_deref())
     }
 
-    pub fn new(
-        layout: &'a Layout,
-        fsync: bool,
-        format: SimpleFormat,
-        root_uri: Option<&'a str>,
-    ) -> Self {
+    pub fn new(storage: &'a Storage, format: SimpleFormat, root_uri: Option<&'a str>) -> Self {
         IndexWriter {
-            layout,
-            fsync,
+            storage,
             format,
             root_uri,
         }
     }
 
+    /// A project's pages in the configured formats, each with its key, rendered in memory.
+    pub fn project_pages(&self, view: &ProjectView<'_>) -> Vec<(String, Vec<u8>)> {
+        let links = Links::new(self.root_uri, "../../");
+        let mut html = None;
+        pages(self.format)
+            .iter()
+            .map(|&page| {
+                let body = match page {
+                    Page::V1Json => json::project_page(view, &links),
+                    _ => html
+                        .get_or_insert_with(|| html::project_page(view, &links))
+                        .clone(),
+                };
+                (keys::project_page(view.name, page), body)
+            })
+            .collect()
+    }
+
     /// Write the project's pages in the configured formats.
     pub fn write_project(&self, view: &ProjectView<'_>) -> std::io::Result<()> {
-        let dir = self.layout.project_dir(view.name);
-        let links = Links::new(self.root_uri, "../../");
-        if self.format.html() {
-            let page = html::project_page(view, &links);
-            self.layout
-                .write_if_changed(&dir.join("index.html"), &page, self.fsync)?;
-            self.layout
-                .write_if_changed(&dir.join("index.v1_html"), &page, self.fsync)?;
-        }
-        if self.format.json() {
-            let page = json::project_page(view, &links);
-            self.layout
-                .write_if_changed(&dir.join("index.v1_json"), &page, self.fsync)?;
+        for (key, body) in self.project_pages(view) {
+            self.storage.put_if_changed(&key, &body)?;
         }
         Ok(())
     }
 
-    /// Regenerate the root pages from every project in the database.
-    pub fn write_root(&self, state: &State, serial: Serial) -> std::io::Result<()> {
-        let simple = self.layout.web.join("simple");
+    /// Regenerate the root pages from every project (`rows`). The HTML page is streamed once
+    /// into both of its names.
+    pub fn write_root(&self, rows: Rows<'_>, serial: Serial) -> std::io::Result<()> {
         if self.format.html() {
-            let dest = simple.join("index.html");
-            self.layout
-                .write_atomic(&dest, |w| root_html(state, w), self.fsync)?;
-            self.layout.write_if_changed(
-                &simple.join("index.v1_html"),
-                &std::fs::read(&dest)?,
-                self.fsync,
-            )?;
+            let keys = [keys::root_page(Page::Html), keys::root_page(Page::V1Html)];
+            self.storage
+                .put_streamed(&[&keys[0], &keys[1]], |w| root_html(rows, w))?;
         }
         if self.format.json() {
-            self.layout.write_atomic(
-                &simple.join("index.v1_json"),
-                |w| root_json(state, serial, w),
-                self.fsync,
-            )?;
+            self.storage
+                .put_streamed(&[&keys::root_page(Page::V1Json)], |w| {
+                    root_json(rows, serial, w)
+                })?;
         }
         Ok(())
     }
 
     pub fn root_exists(&self) -> bool {
-        let simple = self.layout.web.join("simple");
-        (!self.format.html() || simple.join("index.html").exists())
-            && (!self.format.json() || simple.join("index.v1_json").exists())
+        pages(self.format)
+            .iter()
+            .all(|&page| self.storage.exists(&keys::root_page(page)))
     }
 
     pub fn remove_json_api(&self, name: &ProjectName) -> std::io::Result<()> {
-        for path in [
-            self.layout.web.join("json").join(name.as_str()),
-            self.layout
-                .web
-                .join("pypi")
-                .join(name.as_str())
-                .join("json"),
-        ] {
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+        for (key, _) in keys::json_api_docs(name) {
+            self.storage.delete(&key)?;
         }
         Ok(())
     }
@@ -229,51 +223,34 @@ impl<'a> IndexWriter<'a> {
         held: &[&FileRecord],
     ) -> std::io::Result<Sha256> {
         let mut digest = None;
-        for (dest, links) in self.json_api_docs(name) {
+        for (key, links) in self.json_api_docs(name) {
             let body = json_api::rewrite(upstream, versions, held, &links);
             digest.get_or_insert_with(|| crate::types::hashing::sha256(&body));
-            self.layout.write_if_changed(&dest, &body, self.fsync)?;
+            self.storage.put_if_changed(&key, &body)?;
         }
         Ok(digest.expect("two documents"))
     }
 
-    /// Where the JSON API documents of a project live, `json/<name>` first, each with how
-    /// it links to files.
-    pub fn json_api_docs(&self, name: &ProjectName) -> [(PathBuf, Links); 2] {
-        [
-            (
-                self.layout.web.join("json").join(name.as_str()),
-                Links::new(self.root_uri, "../"),
-            ),
-            (
-                self.layout
-                    .web
-                    .join("pypi")
-                    .join(name.as_str())
-                    .join("json"),
-                Links::new(self.root_uri, "../../"),
-            ),
-        ]
+    /// The JSON API documents of a project, `json/<name>` first, each with how it links to
+    /// files.
+    pub fn json_api_docs(&self, name: &ProjectName) -> [(String, Links); 2] {
+        keys::json_api_docs(name).map(|(key, up)| (key, Links::new(self.root_uri, up)))
     }
 }
 
-/// The root HTML page (`simple/index.html`, also `index.v1_html`), streamed from the database.
-pub fn root_html(state: &State, w: &mut impl Write) -> std::io::Result<()> {
+/// The root HTML page (`simple/index.html`, also `index.v1_html`), streamed from `rows`.
+pub fn root_html(rows: Rows<'_>, w: &mut dyn Write) -> std::io::Result<()> {
     html::root_header(w)?;
-    state
-        .for_each_project(|name, display, _| html::root_entry(w, name, display))
-        .map_err(std::io::Error::other)?;
+    rows(&mut |name, display, _| html::root_entry(w, name, display))?;
     html::root_footer(w)
 }
 
-/// The root PEP 691 page (`simple/index.v1_json`), streamed from the database.
-pub fn root_json(state: &State, serial: Serial, w: &mut impl Write) -> std::io::Result<()> {
+/// The root PEP 691 page (`simple/index.v1_json`), streamed from `rows`.
+pub fn root_json(rows: Rows<'_>, serial: Serial, w: &mut dyn Write) -> std::io::Result<()> {
     json::root_header(w, serial)?;
     let mut first = true;
-    state
-        .for_each_project(|_, display, serial| {
-            json::root_entry(w, std::mem::take(&mut first), display, serial)
-        })
-        .map_err(std::io::Error::other)?;
+    rows(&mut |_, display, serial| {
+        json::root_entry(w, std::mem::take(&mut first), display, serial)
+    })?;
     json::root_footer(w)
 }

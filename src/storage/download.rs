@@ -21,9 +21,6 @@
 //!
 //! A global semaphore bounds concurrent downloads across all projects (`workers`).
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,10 +29,9 @@ use reqwest::header::{ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_RANGE, HeaderMap, 
 use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
 
-use super::layout::hash_file;
+use super::fs::{Staged, Storage};
 use crate::config::Config;
 use crate::progress::Progress;
-use crate::storage::Layout;
 use crate::types::RemoteFile;
 use crate::types::hashing::{FileHasher, Hashes};
 use crate::types::{Blake2b256, Sha256};
@@ -155,12 +151,10 @@ struct Partial {
 type Attempt = Result<u64, (DownloadError, Option<Partial>)>;
 
 pub struct Downloader {
-    layout: Arc<Layout>,
+    storage: Arc<Storage>,
     upstream: Arc<Upstream>,
     permits: Semaphore,
-    fsync: bool,
-    retries: u32,
-    retry_delay: Duration,
+    retry: retry::Policy,
     timeout: Duration,
     min_rate: u64,
     /// Length cap for targets without a known size.
@@ -175,18 +169,16 @@ const SPOOL_BATCH: usize = 1024 * 1024;
 
 impl Downloader {
     pub fn new(
-        layout: Arc<Layout>,
+        storage: Arc<Storage>,
         upstream: Arc<Upstream>,
         cfg: &Config,
         progress: Arc<Progress>,
     ) -> Downloader {
         Downloader {
-            layout,
+            storage,
+            retry: upstream.retry_policy(),
             upstream,
             permits: Semaphore::new(cfg.workers),
-            fsync: cfg.fsync,
-            retries: cfg.retries,
-            retry_delay: cfg.retry_delay,
             timeout: cfg.timeout,
             min_rate: cfg.min_download_rate,
             max_unsized: cfg.max_metadata_bytes,
@@ -200,13 +192,14 @@ impl Downloader {
     /// that nothing is there (checking a whole project's paths in one blocking call is cheaper
     /// than one per file), so there is nothing to adopt.
     pub async fn place(&self, target: &Target, absent: bool) -> Result<Placed, DownloadError> {
-        let dest = self.layout.web_path(&target.relative);
         // One blocking call: stat, and hash only if something is there.
-        let d = dest.clone();
+        let (storage, key) = (self.storage.clone(), target.relative.clone());
         let present = match absent {
             true => None,
             false => tokio::task::spawn_blocking(move || {
-                std::fs::symlink_metadata(&d).is_ok().then(|| hash_file(&d))
+                storage
+                    .exists(&key)
+                    .then(|| storage.hash(&key, &mut vec![0u8; 256 * 1024]))
             })
             .await
             .expect("hashing panicked"),
@@ -215,7 +208,7 @@ impl Downloader {
             Some(Ok(h)) if target.matches(&h) => return Ok(Placed::Adopted),
             Some(_) => tracing::warn!(
                 "{}: does not match its metadata; downloading it again",
-                dest.display()
+                self.storage.describe(&target.relative)
             ),
             None => {}
         }
@@ -275,27 +268,28 @@ impl Downloader {
                     )),
                 }
             };
-            match result {
+            let (e, keep) = match result {
                 Ok(bytes) => return Ok(bytes),
-                Err((e, keep)) if attempt < self.retries && e.worth_retrying() => {
-                    tracing::debug!(
-                        "{e}; retrying{}",
-                        if keep.is_some() {
-                            " from where it stopped"
-                        } else {
-                            ""
-                        }
-                    );
-                    partial = keep;
-                    tokio::time::sleep(
-                        e.retry_after()
-                            .unwrap_or_else(|| retry::backoff(self.retry_delay, attempt)),
-                    )
-                    .await;
-                    attempt += 1;
+                Err(failed) => failed,
+            };
+            let wait = match e.worth_retrying() {
+                true => self.retry.next(attempt, e.retry_after()),
+                false => None,
+            };
+            let Some(wait) = wait else {
+                return Err(e);
+            };
+            tracing::debug!(
+                "{e}; retrying{}",
+                if keep.is_some() {
+                    " from where it stopped"
+                } else {
+                    ""
                 }
-                Err((e, _)) => return Err(e),
-            }
+            );
+            partial = keep;
+            tokio::time::sleep(wait).await;
+            attempt += 1;
         }
     }
 
@@ -305,10 +299,7 @@ impl Downloader {
             url: shown(),
             error,
         };
-        let disk = |path: &Path, error| DownloadError::Disk {
-            path: path.display().to_string(),
-            error,
-        };
+        let disk = |path: String, error| DownloadError::Disk { path, error };
         let limit = target.size.unwrap_or(self.max_unsized);
         let mut request = self
             .upstream
@@ -340,7 +331,7 @@ impl Downloader {
             // No partial, or the server sent the whole file again: start over.
             _ => (
                 // A sidecar's size is unknown: core metadata is a few KiB.
-                Spool::new(self.layout.temp_path(), target.size.unwrap_or(64 << 10)),
+                Spool::new(self.storage.stage(), target.size.unwrap_or(64 << 10)),
                 FileHasher::default(),
             ),
         };
@@ -386,11 +377,8 @@ impl Downloader {
             }
             hasher.update(&chunk);
             self.progress.add_bytes(chunk.len() as u64);
-            let tmp = spool.path.clone();
-            spool = spool
-                .push(&chunk)
-                .await
-                .map_err(|e| (disk(&tmp, e), None))?;
+            let tmp = spool.staged.describe();
+            spool = spool.push(&chunk).await.map_err(|e| (disk(tmp, e), None))?;
         }
         if let Some(want) = target.size.filter(|&want| hasher.len() < want) {
             let got = hasher.len();
@@ -423,11 +411,11 @@ impl Downloader {
                 None,
             ));
         }
-        let (fsync, layout, relative) = (self.fsync, self.layout.clone(), target.relative.clone());
-        tokio::task::spawn_blocking(move || spool.finish(&layout, &relative, fsync))
+        let (storage, key) = (self.storage.clone(), target.relative.clone());
+        tokio::task::spawn_blocking(move || spool.finish(&storage, &key))
             .await
             .expect("file writer panicked")
-            .map_err(|(path, error)| (disk(&path, error), None))?;
+            .map_err(|(path, error)| (disk(path, error), None))?;
         Ok(got.len)
     }
 }
@@ -444,25 +432,21 @@ fn range_start(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// A temp file written in batches from the async side, one blocking call per batch. Dropped
-/// before [`Spool::finish`] renamed it (a failed, abandoned or timed-out attempt), it deletes
-/// its file.
+/// A staged object written in batches from the async side, one blocking call per batch.
+/// Dropped before [`Spool::finish`] committed it (a failed, abandoned or timed-out attempt),
+/// its staged object deletes itself.
 struct Spool {
-    path: PathBuf,
-    file: Option<File>,
+    staged: Staged,
     pending: Vec<u8>,
-    renamed: bool,
 }
 
 impl Spool {
     /// `expected`: the body's likely length, so the buffer is allocated once rather than
     /// grown chunk by chunk.
-    fn new(path: PathBuf, expected: u64) -> Spool {
+    fn new(staged: Staged, expected: u64) -> Spool {
         Spool {
-            path,
-            file: None,
+            staged,
             pending: Vec::with_capacity(expected.min(SPOOL_BATCH as u64) as usize),
-            renamed: false,
         }
     }
 
@@ -480,45 +464,17 @@ impl Spool {
     }
 
     fn write_pending(&mut self) -> std::io::Result<()> {
-        let file = match &mut self.file {
-            Some(f) => f,
-            None => self.file.insert(File::create_new(&self.path)?),
-        };
-        file.write_all(&self.pending)?;
+        self.staged.write_all(&self.pending)?;
         self.pending.clear();
         Ok(())
     }
 
-    /// Write the rest, optionally fsync, and rename into place under `web/`, refusing to go
-    /// through a symlink. Errors name the path involved.
-    fn finish(
-        mut self,
-        layout: &Layout,
-        relative: &str,
-        fsync: bool,
-    ) -> Result<(), (PathBuf, std::io::Error)> {
-        let tmp = self.path.clone();
-        let on_tmp = |e| (tmp.clone(), e);
-        self.write_pending().map_err(on_tmp)?;
-        let file = self.file.take().expect("write_pending opened the file");
-        if fsync {
-            file.sync_all().map_err(on_tmp)?;
-        }
-        drop(file);
-        let dest = layout.web_path(relative);
-        layout
-            .create_parents(relative)
-            .map_err(|e| (dest.clone(), e))?;
-        std::fs::rename(&tmp, &dest).map_err(|e| (dest, e))?;
-        self.renamed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Spool {
-    fn drop(&mut self) {
-        if !self.renamed {
-            let _ = std::fs::remove_file(&self.path);
-        }
+    /// Write the rest and commit it at `key`. Errors name the path involved.
+    fn finish(mut self, storage: &Storage, key: &str) -> Result<(), (String, std::io::Error)> {
+        self.write_pending()
+            .map_err(|e| (self.staged.describe(), e))?;
+        storage
+            .commit(self.staged, key)
+            .map_err(|e| (storage.describe(key), e))
     }
 }

@@ -1,10 +1,11 @@
 //! `pymirror sync --dry-run`: what a sync would download, keep and delete, with byte totals,
 //! changing nothing.
 //!
-//! It takes the path a sync takes as far as deciding: the filter change and its guard, the
-//! change feed, each queued project's metadata (fetched and filtered like a sync's), compared
-//! with what the database records. It downloads nothing, takes no lock, opens the database
-//! read-only (a mirror that never synced gets an empty one in memory) and writes no file.
+//! It takes the path a sync takes as far as deciding (`plan`, then `decide::look` for each
+//! project: the same fetch, filters and decision), and prints the decisions. It downloads
+//! nothing, takes no lock, opens the database read-only (a mirror that never synced gets an
+//! empty one in memory) and writes no file. The queue is read a page at a time, as the sync
+//! reads it.
 //!
 //! Output (stdout), one line per file, then the totals:
 //!
@@ -15,7 +16,7 @@
 //! would download N files, B bytes (…)
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Mutex;
 
@@ -23,13 +24,14 @@ use futures::StreamExt;
 use indicatif::HumanBytes;
 use tokio::sync::Semaphore;
 
+use super::decide::{self, Decision, Removal};
+use super::filter_change::{FilterChange, Revisits};
+use super::guard::{Guard, Options};
+use super::{lock, plan, queue};
 use crate::config::Config;
 use crate::state::{State, Todo};
 use crate::storage::Layout;
-use crate::sync::filter_change::{FilterChange, Revisits};
-use crate::sync::{self, Options, lock};
-use crate::types::{FileRecord, ProjectSnapshot};
-use crate::types::{ProjectName, Serial};
+use crate::types::{FileRecord, ProjectName, Serial};
 use crate::upstream::Upstream;
 use crate::upstream::snapshot::UrlPolicy;
 
@@ -42,11 +44,8 @@ pub struct DryRun {
     pub removed_projects: u64,
     /// Projects whose metadata could not be read (a sync would leave them queued).
     pub failures: u64,
-}
-
-enum Verdict {
-    Keep(ProjectSnapshot),
-    Remove { why: String, gone_upstream: bool },
+    /// Projects gone upstream (the mass-delete guard counts them).
+    gone: u64,
 }
 
 pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow::Result<DryRun> {
@@ -56,38 +55,36 @@ pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow
         false => State::in_memory()?,
     });
     let upstream = Upstream::new(cfg)?;
+    let guard = Guard::new(cfg, options);
     let mut notes = Vec::new();
 
     let since = lock(&state).changelog_serial()?;
     let filter_change = FilterChange::detect(lock(&state).filters()?.as_deref(), &cfg.filters);
     if let Some(change) = &filter_change {
         let impact = change.impact(&cfg.filters, &lock(&state))?;
-        if let Err(e) = sync::guard_filter_change(cfg, options, &impact) {
+        if let Err(e) = guard.filter_change(&impact) {
             notes.push(format!("a sync would stop before changing anything: {e}"));
         }
     }
-    let plan = sync::read_plan(cfg, &upstream, &state, since, filter_change.as_ref()).await?;
-    if let Some(why) = sync::guard_unlisted(cfg, options, &plan) {
+    let plan = plan::read(cfg, &upstream, &state, since, filter_change.as_ref()).await?;
+    if let Some(why) = guard.unlisted(plan.unlisted) {
         notes.push(format!("a sync would stop before changing anything: {why}"));
     }
 
-    // What a sync would queue: what is queued already, the feed's changes, and what the
-    // filter change makes it look at again.
-    let mut work: BTreeMap<ProjectName, Todo> = BTreeMap::new();
-    let mut merge = |name: ProjectName, display_name: String, serial: Serial| {
-        let entry = work.entry(name.clone()).or_insert(Todo {
-            name,
-            display_name,
-            serial,
-            attempts: 0,
-        });
-        entry.serial = entry.serial.max(serial);
-    };
+    // What a sync would queue besides what is queued already: the feed's changes and what
+    // the filter change makes it look at again.
+    let mut extra: BTreeMap<ProjectName, Todo> = BTreeMap::new();
     {
         let state = lock(&state);
-        for t in state.todo()? {
-            merge(t.name, t.display_name, t.serial);
-        }
+        let mut merge = |name: ProjectName, display_name: String, serial: Serial| {
+            let entry = extra.entry(name.clone()).or_insert(Todo {
+                name,
+                display_name,
+                serial,
+                attempts: 0,
+            });
+            entry.serial = entry.serial.max(serial);
+        };
         for c in plan.changes {
             if state
                 .project_serial(&c.name)?
@@ -109,90 +106,44 @@ pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow
         }
     }
     tracing::info!(
-        "dry run: upstream serial {}, {} projects to look at",
+        "dry run: upstream serial {}, {} changed projects to look at besides the queue",
         plan.feed_serial,
-        work.len()
+        extra.len()
     );
 
-    let permits = Semaphore::new(cfg.metadata_workers);
-    let policy = UrlPolicy::new(cfg);
-    let verdicts = futures::stream::iter(work.into_values())
-        .map(|todo| {
-            let (upstream, permits, policy) = (&upstream, &permits, &policy);
-            async move {
-                let verdict = verdict(cfg, upstream, permits, policy, &todo).await;
-                (todo, verdict)
-            }
-        })
-        // In order, so the same state and upstream print the same lines.
-        .buffered(cfg.metadata_workers + cfg.workers);
-    futures::pin_mut!(verdicts);
-
+    let look = Look {
+        cfg,
+        upstream: &upstream,
+        permits: Semaphore::new(cfg.metadata_workers),
+        policy: UrlPolicy::new(cfg),
+        state: &state,
+    };
     let mut report = DryRun::default();
-    let mut gone = 0;
-    while let Some((todo, verdict)) = verdicts.next().await {
-        let name = &todo.name;
-        let state = lock(&state);
-        let held = state.project_files(name)?;
-        match verdict {
-            Err(e) => {
-                report.failures += 1;
-                writeln!(out, "error {name} {e:#}")?;
-            }
-            Ok(Verdict::Remove { why, gone_upstream }) => {
-                if state.project_serial(name)?.is_none() {
-                    continue;
+    // The queue a page at a time (each project merged with what the feed adds), then the rest.
+    let mut pages = Vec::new();
+    queue::pages(&lock(&state), |page| pages.push(page))?;
+    for page in pages {
+        let batch: Vec<Todo> = page
+            .into_iter()
+            .map(|mut t| {
+                if let Some(more) = extra.remove(&t.name) {
+                    t.serial = t.serial.max(more.serial);
                 }
-                gone += u64::from(gone_upstream);
-                report.removed_projects += 1;
-                let bytes: u64 = held.iter().map(|f| f.size).sum();
-                writeln!(
-                    out,
-                    "remove {name} {} files {bytes} bytes ({why})",
-                    held.len()
-                )?;
-                for f in &held {
-                    delete(out, &mut report, name, f)?;
-                }
-            }
-            Ok(Verdict::Keep(snapshot)) => {
-                let held: HashMap<&str, &FileRecord> =
-                    held.iter().map(|f| (f.filename.as_str(), f)).collect();
-                let mut wanted = HashMap::new();
-                for f in snapshot.files.iter().map(|f| &f.record) {
-                    wanted.insert(f.filename.as_str(), f);
-                    let same = held.get(f.filename.as_str()).is_some_and(|o| {
-                        o.path == f.path && o.size == f.size && o.sha256 == f.sha256
-                    });
-                    if !same {
-                        report.download.0 += 1;
-                        report.download.1 += f.size;
-                        writeln!(out, "download {name} {} {}", f.filename, f.size)?;
-                    }
-                }
-                let mut held: Vec<&&FileRecord> = held.values().collect();
-                held.sort_by_key(|f| f.filename.as_str());
-                for old in held {
-                    let kept = wanted
-                        .get(old.filename.as_str())
-                        .is_some_and(|f| f.path == old.path);
-                    if !kept {
-                        delete(out, &mut report, name, old)?;
-                    }
-                }
-            }
-        }
+                t
+            })
+            .collect();
+        look.batch(batch, out, &mut report).await?;
     }
+    look.batch(extra.into_values().collect(), out, &mut report)
+        .await?;
+
     let (_, files, bytes) = lock(&state).totals()?;
     report.keep = (
         files.saturating_sub(report.delete.0),
         bytes.saturating_sub(report.delete.1),
     );
-    if gone > cfg.max_deletions as u64 && !options.allow_mass_delete {
-        notes.push(format!(
-            "{gone} projects are gone upstream, more than max_deletions = {}: a sync would hold their removal back",
-            cfg.max_deletions
-        ));
+    if let Some(why) = guard.gone(report.gone) {
+        notes.push(format!("{why}: a sync would hold their removal back"));
     }
     let total = |(n, b): (u64, u64)| format!("{n} files, {b} bytes ({})", HumanBytes(b));
     writeln!(out, "would download {}", total(report.download))?;
@@ -210,34 +161,91 @@ pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow
     Ok(report)
 }
 
-/// What a sync would do with one queued project.
-async fn verdict(
-    cfg: &Config,
-    upstream: &Upstream,
-    permits: &Semaphore,
-    policy: &UrlPolicy,
-    todo: &Todo,
-) -> anyhow::Result<Verdict> {
-    if let Err(why) = cfg.filters.allows_project(&todo.name) {
-        return Ok(Verdict::Remove {
-            why: format!("left out by the filters: {why}"),
-            gone_upstream: false,
-        });
+/// What the dry run shares across projects.
+struct Look<'a> {
+    cfg: &'a Config,
+    upstream: &'a Upstream,
+    permits: Semaphore,
+    policy: UrlPolicy,
+    state: &'a Mutex<State>,
+}
+
+impl Look<'_> {
+    /// Decide each project of `batch` as a sync would, and print the decisions.
+    async fn batch(
+        &self,
+        batch: Vec<Todo>,
+        out: &mut impl Write,
+        report: &mut DryRun,
+    ) -> anyhow::Result<()> {
+        let decisions = futures::stream::iter(batch)
+            .map(|todo| async move {
+                let held = async { Ok(lock(self.state).project_files(&todo.name)?) };
+                let decision = decide::look(
+                    self.cfg,
+                    self.upstream,
+                    &self.permits,
+                    &self.policy,
+                    &todo,
+                    held,
+                )
+                .await;
+                (todo, decision)
+            })
+            // In order, so the same state and upstream print the same lines.
+            .buffered(self.cfg.metadata_workers + self.cfg.workers);
+        futures::pin_mut!(decisions);
+        while let Some((todo, decision)) = decisions.next().await {
+            let name = &todo.name;
+            match decision {
+                Err(e) => {
+                    report.failures += 1;
+                    writeln!(out, "error {name} {e:#}")?;
+                }
+                Ok((Decision::Remove { removal, .. }, _)) => {
+                    let state = lock(self.state);
+                    if state.project_serial(name)?.is_none() {
+                        continue;
+                    }
+                    let why = match &removal {
+                        Removal::Gone => "upstream no longer has it".to_owned(),
+                        Removal::Excluded(why) => format!("left out by the filters: {why}"),
+                    };
+                    report.gone += u64::from(removal == Removal::Gone);
+                    report.removed_projects += 1;
+                    let held = state.project_files(name)?;
+                    let bytes: u64 = held.iter().map(|f| f.size).sum();
+                    writeln!(
+                        out,
+                        "remove {name} {} files {bytes} bytes ({why})",
+                        held.len()
+                    )?;
+                    for f in &held {
+                        delete(out, report, name, f)?;
+                    }
+                }
+                Ok((
+                    Decision::Keep {
+                        snapshot,
+                        download,
+                        delete: gone,
+                    },
+                    _,
+                )) => {
+                    for p in download.iter().filter(|p| !p.sidecar) {
+                        let f = &snapshot.files[p.file].record;
+                        report.download.0 += 1;
+                        report.download.1 += f.size;
+                        writeln!(out, "download {name} {} {}", f.filename, f.size)?;
+                    }
+                    for old in &gone {
+                        delete(out, report, name, old)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
-    let Some((mut snapshot, _)) = sync::fetch_fresh(cfg, upstream, permits, policy, todo).await?
-    else {
-        return Ok(Verdict::Remove {
-            why: "upstream no longer has it".into(),
-            gone_upstream: true,
-        });
-    };
-    Ok(match cfg.filters.apply(&mut snapshot) {
-        Ok(()) => Verdict::Keep(snapshot),
-        Err(why) => Verdict::Remove {
-            why: format!("left out by the filters: {why}"),
-            gone_upstream: false,
-        },
-    })
 }
 
 fn delete(

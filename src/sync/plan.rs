@@ -14,11 +14,17 @@
 //! feed is never read past work that was not saved.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use crate::config::ChangeFeed;
+use super::Summary;
+use super::filter_change::{FilterChange, Revisits};
+use super::guard::Guard;
+use super::lock;
+use crate::config::Config;
+
 use crate::state::{Change, State};
 use crate::types::{ProjectName, Serial};
+use crate::upstream::feed::Feed;
 use crate::upstream::{Upstream, UpstreamError};
 
 #[derive(Debug)]
@@ -76,6 +82,97 @@ impl Changes {
     }
 }
 
+/// The plan phase of a sync: weigh a filter change (stopping at the mass-delete guard), read
+/// the change feed, queue what changed together with the feed's serial, then requeue what a
+/// filter change affects and record the new filters. Returns how many projects are queued.
+pub async fn run(
+    cfg: &Config,
+    guard: Guard,
+    upstream: &Upstream,
+    state: &Arc<Mutex<State>>,
+    summary: &mut Summary,
+) -> anyhow::Result<u64> {
+    let (since, filter_change) = {
+        let (cfg, state) = (cfg.clone(), state.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let state = lock(&state);
+            let since = state.changelog_serial()?;
+            let change = FilterChange::detect(state.filters()?.as_deref(), &cfg.filters);
+            if let Some(change) = &change
+                && since.is_some()
+            {
+                tracing::info!("the filter configuration changed; weighing what it removes");
+                guard.filter_change(&change.impact(&cfg.filters, &state)?)?;
+            }
+            Ok((since, change))
+        })
+        .await??
+    };
+    let plan = read(cfg, upstream, state, since, filter_change.as_ref()).await?;
+    for name in &plan.invalid_names {
+        tracing::warn!("upstream lists {name:?}, which is not a valid project name; skipped");
+    }
+    summary.refused += plan.invalid_names.len() as u64;
+    if let Some(why) = guard.unlisted(plan.unlisted) {
+        anyhow::bail!("{why}; nothing was changed");
+    }
+    let (cfg, state) = (cfg.clone(), state.clone());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+        let mut state = lock(&state);
+        let queued = state.enqueue(&plan.changes, plan.feed_serial)?;
+        if let Some(change) = &filter_change {
+            // After the feed's changes are queued: a crash in between re-detects the change.
+            let first_serial = Serial(plan.feed_serial.0.saturating_add(1));
+            let mut revisits = Revisits::default();
+            let mut requeued = 0;
+            while let Some(batch) =
+                change.next_revisits(&cfg.filters, &state, &mut revisits, first_serial)?
+            {
+                requeued += batch.len();
+                state.requeue(&batch)?;
+            }
+            state.set_filters(&cfg.filters.spec().to_canonical())?;
+            if since.is_some() {
+                tracing::info!(
+                    "the filter configuration changed: {requeued} projects to look at again"
+                );
+            }
+        }
+        let pending = state.pending_count()?;
+        tracing::info!(
+            "upstream serial {}: {} changed projects queued, {} to sync",
+            plan.feed_serial,
+            queued,
+            pending
+        );
+        Ok(pending)
+    })
+    .await?
+}
+
+/// Read the change feed in the filters' scope, dropping the projects they leave out.
+pub async fn read(
+    cfg: &Config,
+    upstream: &Upstream,
+    state: &Mutex<State>,
+    since: Option<Serial>,
+    filter_change: Option<&FilterChange>,
+) -> anyhow::Result<Plan> {
+    let only = cfg.filters.listed_projects();
+    // With an allowlist of names, projects newly listed are requeued by name instead.
+    let relist = since.is_some()
+        && only.is_none()
+        && filter_change.is_some_and(|c| c.may_add_projects(&cfg.filters));
+    let scope = Scope { only, relist };
+    let feed = Feed::new(upstream, cfg.change_feed);
+    let mut plan = plan(&feed, state, since, &scope).await.map_err(|e| {
+        e.context("cannot read upstream's change feed; nothing was changed, try again later")
+    })?;
+    plan.changes
+        .retain(|c| cfg.filters.allows_project(&c.name).is_ok());
+    Ok(plan)
+}
+
 /// What the filters let the plan ask about.
 #[derive(Debug, Default)]
 pub struct Scope {
@@ -88,43 +185,30 @@ pub struct Scope {
 
 /// Ask upstream what changed since `since` (`None`: never synced).
 pub async fn plan(
-    upstream: &Upstream,
+    feed: &Feed<'_>,
     state: &Mutex<State>,
-    feed: ChangeFeed,
     since: Option<Serial>,
     scope: &Scope,
 ) -> anyhow::Result<Plan> {
     if let (None, Some(names)) = (since, &scope.only) {
-        return Ok(first_run_of(upstream, feed, names).await?);
+        return first_run_of(feed, names).await;
     }
-    match feed {
-        ChangeFeed::Simple => from_simple_root(upstream, state, since).await,
-        ChangeFeed::XmlRpc => Ok(from_xmlrpc(upstream, since, scope.relist).await?),
-        ChangeFeed::Auto => match from_xmlrpc(upstream, since, scope.relist).await {
-            Err(e) if e.is_xmlrpc_unavailable() => {
-                tracing::info!("XML-RPC unavailable upstream ({e}); using the PEP 691 root index");
-                from_simple_root(upstream, state, since).await
-            }
-            other => Ok(other?),
-        },
-    }
+    let (plan, _) = feed
+        .pick(
+            from_xmlrpc(feed.upstream(), since, scope.relist),
+            from_simple_root(feed.upstream(), state, since),
+        )
+        .await?;
+    Ok(plan)
 }
 
 /// A first run with an allowlist of names: those projects, and the serial to follow the
 /// changelog from (without XML-RPC: 0, and the PEP 691 root index from the next run on).
-async fn first_run_of(
-    upstream: &Upstream,
-    feed: ChangeFeed,
-    names: &[ProjectName],
-) -> Result<Plan, UpstreamError> {
-    let feed_serial = match feed {
-        ChangeFeed::Simple => Serial(0),
-        ChangeFeed::XmlRpc => Serial(upstream.changelog_last_serial().await?),
-        ChangeFeed::Auto => match upstream.changelog_last_serial().await {
-            Err(e) if e.is_xmlrpc_unavailable() => Serial(0),
-            other => Serial(other?),
-        },
-    };
+async fn first_run_of(feed: &Feed<'_>, names: &[ProjectName]) -> anyhow::Result<Plan> {
+    let (serial, _) = feed
+        .pick(feed.upstream().changelog_last_serial(), async { Ok(0) })
+        .await?;
+    let feed_serial = Serial(serial);
     let mut changes = Changes::default();
     for name in names {
         changes.add(name.to_string(), Serial(0));
@@ -191,10 +275,7 @@ async fn from_simple_root(
         );
         return Ok(changes.into_plan(since.unwrap_or_default()));
     }
-    let known = state
-        .lock()
-        .expect("state lock poisoned")
-        .project_serials()?;
+    let known = lock(state).project_serials()?;
     let mut listed = HashSet::with_capacity(root.projects.len());
     for p in root.projects {
         if let Ok(name) = ProjectName::new(&p.name) {

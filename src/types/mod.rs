@@ -4,6 +4,7 @@
 mod digest;
 pub mod dist;
 pub mod hashing;
+pub mod keys;
 mod name;
 mod package_path;
 pub mod problem;

@@ -5,6 +5,7 @@
 //! served). Redirects are followed only within the host first asked, a few times at most.
 
 pub mod address;
+pub mod feed;
 pub mod json_api;
 pub mod retry;
 pub mod simple;
@@ -109,8 +110,7 @@ pub struct Upstream {
     rate: RateLimit,
     hosts: HostLimits,
     master: Url,
-    retries: u32,
-    retry_delay: Duration,
+    retry: retry::Policy,
     max_metadata_bytes: u64,
 }
 
@@ -142,8 +142,10 @@ impl Upstream {
             rate: RateLimit::new(cfg.metadata_rate),
             hosts: HostLimits::new(cfg.max_connections_per_host),
             master: cfg.master.clone(),
-            retries: cfg.retries,
-            retry_delay: cfg.retry_delay,
+            retry: retry::Policy {
+                retries: cfg.retries,
+                delay: cfg.retry_delay,
+            },
             max_metadata_bytes: cfg.max_metadata_bytes,
         })
     }
@@ -158,8 +160,9 @@ impl Upstream {
         self.hosts.acquire(url).await
     }
 
-    pub fn retry_delay(&self) -> Duration {
-        self.retry_delay
+    /// The retry policy every request to upstream follows (`retries`, `retry_delay`).
+    pub fn retry_policy(&self) -> retry::Policy {
+        self.retry
     }
 
     fn endpoint(&self, path: &str) -> Url {
@@ -214,21 +217,25 @@ impl Upstream {
                         error,
                     });
                 }
-                Err(Retry::Status(status, _)) if attempt >= self.retries => {
-                    return Err(UpstreamError::Status {
-                        url: url.to_string(),
-                        status,
-                    });
-                }
-                Err(Retry::Error(e)) if attempt >= self.retries => return Err(e),
-                Err(Retry::Status(status, after)) => {
-                    tracing::debug!("{url}: upstream answered {status}; retrying");
-                    after.unwrap_or_else(|| retry::backoff(self.retry_delay, attempt))
-                }
-                Err(Retry::Error(e)) => {
-                    tracing::debug!("{e}; retrying");
-                    retry::backoff(self.retry_delay, attempt)
-                }
+                Err(Retry::Status(status, after)) => match self.retry.next(attempt, after) {
+                    Some(wait) => {
+                        tracing::debug!("{url}: upstream answered {status}; retrying");
+                        wait
+                    }
+                    None => {
+                        return Err(UpstreamError::Status {
+                            url: url.to_string(),
+                            status,
+                        });
+                    }
+                },
+                Err(Retry::Error(e)) => match self.retry.next(attempt, None) {
+                    Some(wait) => {
+                        tracing::debug!("{e}; retrying");
+                        wait
+                    }
+                    None => return Err(e),
+                },
             };
             attempt += 1;
             tokio::time::sleep(wait).await;

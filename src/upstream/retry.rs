@@ -1,8 +1,8 @@
-//! When to try a request again, and how long to wait first.
-//!
-//! Shared by metadata requests and file downloads so both back off the same way: exponential
-//! from `retry_delay`, with jitter so that many workers do not retry in lock-step, and a
-//! server's `Retry-After` honoured (capped, so a hostile upstream cannot park us for days).
+//! When to try a request again, and how long to wait first: the one retry policy of every
+//! request kind (metadata, change feed, file downloads, and stale CDN answers retried with a
+//! cache-busting query), so all back off the same way: exponential from `retry_delay`, with
+//! jitter so that many workers do not retry in lock-step, and a server's `Retry-After`
+//! honoured (capped, so a hostile upstream cannot park us for days).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,6 +11,27 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(120);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// How often to try again and how long to wait: `retries` more attempts after the first.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub retries: u32,
+    pub delay: Duration,
+}
+
+impl Policy {
+    /// The wait before retry number `attempt` (0-based) — the server's `Retry-After` when it
+    /// sent one, else [`backoff`] — or `None` when no attempt is left.
+    pub fn next(&self, attempt: u32, retry_after: Option<Duration>) -> Option<Duration> {
+        (attempt < self.retries)
+            .then(|| retry_after.unwrap_or_else(|| backoff(self.delay, attempt)))
+    }
+
+    /// The same waits with another number of attempts (stale answers have their own count).
+    pub fn with_retries(self, retries: u32) -> Policy {
+        Policy { retries, ..self }
+    }
+}
 
 /// Statuses that say "not now" rather than "never": worth another attempt.
 pub fn is_transient(status: StatusCode) -> bool {
@@ -56,6 +77,21 @@ mod tests {
         let third = backoff(base, 2);
         assert!(third >= Duration::from_millis(300) && third <= Duration::from_millis(500));
         assert!(backoff(base, 30) <= MAX_BACKOFF.mul_f64(1.25));
+    }
+
+    #[test]
+    fn a_policy_counts_attempts_and_prefers_retry_after() {
+        let p = Policy {
+            retries: 2,
+            delay: Duration::from_millis(100),
+        };
+        assert!(p.next(0, None).unwrap() <= Duration::from_millis(125));
+        assert_eq!(
+            p.next(1, Some(Duration::from_secs(3))),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(p.next(2, None), None);
+        assert_eq!(p.with_retries(0).next(0, None), None);
     }
 
     #[test]

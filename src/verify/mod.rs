@@ -29,14 +29,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::MultiProgress;
 
 use crate::config::Config;
-use crate::progress::Progress;
+use crate::progress::{PhaseBar, Progress};
 use crate::state::{State, VerifyBegin, VerifyCounts};
-use crate::storage::Layout;
 use crate::storage::MirrorLock;
 use crate::storage::download::Downloader;
+use crate::storage::layout::{Protected, is_real_dir};
+use crate::storage::{Layout, Storage};
 use crate::types::ProjectName;
 use crate::upstream::Upstream;
 use crate::upstream::snapshot::UrlPolicy;
@@ -139,10 +140,12 @@ pub async fn run(
     } else if opts.resume {
         tracing::info!("no interrupted verify to resume; verifying from the start");
     }
+    let storage = Arc::new(layout.storage(cfg.fsync));
     let verify = Verify {
         cfg,
         opts: &opts,
         layout: layout.clone(),
+        storage: storage.clone(),
         multi,
         stop: &stop,
         jobs: opts.jobs.unwrap_or_else(default_jobs).max(1),
@@ -164,12 +167,13 @@ pub async fn run(
         let progress = Arc::new(Progress::new(multi));
         let repairer = repair::Repairer {
             cfg,
-            downloader: Downloader::new(layout.clone(), upstream.clone(), cfg, progress.clone()),
+            downloader: Downloader::new(storage.clone(), upstream.clone(), cfg, progress.clone()),
             layout: layout.clone(),
+            storage: storage.clone(),
             upstream,
             policy: UrlPolicy::new(cfg),
             pages: &pages,
-            guard: repair::Guard::new(&layout),
+            guard: Protected::new(&layout),
             repair: opts.repair,
             delete_orphans: opts.delete_orphans,
         };
@@ -223,6 +227,7 @@ struct Verify<'a> {
     cfg: &'a Config,
     opts: &'a Options,
     layout: Arc<Layout>,
+    storage: Arc<Storage>,
     multi: Option<&'a MultiProgress>,
     stop: &'a AtomicBool,
     jobs: usize,
@@ -232,7 +237,7 @@ struct Verify<'a> {
 impl Verify<'_> {
     fn pages_checker(&self) -> pages::Checker<'_> {
         pages::Checker {
-            layout: &self.layout,
+            storage: &self.storage,
             format: self.cfg.simple_format,
             root_uri: self.cfg.root_uri.as_deref(),
             json_api: self.cfg.json,
@@ -281,7 +286,7 @@ impl Verify<'_> {
         let tmp = &self.layout.tmp;
         if self.sync_running {
             // Its temporary files are in use.
-        } else if packages::is_real_dir(tmp) {
+        } else if is_real_dir(tmp) {
             for entry in std::fs::read_dir(tmp)? {
                 let entry = entry?;
                 let slash = if entry.file_type()?.is_dir() { "/" } else { "" };
@@ -303,7 +308,7 @@ impl Verify<'_> {
 
     fn packages(&self, rec: &mut Recorder) -> anyhow::Result<bool> {
         let checker = packages::Checker {
-            web: &self.layout.web,
+            storage: &self.storage,
             hash: self.opts.hash,
         };
         if !rec.is_done("packages-top")? {
@@ -324,8 +329,8 @@ impl Verify<'_> {
         });
         let (_, files, bytes) = rec.state.totals()?;
         let mut bar = match self.opts.hash {
-            true => Bar::new(self.multi, "hashed", bytes, true),
-            false => Bar::new(self.multi, "files", files, false),
+            true => PhaseBar::new(self.multi, "verify", "hashed", bytes, true),
+            false => PhaseBar::new(self.multi, "verify", "files", files, false),
         };
         let workers = (0..self.jobs)
             .map(|_| packages::Worker::new(&self.layout.db))
@@ -360,7 +365,7 @@ impl Verify<'_> {
         rec.start("pages");
         let checker = self.pages_checker();
         let (projects, ..) = rec.state.totals()?;
-        let mut bar = Bar::new(self.multi, "projects", projects, false);
+        let mut bar = PhaseBar::new(self.multi, "verify", "projects", projects, false);
         let mut projects_done = 0u64;
         let workers = (0..self.jobs)
             .map(|_| State::open_reader(&self.layout.db))
@@ -446,7 +451,7 @@ impl Verify<'_> {
         }
         rec.start("upstream");
         let (projects, ..) = rec.state.totals()?;
-        let mut bar = Bar::new(self.multi, "upstream", projects, false);
+        let mut bar = PhaseBar::new(self.multi, "verify", "upstream", projects, false);
         let reader = State::open_reader(&self.layout.db)?;
         let mut failures_in_a_row = 0;
         for batch in NameBatches::new(&self.layout, position)? {
@@ -653,51 +658,5 @@ impl Recorder {
         self.problems.clear();
         self.last_commit = Instant::now();
         Ok(())
-    }
-}
-
-/// A phase's progress: a bar on a terminal, a log line every 30 s otherwise (cron).
-struct Bar {
-    bar: Option<ProgressBar>,
-    what: &'static str,
-    total: u64,
-    last_log: Instant,
-}
-
-impl Bar {
-    fn new(multi: Option<&MultiProgress>, what: &'static str, total: u64, bytes: bool) -> Bar {
-        let bar = multi.map(|m| {
-            let template = match bytes {
-                true => "{prefix:>8} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                false => "{prefix:>8} {bar:30} {human_pos}/{human_len} {per_sec} eta {eta}",
-            };
-            let bar = m.add(ProgressBar::new(total));
-            bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
-            bar.set_prefix(what);
-            bar
-        });
-        Bar {
-            bar,
-            what,
-            total,
-            last_log: Instant::now(),
-        }
-    }
-
-    fn set(&mut self, position: u64) {
-        match &self.bar {
-            Some(bar) => bar.set_position(position),
-            None if self.last_log.elapsed() >= Duration::from_secs(30) => {
-                self.last_log = Instant::now();
-                tracing::info!("verify: {} {position} of {}", self.what, self.total);
-            }
-            None => {}
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
     }
 }

@@ -9,14 +9,14 @@
 //!
 //! Symlinks are never followed: where a file or directory should be, a symlink is not one.
 
-use std::fs::FileType;
 use std::io;
 use std::path::Path;
 
 use crate::state::{ExpectedFile, State, VerifyCounts};
-use crate::storage::layout::hash_file_with;
 
-use crate::types::problem::{Kind, Problem};
+use crate::storage::Storage;
+use crate::storage::fs::Kind;
+use crate::types::problem::{Kind as ProblemKind, Problem};
 
 pub const SHARDS: u32 = 256 * 256;
 
@@ -53,7 +53,7 @@ pub struct ShardResult {
 }
 
 pub struct Checker<'a> {
-    pub web: &'a Path,
+    pub storage: &'a Storage,
     pub hash: bool,
 }
 
@@ -73,19 +73,15 @@ impl Checker<'_> {
     /// Entries of `packages/` and `packages/aa/` that are not two-hex-digit directories.
     pub fn check_top(&self) -> io::Result<Vec<Problem>> {
         let mut problems = Vec::new();
-        let packages = self.web.join("packages");
-        if !is_real_dir(&packages) {
-            return Ok(problems);
-        }
-        for (name, ft) in sorted_entries(&packages)? {
-            let rel = format!("packages/{name}");
-            if !(ft.is_dir() && is_hex(&name, 2)) {
-                problems.push(orphan(&rel, ft));
+        for e in self.storage.list("packages")?.unwrap_or_default() {
+            let rel = format!("packages/{}", e.name);
+            if !(e.meta.is_dir() && is_hex(&e.name, 2)) {
+                problems.push(orphan(&rel, e.meta.kind));
                 continue;
             }
-            for (name, ft) in sorted_entries(&packages.join(&name))? {
-                if !(ft.is_dir() && is_hex(&name, 2)) {
-                    problems.push(orphan(&format!("{rel}/{name}"), ft));
+            for e in self.storage.list(&rel)?.unwrap_or_default() {
+                if !(e.meta.is_dir() && is_hex(&e.name, 2)) {
+                    problems.push(orphan(&format!("{rel}/{}", e.name), e.meta.kind));
                 }
             }
         }
@@ -106,16 +102,12 @@ impl Checker<'_> {
         // reports anything else), from one listing of `aa` rather than a stat per shard.
         let aa_rel = shard_prefix(first);
         let aa_rel = &aa_rel[..aa_rel.len() - 3];
-        let aa = self.web.join(aa_rel);
-        let listed = match is_real_dir(&aa) {
-            true => sorted_entries(&aa),
-            false => Ok(Vec::new()),
-        };
-        let present: Vec<String> = match listed {
+        let present: Vec<String> = match self.storage.list(aa_rel) {
             Ok(entries) => entries
+                .unwrap_or_default()
                 .into_iter()
-                .filter(|(name, ft)| ft.is_dir() && is_hex(name, 2))
-                .map(|(name, _)| format!("{aa_rel}{name}/"))
+                .filter(|e| e.meta.is_dir() && is_hex(&e.name, 2))
+                .map(|e| format!("{aa_rel}{}/", e.name))
                 .collect(),
             Err(e) => {
                 out.counts.unchecked += 1;
@@ -151,8 +143,11 @@ impl Checker<'_> {
                 std::cmp::Ordering::Less => {
                     let e = expected.next().expect("peeked");
                     out.counts.files_checked += 1;
-                    out.problems
-                        .push(Problem::new(Kind::Missing, web(&e.path), "not on disk"));
+                    out.problems.push(Problem::new(
+                        ProblemKind::Missing,
+                        web(&e.path),
+                        "not on disk",
+                    ));
                 }
                 std::cmp::Ordering::Greater => {
                     let f = found.next().expect("peeked");
@@ -160,7 +155,7 @@ impl Checker<'_> {
                     if !w.state.is_staged(&f.path)? {
                         let dir = matches!(f.what, What::Dir);
                         out.problems.push(Problem::new(
-                            Kind::Orphan,
+                            ProblemKind::Orphan,
                             web(&format!("{}{}", f.path, if dir { "/" } else { "" })),
                             "not referenced by the database",
                         ));
@@ -192,14 +187,14 @@ impl Checker<'_> {
             What::File(len) => len,
             What::Dir => {
                 return Some(Problem::new(
-                    Kind::Missing,
+                    ProblemKind::Missing,
                     web(&e.path),
                     "a directory is in its place",
                 ));
             }
             What::Other(what) => {
                 return Some(Problem::new(
-                    Kind::Missing,
+                    ProblemKind::Missing,
                     web(&e.path),
                     format!("a {what} is in its place"),
                 ));
@@ -208,7 +203,7 @@ impl Checker<'_> {
         counts.bytes_checked += len;
         if let Some(size) = e.size.filter(|&s| s != len) {
             return Some(Problem::new(
-                Kind::BadSize,
+                ProblemKind::BadSize,
                 web(&e.path),
                 format!("{len} bytes, expected {size}"),
             ));
@@ -216,8 +211,8 @@ impl Checker<'_> {
         if !self.hash {
             return None;
         }
-        let bad = |detail: String| Some(Problem::new(Kind::BadHash, web(&e.path), detail));
-        match hash_file_with(&self.web.join(&e.path), &mut w.buf) {
+        let bad = |detail: String| Some(Problem::new(ProblemKind::BadHash, web(&e.path), detail));
+        match self.storage.hash(&e.path, &mut w.buf) {
             Err(err) => bad(format!("cannot read it: {err}")),
             Ok(h) if h.sha256.to_hex() != e.sha256 => {
                 bad(format!("sha256 is {}, expected {}", h.sha256, e.sha256))
@@ -234,33 +229,24 @@ impl Checker<'_> {
     /// The files under a shard's 60-hex directories, sorted by path; anything else in the
     /// shard is an orphan, reported as it is met.
     fn walk_shard(&self, prefix: &str, orphans: &mut Vec<Problem>) -> io::Result<Vec<Found>> {
-        let dir = self.web.join(prefix);
         let mut found = Vec::new();
-        for (hex, ft) in sorted_entries(&dir)? {
-            let rel = format!("{prefix}{hex}");
-            if !(ft.is_dir() && is_hex(&hex, 60)) {
-                orphans.push(orphan(&rel, ft));
+        for e in self.storage.list(prefix)?.unwrap_or_default() {
+            let rel = format!("{prefix}{}", e.name);
+            if !(e.meta.is_dir() && is_hex(&e.name, 60)) {
+                orphans.push(orphan(&rel, e.meta.kind));
                 continue;
             }
-            let hex_dir = dir.join(&hex);
-            let mut entries: Vec<Found> = Vec::new();
-            for entry in std::fs::read_dir(&hex_dir)? {
-                let entry = entry?;
-                let ft = entry.file_type()?;
-                let what = if ft.is_file() {
-                    What::File(entry.metadata()?.len())
-                } else if ft.is_dir() {
-                    What::Dir
-                } else {
-                    What::Other(kind_of(ft))
+            for entry in self.storage.list(&rel)?.unwrap_or_default() {
+                let what = match entry.meta.kind {
+                    Kind::File => What::File(entry.meta.size),
+                    Kind::Dir => What::Dir,
+                    other => What::Other(other.describe()),
                 };
-                entries.push(Found {
-                    path: format!("{rel}/{}", entry.file_name().to_string_lossy()),
+                found.push(Found {
+                    path: format!("{rel}/{}", entry.name),
                     what,
                 });
             }
-            entries.sort_by(|a, b| a.path.cmp(&b.path));
-            found.extend(entries);
         }
         Ok(found)
     }
@@ -270,50 +256,15 @@ fn web(rel: &str) -> String {
     format!("web/{rel}")
 }
 
-fn orphan(rel: &str, ft: FileType) -> Problem {
-    let slash = if ft.is_dir() { "/" } else { "" };
+fn orphan(rel: &str, kind: Kind) -> Problem {
+    let slash = if kind == Kind::Dir { "/" } else { "" };
     Problem::new(
-        Kind::Orphan,
+        ProblemKind::Orphan,
         format!("web/{rel}{slash}"),
         "not part of the package tree",
     )
 }
 
-fn kind_of(ft: FileType) -> &'static str {
-    if ft.is_symlink() {
-        "symlink"
-    } else if ft.is_dir() {
-        "directory"
-    } else {
-        "special file"
-    }
-}
-
 pub fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// A directory, not a symlink to one.
-pub fn is_real_dir(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
-}
-
-/// A directory's entries sorted by name (names that are not UTF-8 shown lossily); an absent
-/// directory has none.
-pub fn sorted_entries(dir: &Path) -> io::Result<Vec<(String, FileType)>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        out.push((
-            entry.file_name().to_string_lossy().into_owned(),
-            entry.file_type()?,
-        ));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
 }

@@ -17,25 +17,21 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
 
 use crate::config::SimpleFormat;
-use crate::index::{self, IndexWriter, Links, ProjectView, html, json, json_api};
+use crate::index::{self, IndexWriter, Links, ProjectView, json_api};
 use crate::state::{State, VerifyCounts};
-use crate::storage::Layout;
-use crate::types::FileRecord;
+use crate::storage::Storage;
 use crate::types::hashing::sha256;
-use crate::types::{JsonApiRecord, StoredProject};
-use crate::types::{ProjectName, Serial};
-
-use super::packages::is_real_dir;
+use crate::types::keys::{self, Page};
 use crate::types::problem::{Kind, Problem};
+use crate::types::{FileRecord, JsonApiRecord, ProjectName, Serial, StoredProject};
 
 /// Projects per unit of work (and per checkpoint step).
 pub const BATCH: usize = 256;
 
 pub struct Checker<'a> {
-    pub layout: &'a Layout,
+    pub storage: &'a Storage,
     pub format: SimpleFormat,
     pub root_uri: Option<&'a str>,
     /// `json = true`: the JSON API mirror is checked too.
@@ -61,19 +57,15 @@ pub enum Doc {
 
 impl Checker<'_> {
     pub fn index(&self) -> IndexWriter<'_> {
-        IndexWriter::new(self.layout, false, self.format, self.root_uri)
+        IndexWriter::new(self.storage, self.format, self.root_uri)
     }
 
     /// The page files a project directory holds in the configured formats.
     pub fn page_names(&self) -> Vec<&'static str> {
-        let mut names = Vec::new();
-        if self.format.html() {
-            names.extend(["index.html", "index.v1_html"]);
-        }
-        if self.format.json() {
-            names.push("index.v1_json");
-        }
-        names
+        index::pages(self.format)
+            .iter()
+            .map(|p| p.file_name())
+            .collect()
     }
 
     pub fn check_batch(
@@ -95,78 +87,59 @@ impl Checker<'_> {
 
     fn check_project(&self, stored: &StoredProject, out: &mut BatchResult) {
         let name = stored.name.as_str();
-        let view = ProjectView::of_stored(stored);
-        let links = Links::new(self.root_uri, "../../");
-        let dir = self.layout.project_dir(&stored.name);
-        let rel_dir = format!("web/simple/{name}/");
-        let page = |file: &str| format!("{rel_dir}{file}");
-        let mut pages: Vec<(&str, Vec<u8>)> = Vec::new();
-        if self.format.html() {
-            let html = html::project_page(&view, &links);
-            pages.push(("index.v1_html", html.clone()));
-            pages.push(("index.html", html));
-        }
-        if self.format.json() {
-            pages.push(("index.v1_json", json::project_page(&view, &links)));
-        }
+        let pages = self.index().project_pages(&ProjectView::of_stored(stored));
+        let dir = keys::project_dir(&stored.name);
         out.counts.pages_checked += pages.len() as u64;
-        if !is_real_dir(&dir) {
-            let why = match std::fs::symlink_metadata(&dir) {
-                Ok(_) => format!("missing: web/simple/{name} is not a directory"),
-                Err(_) => "missing".to_owned(),
+        let dir_meta = self.storage.stat(&dir).ok().flatten();
+        if !dir_meta.is_some_and(|m| m.is_dir()) {
+            let why = match dir_meta {
+                Some(_) => format!("missing: web/simple/{name} is not a directory"),
+                None => "missing".to_owned(),
             };
-            for (file, _) in &pages {
+            for (key, _) in &pages {
                 out.problems
-                    .push(Problem::new(Kind::BadPage, page(file), why.clone()).of_project(name));
+                    .push(Problem::new(Kind::BadPage, web(key), why.clone()).of_project(name));
             }
         } else {
-            for (file, want) in &pages {
-                if let Some(why) = differs(&dir.join(file), want) {
+            for (key, want) in &pages {
+                if let Some(why) = self.differs(key, want) {
                     out.problems
-                        .push(Problem::new(Kind::BadPage, page(file), why).of_project(name));
+                        .push(Problem::new(Kind::BadPage, web(key), why).of_project(name));
                 }
             }
             let expected = self.page_names();
             out.problems
-                .extend(unexpected_entries(&dir, &rel_dir, &expected, name));
+                .extend(self.unexpected_entries(&dir, &expected, name));
         }
         if self.json_api {
             out.counts.pages_checked += 2;
             let index = self.index();
             let docs = index.json_api_docs(&stored.name);
             let state = self.json_api_state(stored, &docs);
-            for ((path, _), doc) in docs.iter().zip(state) {
+            for ((key, _), doc) in docs.iter().zip(state) {
                 if let Doc::Bad(why) = doc {
-                    let rel = self.relative(path);
                     out.problems
-                        .push(Problem::new(Kind::BadPage, rel, why).of_project(name));
+                        .push(Problem::new(Kind::BadPage, web(key), why).of_project(name));
                 }
             }
-            let pypi_dir = self.layout.web.join("pypi").join(name);
-            if is_real_dir(&pypi_dir) {
-                out.problems.extend(unexpected_entries(
-                    &pypi_dir,
-                    &format!("web/pypi/{name}/"),
-                    &["json"],
-                    name,
-                ));
-            }
+            let pypi_dir = format!("pypi/{name}/");
+            out.problems
+                .extend(self.unexpected_entries(&pypi_dir, &["json"], name));
         }
     }
 
     /// The state of a project's two JSON API documents (`json/<name>`, `pypi/<name>/json`).
-    pub fn json_api_state(&self, stored: &StoredProject, docs: &[(PathBuf, Links); 2]) -> [Doc; 2] {
+    pub fn json_api_state(&self, stored: &StoredProject, docs: &[(String, Links); 2]) -> [Doc; 2] {
         let view = ProjectView::of_stored(stored);
         let held: Vec<&FileRecord> = view.files().collect();
-        let read = |path: &Path| -> Result<Option<Vec<u8>>, String> {
-            if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
-                return match std::fs::symlink_metadata(path) {
-                    Ok(_) => Err("not a regular file".to_owned()),
-                    Err(_) => Ok(None),
-                };
+        let read = |key: &str| -> Result<Option<Vec<u8>>, String> {
+            match self.storage.stat(key) {
+                Ok(Some(m)) if m.is_file() => {}
+                Ok(Some(_)) => return Err("not a regular file".to_owned()),
+                _ => return Ok(None),
             }
-            std::fs::read(path)
-                .map(Some)
+            self.storage
+                .read(key)
                 .map_err(|e| format!("cannot read it: {e}"))
         };
         // The document as it would be rewritten for `links` from `bytes`.
@@ -230,19 +203,13 @@ impl Checker<'_> {
             trees.extend([("json", false), ("pypi", true)]);
         }
         for (tree, dirs) in trees {
-            let top = self.layout.web.join(tree);
-            if !is_real_dir(&top) {
-                continue;
-            }
-            for entry in std::fs::read_dir(&top)? {
-                let entry = entry?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let ft = entry.file_type()?;
-                if tree == "simple" && ft.is_file() && roots.contains(&name.as_str()) {
+            for entry in self.storage.list(tree)?.unwrap_or_default() {
+                let (name, meta) = (entry.name, entry.meta);
+                if tree == "simple" && meta.is_file() && roots.contains(&name.as_str()) {
                     continue;
                 }
-                let shape_ok = if dirs { ft.is_dir() } else { ft.is_file() };
-                let slash = if ft.is_dir() { "/" } else { "" };
+                let shape_ok = if dirs { meta.is_dir() } else { meta.is_file() };
+                let slash = if meta.is_dir() { "/" } else { "" };
                 let rel = format!("web/{tree}/{name}{slash}");
                 if !shape_ok {
                     problems.push(Problem::new(Kind::Orphan, rel, "not part of the index"));
@@ -264,12 +231,12 @@ impl Checker<'_> {
         state: &State,
         counts: &mut VerifyCounts,
     ) -> anyhow::Result<Vec<Problem>> {
-        let simple = self.layout.web.join("simple");
         let mut problems = Vec::new();
-        let mut compare = |file: &str, render: &dyn Fn(&mut SameAs) -> io::Result<()>| {
+        let rows: index::Rows<'_> = &|each| state.for_each_project(each).map_err(io::Error::other);
+        let mut compare = |page: Page, render: &dyn Fn(&mut SameAs) -> io::Result<()>| {
             counts.pages_checked += 1;
-            let path = simple.join(file);
-            let why = match SameAs::open(&path)? {
+            let key = keys::root_page(page);
+            let why = match SameAs::open(self.storage, &key)? {
                 None => Some("missing".to_owned()),
                 Some(mut same) => {
                     render(&mut same)?;
@@ -277,81 +244,71 @@ impl Checker<'_> {
                 }
             };
             if let Some(why) = why {
-                problems.push(Problem::new(
-                    Kind::BadPage,
-                    format!("web/simple/{file}"),
-                    why,
-                ));
+                problems.push(Problem::new(Kind::BadPage, web(&key), why));
             }
             anyhow::Ok(())
         };
         if self.format.html() {
-            for file in ["index.html", "index.v1_html"] {
-                compare(file, &|w| index::root_html(state, w))?;
+            for page in [Page::Html, Page::V1Html] {
+                compare(page, &|w| index::root_html(rows, w))?;
             }
         }
         if self.format.json() {
-            let serial = root_serial(&simple.join("index.v1_json"))
+            let serial = root_serial(self.storage, &keys::root_page(Page::V1Json))
                 .map_or_else(|| state.fully_synced_serial(), Ok)?;
-            compare("index.v1_json", &|w| index::root_json(state, serial, w))?;
+            compare(Page::V1Json, &|w| index::root_json(rows, serial, w))?;
         }
         Ok(problems)
     }
 
-    fn relative(&self, path: &Path) -> String {
-        let rel = path.strip_prefix(&self.layout.web).unwrap_or(path);
-        format!("web/{}", rel.display())
-    }
-}
-
-/// Why the file at `path` is not `want`, if it is not.
-fn differs(path: &Path, want: &[u8]) -> Option<String> {
-    match std::fs::symlink_metadata(path) {
-        Err(_) => return Some("missing".into()),
-        Ok(m) if !m.is_file() => return Some("missing: not a regular file".into()),
-        Ok(_) => {}
-    }
-    match std::fs::read(path) {
-        Ok(got) if got == want => None,
-        Ok(_) => Some("differs from what the database generates".into()),
-        Err(e) => Some(format!("cannot read it: {e}")),
-    }
-}
-
-/// Entries of a project's directory other than its pages.
-fn unexpected_entries(dir: &Path, rel_dir: &str, expected: &[&str], project: &str) -> Vec<Problem> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-        if is_file && expected.contains(&name.as_str()) {
-            continue;
+    /// Why the page at `key` is not `want`, if it is not.
+    fn differs(&self, key: &str, want: &[u8]) -> Option<String> {
+        match self.storage.stat(key) {
+            Ok(Some(m)) if m.is_file() => {}
+            Ok(Some(_)) => return Some("missing: not a regular file".into()),
+            _ => return Some("missing".into()),
         }
-        let slash = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            "/"
-        } else {
-            ""
-        };
-        out.push(
-            Problem::new(
-                Kind::Orphan,
-                format!("{rel_dir}{name}{slash}"),
-                "not a page the index has",
-            )
-            .of_project(project),
-        );
+        match self.storage.read(key) {
+            Ok(Some(got)) if got == want => None,
+            Ok(Some(_)) => Some("differs from what the database generates".into()),
+            Ok(None) => Some("missing".into()),
+            Err(e) => Some(format!("cannot read it: {e}")),
+        }
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    out
+
+    /// Entries of a project's directory (`dir`, ending in `/`) other than its pages.
+    fn unexpected_entries(&self, dir: &str, expected: &[&str], project: &str) -> Vec<Problem> {
+        let Ok(Some(entries)) = self.storage.list(dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            if entry.meta.is_file() && expected.contains(&entry.name.as_str()) {
+                continue;
+            }
+            let slash = if entry.meta.is_dir() { "/" } else { "" };
+            out.push(
+                Problem::new(
+                    Kind::Orphan,
+                    format!("web/{dir}{}{slash}", entry.name),
+                    "not a page the index has",
+                )
+                .of_project(project),
+            );
+        }
+        out
+    }
+}
+
+/// A key as the report names it (relative to the mirror directory).
+fn web(key: &str) -> String {
+    format!("web/{key}")
 }
 
 /// The serial a JSON root page states in its header (`{"meta":{"_last-serial":N,`).
-fn root_serial(path: &Path) -> Option<Serial> {
+fn root_serial(storage: &Storage, key: &str) -> Option<Serial> {
     let mut head = [0u8; 64];
-    let n = File::open(path).ok()?.read(&mut head).ok()?;
+    let n = storage.open(key).ok()?.read(&mut head).ok()?;
     let text = std::str::from_utf8(&head[..n]).ok()?;
     let digits = text.strip_prefix("{\"meta\":{\"_last-serial\":")?;
     let end = digits.find(|c: char| !c.is_ascii_digit())?;
@@ -366,13 +323,13 @@ pub struct SameAs {
 }
 
 impl SameAs {
-    /// `None` when there is no regular file at `path`.
-    pub fn open(path: &Path) -> io::Result<Option<SameAs>> {
-        if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+    /// `None` when there is no regular file at `key`.
+    pub fn open(storage: &Storage, key: &str) -> io::Result<Option<SameAs>> {
+        if !storage.stat(key)?.is_some_and(|m| m.is_file()) {
             return Ok(None);
         }
         Ok(Some(SameAs {
-            file: BufReader::with_capacity(256 * 1024, File::open(path)?),
+            file: BufReader::with_capacity(256 * 1024, storage.open(key)?),
             same: true,
             buf: Vec::new(),
         }))
@@ -407,11 +364,20 @@ impl Write for SameAs {
 mod tests {
     use super::*;
 
-    fn same(file: &[u8], written: &[&[u8]]) -> bool {
+    /// A tree in a temporary directory, with `web/` and `tmp/`.
+    fn storage() -> (tempfile::TempDir, Storage) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        std::fs::write(&path, file).unwrap();
-        let mut w = SameAs::open(&path).unwrap().unwrap();
+        for sub in ["web", "tmp"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let storage = Storage::new(&dir.path().join("web"), &dir.path().join("tmp"), false);
+        (dir, storage)
+    }
+
+    fn same(file: &[u8], written: &[&[u8]]) -> bool {
+        let (_dir, storage) = storage();
+        storage.put_if_changed("f", file).unwrap();
+        let mut w = SameAs::open(&storage, "f").unwrap().unwrap();
         for chunk in written {
             w.write_all(chunk).unwrap();
         }
@@ -429,15 +395,16 @@ mod tests {
 
     #[test]
     fn root_serial_reads_the_header() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index.v1_json");
-        std::fs::write(
-            &path,
-            b"{\"meta\":{\"_last-serial\":1234,\"api-version\":\"1.4\"},\"projects\":[]}\n",
-        )
-        .unwrap();
-        assert_eq!(root_serial(&path), Some(Serial(1234)));
-        std::fs::write(&path, b"garbage").unwrap();
-        assert_eq!(root_serial(&path), None);
+        let (_dir, storage) = storage();
+        let key = "simple/index.v1_json";
+        storage
+            .put_if_changed(
+                key,
+                b"{\"meta\":{\"_last-serial\":1234,\"api-version\":\"1.4\"},\"projects\":[]}\n",
+            )
+            .unwrap();
+        assert_eq!(root_serial(&storage, key), Some(Serial(1234)));
+        storage.put_if_changed(key, b"garbage").unwrap();
+        assert_eq!(root_serial(&storage, key), None);
     }
 }

@@ -6,8 +6,7 @@
 //! state (the database and its journals, the lock, `status`) is deleted at all.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,10 +15,13 @@ use futures::StreamExt;
 use crate::config::Config;
 use crate::index::{IndexWriter, ProjectView};
 use crate::state::{Change, State};
-use crate::storage::Layout;
 use crate::storage::download::{Downloader, Target};
+use crate::storage::layout::{Protected, is_real_dir};
+use crate::storage::{Layout, Storage};
+use crate::sync::decide::same_file;
 use crate::types::FileRecord;
 use crate::types::StoredProject;
+use crate::types::keys;
 use crate::types::{ProjectName, Serial};
 use crate::upstream::snapshot::UrlPolicy;
 use crate::upstream::{ProjectFetch, Upstream};
@@ -36,11 +38,12 @@ const DONE: &str = "done";
 pub struct Repairer<'a> {
     pub cfg: &'a Config,
     pub layout: Arc<Layout>,
+    pub storage: Arc<Storage>,
     pub upstream: Arc<Upstream>,
     pub downloader: Downloader,
     pub policy: UrlPolicy,
     pub pages: &'a pages::Checker<'a>,
-    pub guard: Guard,
+    pub guard: Protected,
     pub repair: bool,
     pub delete_orphans: bool,
 }
@@ -68,7 +71,7 @@ impl Repairer<'_> {
     }
 
     fn index(&self) -> IndexWriter<'_> {
-        IndexWriter::from_config(&self.layout, self.cfg)
+        IndexWriter::from_config(&self.storage, self.cfg)
     }
 
     async fn files(&self, state: &mut State, run: i64, stop: &AtomicBool) -> anyhow::Result<()> {
@@ -155,7 +158,7 @@ impl Repairer<'_> {
         for item in items {
             let remote = offered
                 .get(item.file.filename.as_str())
-                .filter(|r| r.record.path == item.file.path && r.record.sha256 == item.file.sha256);
+                .filter(|r| same_file(&item.file, &r.record));
             let target = match (remote, item.sidecar, item.file.core_metadata) {
                 (Some(remote), false, _) => Target {
                     url: remote.url.clone(),
@@ -194,10 +197,9 @@ impl Repairer<'_> {
     }
 
     /// A directory or symlink where a file belongs: a rename cannot replace it.
-    fn clear_obstacle(&self, relative: &str) -> Result<(), String> {
-        let path = self.layout.web_path(relative);
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if !m.is_file() => self.delete(&path, relative),
+    fn clear_obstacle(&self, key: &str) -> Result<(), String> {
+        match self.storage.stat(key) {
+            Ok(Some(m)) if !m.is_file() => self.delete(key),
             _ => Ok(()),
         }
     }
@@ -219,7 +221,10 @@ impl Repairer<'_> {
             }
             if !root.is_empty() {
                 let serial = state.fully_synced_serial()?;
-                let outcome = match self.index().write_root(state, serial) {
+                let rows: crate::index::Rows<'_> =
+                    &|each| state.for_each_project(each).map_err(std::io::Error::other);
+                let written = self.index().write_root(rows, serial);
+                let outcome = match written {
                     Ok(()) => {
                         state.root_written()?;
                         DONE.to_owned()
@@ -250,21 +255,22 @@ impl Repairer<'_> {
         stored: &StoredProject,
         problems: &[Problem],
     ) -> anyhow::Result<()> {
-        let name = stored.name.as_str();
         if problems.iter().any(|p| p.path.starts_with("web/simple/")) {
-            let rel = format!("simple/{name}");
-            let dir = self.layout.web_path(&rel);
-            if std::fs::symlink_metadata(&dir).is_ok_and(|m| !m.is_dir()) {
-                self.delete(&dir, &rel).map_err(anyhow::Error::msg)?;
+            let dir = keys::project_dir(&stored.name);
+            if self.storage.stat(&dir)?.is_some_and(|m| !m.is_dir()) {
+                self.delete(dir.trim_end_matches('/'))
+                    .map_err(anyhow::Error::msg)?;
             }
             self.index()
                 .write_project(&ProjectView::of_stored(stored))?;
         }
-        let json_api = ["web/json/", "web/pypi/"];
-        if problems
-            .iter()
-            .any(|p| json_api.iter().any(|t| p.path.starts_with(t)))
-        {
+        if problems.iter().any(|p| {
+            keys::JSON_API_TREES.iter().any(|t| {
+                p.path
+                    .strip_prefix("web/")
+                    .is_some_and(|k| k.starts_with(t))
+            })
+        }) {
             self.rewrite_json_api(state, stored).await?;
         }
         Ok(())
@@ -344,20 +350,28 @@ impl Repairer<'_> {
         }
         let trimmed = rel.trim_end_matches('/');
         if let Some(name) = trimmed.strip_prefix("tmp/") {
-            if !super::packages::is_real_dir(&self.layout.tmp) || name.contains('/') {
+            if !is_real_dir(&self.layout.tmp) || name.contains('/') {
                 return Err(format!("{} is not a directory", self.layout.tmp.display()));
             }
-            return self.delete(&self.layout.tmp.join(name), "");
+            let path = self.layout.tmp.join(name);
+            self.guard.check(&path)?;
+            let result = match std::fs::symlink_metadata(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => Err(e),
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+                Ok(_) => std::fs::remove_file(&path),
+            };
+            return result.map_err(|e| format!("cannot delete {}: {e}", path.display()));
         }
-        let Some(web_rel) = trimmed.strip_prefix("web/") else {
+        let Some(key) = trimmed.strip_prefix("web/") else {
             return Err("not under web/ or tmp/".into());
         };
-        self.delete(&self.layout.web_path(web_rel), web_rel)?;
+        self.delete(key)?;
         // Directories a deleted file leaves empty under packages/ go too (up to the shard).
-        if web_rel.starts_with("packages/") {
-            let mut dir = Path::new(web_rel).parent();
+        if key.starts_with("packages/") {
+            let mut dir = Path::new(key).parent();
             while let Some(d) = dir.filter(|d| d.components().count() > 3) {
-                if std::fs::remove_dir(self.layout.web.join(d)).is_err() {
+                if !self.storage.remove_empty_dir(&d.to_string_lossy()) {
                     break;
                 }
                 dir = d.parent();
@@ -366,20 +380,22 @@ impl Repairer<'_> {
         Ok(())
     }
 
-    /// Delete a file or directory tree, unless it is (or holds) the mirror's own state or a
-    /// directory on its way under `web/` (`web_rel`, when not empty) is a symlink.
-    fn delete(&self, path: &Path, web_rel: &str) -> Result<(), String> {
-        if !web_rel.is_empty() && self.layout.through_symlink(web_rel) {
-            return Err("a directory on its way is a symlink".into());
-        }
-        self.guard.check(path)?;
-        let result = match std::fs::symlink_metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => Err(e),
-            Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-            Ok(_) => std::fs::remove_file(path),
+    /// Delete the object or directory tree at `key`, unless it is (or holds) the mirror's
+    /// own state or a directory on its way is a symlink.
+    fn delete(&self, key: &str) -> Result<(), String> {
+        let dir = self
+            .storage
+            .stat(key)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.is_dir());
+        let key = match dir {
+            true => format!("{}/", key.trim_end_matches('/')),
+            false => key.trim_end_matches('/').to_owned(),
         };
-        result.map_err(|e| format!("cannot delete {}: {e}", path.display()))
+        self.storage
+            .delete_unless(&key, &self.guard)
+            .map_err(|e| e.to_string())
     }
 
     fn drift(&self, state: &mut State, run: i64) -> anyhow::Result<()> {
@@ -424,63 +440,4 @@ fn requeue(
         first_serial: serial,
     }])?;
     Ok(())
-}
-
-/// The mirror's own state, which no orphan deletion may touch: the database and its
-/// journals, the lock and `status`, however they are reached (a hard link, a symlinked
-/// directory on the way).
-pub struct Guard {
-    protected: Vec<(u64, u64, PathBuf)>,
-}
-
-impl Guard {
-    pub fn new(layout: &Layout) -> Guard {
-        let db = layout.db.display().to_string();
-        let protected = [
-            layout.db.clone(),
-            PathBuf::from(format!("{db}-wal")),
-            PathBuf::from(format!("{db}-shm")),
-            PathBuf::from(format!("{db}-journal")),
-            layout.lock.clone(),
-            layout.status.clone(),
-        ]
-        .into_iter()
-        .filter_map(|p| {
-            let m = std::fs::symlink_metadata(&p).ok()?;
-            let canonical = std::fs::canonicalize(&p).unwrap_or(p);
-            Some((m.dev(), m.ino(), canonical))
-        })
-        .collect();
-        Guard { protected }
-    }
-
-    pub fn check(&self, path: &Path) -> Result<(), String> {
-        let Ok(m) = std::fs::symlink_metadata(path) else {
-            return Ok(());
-        };
-        if let Some((.., own)) = self
-            .protected
-            .iter()
-            .find(|(dev, ino, _)| (*dev, *ino) == (m.dev(), m.ino()))
-        {
-            return Err(format!(
-                "refused: it is {}, the mirror's own state",
-                own.display()
-            ));
-        }
-        if m.is_dir() {
-            let canonical = std::fs::canonicalize(path).map_err(|e| e.to_string())?;
-            if let Some((.., own)) = self
-                .protected
-                .iter()
-                .find(|(.., p)| p.starts_with(&canonical))
-            {
-                return Err(format!(
-                    "refused: it holds {}, the mirror's own state",
-                    own.display()
-                ));
-            }
-        }
-        Ok(())
-    }
 }

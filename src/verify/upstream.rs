@@ -9,10 +9,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{ChangeFeed, Config};
+use crate::config::Config;
 use crate::index::ProjectView;
 use crate::types::{ProjectName, Serial};
 use crate::types::{ProjectSnapshot, StoredProject};
+use crate::upstream::feed::Feed;
 use crate::upstream::snapshot::{self, UrlPolicy};
 use crate::upstream::{ProjectFetch, Upstream};
 
@@ -181,34 +182,7 @@ fn listed(names: &[&str]) -> String {
 
 /// Every project upstream lists, with its serial (through the configured change feed).
 pub async fn listing(upstream: &Upstream, cfg: &Config) -> anyhow::Result<Vec<(String, Serial)>> {
-    let from_root = async {
-        let root = upstream.simple_root().await?;
-        let serial = root.meta.last_serial.unwrap_or(0);
-        anyhow::Ok(
-            root.projects
-                .into_iter()
-                .map(|p| (p.name, Serial(p.last_serial.unwrap_or(serial))))
-                .collect(),
-        )
-    };
-    let from_xmlrpc = || async {
-        Ok::<_, crate::upstream::UpstreamError>(
-            upstream
-                .list_packages_with_serial()
-                .await?
-                .into_iter()
-                .map(|(name, serial)| (name, Serial(serial)))
-                .collect::<Vec<_>>(),
-        )
-    };
-    match cfg.change_feed {
-        ChangeFeed::Simple => from_root.await,
-        ChangeFeed::XmlRpc => Ok(from_xmlrpc().await?),
-        ChangeFeed::Auto => match from_xmlrpc().await {
-            Err(e) if e.is_xmlrpc_unavailable() => from_root.await,
-            other => Ok(other?),
-        },
-    }
+    Feed::new(upstream, cfg.change_feed).listing().await
 }
 
 #[cfg(test)]

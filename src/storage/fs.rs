@@ -1,0 +1,470 @@
+//! The served tree on a local filesystem: `<directory>/web/`, addressed by keys.
+//!
+//! A key is a path relative to the tree's root, `/`-separated, as a client sees it under the
+//! mirror's URL (`simple/six/index.html`, `packages/aa/bb/<60 hex>/<file>`); a key ending in
+//! `/` names a directory (a project's page directory). Callers never see a `std::fs` path of
+//! the tree: that is what lets another backend (object storage) take this one's place.
+//!
+//! Every object reaches its key whole: bytes go to a temporary file in `tmp/` (same
+//! filesystem, so the rename is atomic), optionally fsynced, then renamed into place through
+//! directories that must not be symlinks. Nothing is ever written or deleted through a
+//! symlink inside the tree.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::layout::Protected;
+use crate::types::hashing::{Hashes, hash_reader};
+
+/// What is at a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    /// A device, socket or fifo: never something pymirror wrote.
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: Kind,
+    /// Length in bytes (files).
+    pub size: u64,
+}
+
+impl Meta {
+    fn of(m: &std::fs::Metadata) -> Meta {
+        Meta {
+            kind: Kind::of(m.file_type()),
+            size: m.len(),
+        }
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.kind == Kind::File
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.kind == Kind::Dir
+    }
+}
+
+impl Kind {
+    fn of(t: std::fs::FileType) -> Kind {
+        if t.is_symlink() {
+            Kind::Symlink
+        } else if t.is_dir() {
+            Kind::Dir
+        } else if t.is_file() {
+            Kind::File
+        } else {
+            Kind::Other
+        }
+    }
+
+    /// What it is, in a sentence ("a symlink is in its place").
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "directory",
+            Kind::Symlink => "symlink",
+            Kind::Other => "special file",
+        }
+    }
+}
+
+/// One entry of a directory listing: its name (not the whole key) and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub meta: Meta,
+}
+
+pub struct Storage {
+    web: PathBuf,
+    tmp: PathBuf,
+    fsync: bool,
+    counter: AtomicU64,
+    /// This process's id, in every temp file's name.
+    pid: u32,
+    /// Directories this run created or found to be real directories (not symlinks): at most
+    /// the `packages/aa/bb` and `simple/<name>` levels, so bounded by the 65,536 + projects a
+    /// full mirror has; the unique per-file hash level is never kept.
+    verified: Mutex<HashSet<String>>,
+}
+
+/// A temporary object being written; [`Storage::commit`] puts it at its key. Dropped
+/// uncommitted (a failed or abandoned write), it deletes itself.
+pub struct Staged {
+    path: PathBuf,
+    file: Option<File>,
+    committed: bool,
+}
+
+impl Staged {
+    pub fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(File::create_new(&self.path)?),
+        };
+        file.write_all(bytes)
+    }
+
+    /// Where its bytes are, for error messages.
+    pub fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Storage {
+    /// The tree at `web`, with temporary files in `tmp` (the same filesystem).
+    pub fn new(web: &Path, tmp: &Path, fsync: bool) -> Storage {
+        Storage {
+            web: web.to_owned(),
+            tmp: tmp.to_owned(),
+            fsync,
+            counter: AtomicU64::new(0),
+            pid: std::process::id(),
+            verified: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The path of a key, for messages only.
+    pub fn describe(&self, key: &str) -> String {
+        self.path(key).display().to_string()
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.web.join(key.trim_end_matches('/'))
+    }
+
+    /// What is at `key`, without following a symlink there. `None`: nothing.
+    pub fn stat(&self, key: &str) -> std::io::Result<Option<Meta>> {
+        match std::fs::symlink_metadata(self.path(key)) {
+            Ok(m) => Ok(Some(Meta::of(&m))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether anything (even a symlink) is at `key`.
+    pub fn exists(&self, key: &str) -> bool {
+        std::fs::symlink_metadata(self.path(key)).is_ok()
+    }
+
+    /// The bytes of the object at `key`; `None` when there is none.
+    pub fn read(&self, key: &str) -> std::io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.path(key)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Open the object at `key` for reading.
+    pub fn open(&self, key: &str) -> std::io::Result<File> {
+        File::open(self.path(key))
+    }
+
+    /// Both digests and the length of the object at `key`, read through `buf`.
+    pub fn hash(&self, key: &str, buf: &mut [u8]) -> std::io::Result<Hashes> {
+        hash_reader(self.open(key)?, buf)
+    }
+
+    /// The entries directly under the directory `prefix` (`""`: the root), sorted by name;
+    /// `None` when there is no such directory (or a symlink is there: never listed through).
+    /// A name that is not UTF-8 is given lossily: it can be reported, not addressed (no key
+    /// pymirror writes has one). Sizes are read for files only.
+    pub fn list(&self, prefix: &str) -> std::io::Result<Option<Vec<Entry>>> {
+        if !self.stat(prefix)?.is_some_and(|m| m.is_dir()) {
+            return Ok(None);
+        }
+        let entries = match std::fs::read_dir(self.path(prefix)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            let kind = Kind::of(entry.file_type()?);
+            let size = match kind {
+                Kind::File => entry.metadata()?.len(),
+                _ => 0,
+            };
+            out.push(Entry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                meta: Meta { kind, size },
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Some(out))
+    }
+
+    /// A fresh temporary object.
+    pub fn stage(&self) -> Staged {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        Staged {
+            path: self.tmp.join(format!("{}-{n}.part", self.pid)),
+            file: None,
+            committed: false,
+        }
+    }
+
+    /// Put `staged` at `key`: flushed (and fsynced when configured), then renamed into place.
+    /// Errors name the path involved.
+    pub fn commit(&self, mut staged: Staged, key: &str) -> std::io::Result<()> {
+        let on = |path: &Path, e: std::io::Error| {
+            std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+        };
+        let file = match staged.file.take() {
+            Some(f) => f,
+            None => File::create_new(&staged.path).map_err(|e| on(&staged.path, e))?,
+        };
+        if self.fsync {
+            file.sync_all().map_err(|e| on(&staged.path, e))?;
+        }
+        drop(file);
+        let dest = self.path(key);
+        self.create_parents(key).map_err(|e| on(&dest, e))?;
+        std::fs::rename(&staged.path, &dest).map_err(|e| on(&dest, e))?;
+        staged.committed = true;
+        Ok(())
+    }
+
+    /// Put the bytes `fill` writes at every key in `keys` (the same page under several
+    /// names), streamed once.
+    pub fn put_streamed(
+        &self,
+        keys: &[&str],
+        fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let result = (|| {
+            let mut staged: Vec<Staged> = keys.iter().map(|_| self.stage()).collect();
+            {
+                let mut out = Tee::new(&mut staged)?;
+                fill(&mut out)?;
+                out.flush()?;
+            }
+            for (s, key) in staged.into_iter().zip(keys) {
+                self.commit(s, key)?;
+            }
+            Ok(())
+        })();
+        result.map_err(|e: std::io::Error| {
+            let key = keys.first().copied().unwrap_or_default();
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot write {}: {e}", self.describe(key)),
+            )
+        })
+    }
+
+    /// Put `bytes` at `key`, unless it already holds exactly those bytes. Returns whether it
+    /// wrote (unchanged pages keep their mtime: no churn for rsync or caches).
+    pub fn put_if_changed(&self, key: &str, bytes: &[u8]) -> std::io::Result<bool> {
+        if std::fs::read(self.path(key)).is_ok_and(|old| old == bytes) {
+            return Ok(false);
+        }
+        self.put_streamed(&[key], |w| w.write_all(bytes))?;
+        Ok(true)
+    }
+
+    /// [`Storage::delete`], refused when what is at `key` is (or holds) one of the mirror
+    /// directory's own files (a hard link to the database, say).
+    pub fn delete_unless(&self, key: &str, protected: &Protected) -> std::io::Result<()> {
+        protected
+            .check(&self.path(key))
+            .map_err(std::io::Error::other)?;
+        self.delete(key)
+    }
+
+    /// Delete the object at `key`, or the directory and everything under it when `key` ends
+    /// in `/`. Nothing there is fine; a symlink on the way is refused.
+    pub fn delete(&self, key: &str) -> std::io::Result<()> {
+        if self.through_symlink(key) {
+            return Err(std::io::Error::other(format!(
+                "not deleting {}: a directory on its way is a symlink",
+                self.describe(key)
+            )));
+        }
+        let path = self.path(key);
+        let result = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() && key.ends_with('/') => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(e) => Err(e),
+        };
+        match result {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot delete {}: {e}", path.display()),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Remove the directory `prefix` if it is empty (after its last object went).
+    pub fn remove_empty_dir(&self, prefix: &str) -> bool {
+        std::fs::remove_dir(self.path(prefix)).is_ok()
+    }
+
+    /// Whether any directory between the root and `key` is a symlink.
+    pub fn through_symlink(&self, key: &str) -> bool {
+        let mut dir = self.web.clone();
+        let parts: Vec<&str> = key.trim_end_matches('/').split('/').collect();
+        parts[..parts.len().saturating_sub(1)].iter().any(|part| {
+            dir.push(part);
+            std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink())
+        })
+    }
+
+    /// Create the directories above `key`, refusing to pass through a symlink. `mkdir` comes
+    /// first because most levels (a file's own hash directory) are new; it never follows a
+    /// symlink, and an existing entry is then checked to be a real directory.
+    fn create_parents(&self, key: &str) -> std::io::Result<()> {
+        let parts: Vec<&str> = key.split('/').collect();
+        let dirs = &parts[..parts.len().saturating_sub(1)];
+        let mut dir = self.web.clone();
+        for (depth, part) in dirs.iter().enumerate() {
+            dir.push(part);
+            let key = dirs[..=depth].join("/");
+            let per_file = dirs[0] == "packages" && depth + 1 == dirs.len();
+            let remember = !per_file;
+            if remember && self.verified.lock().expect("verified").contains(&key) {
+                continue;
+            }
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let meta = std::fs::symlink_metadata(&dir)?;
+                    if meta.file_type().is_symlink() {
+                        return Err(std::io::Error::other(format!(
+                            "{} is a symlink; pymirror does not follow symlinks inside the mirror tree",
+                            dir.display()
+                        )));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            if remember {
+                self.verified.lock().expect("verified").insert(key);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the same bytes to several staged objects.
+struct Tee<'a> {
+    outs: Vec<std::io::BufWriter<&'a mut File>>,
+}
+
+impl<'a> Tee<'a> {
+    fn new(staged: &'a mut [Staged]) -> std::io::Result<Tee<'a>> {
+        let mut outs = Vec::with_capacity(staged.len());
+        for s in staged.iter_mut() {
+            if s.file.is_none() {
+                s.file = Some(File::create_new(&s.path)?);
+            }
+            outs.push(std::io::BufWriter::new(
+                s.file.as_mut().expect("just created"),
+            ));
+        }
+        Ok(Tee { outs })
+    }
+}
+
+impl Write for Tee<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for out in &mut self.outs {
+            out.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        for out in &mut self.outs {
+            out.flush()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storage() -> (tempfile::TempDir, Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("web")).unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        let s = Storage::new(&dir.path().join("web"), &dir.path().join("tmp"), false);
+        (dir, s)
+    }
+
+    #[test]
+    fn objects_are_put_listed_read_and_deleted_by_key() {
+        let (dir, s) = storage();
+        s.put_streamed(&["simple/index.html", "simple/index.v1_html"], |w| {
+            w.write_all(b"root")
+        })
+        .unwrap();
+        assert_eq!(s.read("simple/index.v1_html").unwrap().unwrap(), b"root");
+        assert!(!s.put_if_changed("simple/index.html", b"root").unwrap());
+        assert!(s.put_if_changed("simple/a/index.html", b"a").unwrap());
+        let names: Vec<String> = s
+            .list("simple")
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["a", "index.html", "index.v1_html"]);
+        assert_eq!(s.stat("simple/a/").unwrap().unwrap().kind, Kind::Dir);
+        s.delete("simple/a/").unwrap();
+        assert_eq!(s.stat("simple/a/").unwrap(), None);
+        s.delete("simple/nothing").unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+
+    #[test]
+    fn nothing_is_written_or_deleted_through_a_symlink() {
+        let (dir, s) = storage();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("f"), b"keep").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.path().join("web/simple")).unwrap();
+        assert!(s.put_if_changed("simple/x", b"x").is_err());
+        assert!(s.delete("simple/f").is_err());
+        assert_eq!(std::fs::read(outside.join("f")).unwrap(), b"keep");
+        assert!(!outside.join("x").exists());
+    }
+
+    #[test]
+    fn an_uncommitted_object_leaves_nothing() {
+        let (dir, s) = storage();
+        let mut staged = s.stage();
+        staged.write_all(b"half").unwrap();
+        drop(staged);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+}

@@ -1,0 +1,221 @@
+//! Decide: the one per-project decision, from what upstream offers now (through the filters)
+//! and what the mirror holds. The sync applies it, `sync --dry-run` prints it, and
+//! `verify --repair` asks the same question of a damaged file ([`same_file`]).
+//!
+//! - **remove** the project: upstream no longer has it, or the filters leave it out;
+//! - otherwise **download** each file (and PEP 658 sidecar) not held as it is offered,
+//!   **keep** the rest without a request or a re-hash, and **delete** the held files the
+//!   project no longer lists.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use tokio::sync::Semaphore;
+
+use super::fetch;
+use crate::config::Config;
+use crate::filter::Filters;
+use crate::state::Todo;
+use crate::storage::download::Target;
+use crate::types::{FileRecord, ProjectSnapshot, Serial};
+use crate::upstream::Upstream;
+use crate::upstream::snapshot::UrlPolicy;
+
+/// Why a project leaves the mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// Upstream answered 404: removed behind the mass-delete guard.
+    Gone,
+    /// The filters leave it out (why): not guarded again, a filter change is guarded before
+    /// it is applied.
+    Excluded(String),
+}
+
+/// One file (or sidecar) to put in place.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// Index of its file in the snapshot.
+    pub file: usize,
+    pub sidecar: bool,
+    pub target: Target,
+}
+
+#[derive(Debug)]
+pub enum Decision {
+    Keep {
+        snapshot: ProjectSnapshot,
+        download: Vec<Placement>,
+        /// Held files the project no longer lists (or lists with other content).
+        delete: Vec<FileRecord>,
+    },
+    /// Remove the project, with its queue entry up to `serial`.
+    Remove { removal: Removal, serial: Serial },
+}
+
+/// Look at a queued project: left out by name (no request), or fetched and decided against
+/// `held` (the files the mirror holds of it, read only when upstream answered). With
+/// `json = true`, also upstream's JSON API document.
+pub async fn look(
+    cfg: &Config,
+    upstream: &Upstream,
+    permits: &Semaphore,
+    policy: &UrlPolicy,
+    todo: &Todo,
+    held: impl Future<Output = anyhow::Result<Vec<FileRecord>>>,
+) -> anyhow::Result<(Decision, Option<serde_json::Value>)> {
+    if let Some(decision) = by_name(&cfg.filters, todo) {
+        return Ok((decision, None));
+    }
+    let Some((snapshot, json)) = fetch::fetch_fresh(cfg, upstream, permits, policy, todo).await?
+    else {
+        return Ok((decide(&cfg.filters, None, Vec::new()), None));
+    };
+    for why in &snapshot.refused {
+        tracing::warn!("{why}");
+    }
+    let held = held.await?;
+    Ok((decide(&cfg.filters, Some(snapshot), held), json))
+}
+
+/// Left out by name: decided before any request.
+fn by_name(filters: &Filters, todo: &Todo) -> Option<Decision> {
+    filters
+        .allows_project(&todo.name)
+        .err()
+        .map(|why| Decision::Remove {
+            removal: Removal::Excluded(why),
+            serial: Serial(u64::MAX),
+        })
+}
+
+/// The decision for a project upstream answered for (`None`: 404), given the files the mirror
+/// holds of it. The snapshot's refused entries are logged by the caller before.
+pub fn decide(
+    filters: &Filters,
+    fetched: Option<ProjectSnapshot>,
+    held: Vec<FileRecord>,
+) -> Decision {
+    let Some(mut snapshot) = fetched else {
+        return Decision::Remove {
+            removal: Removal::Gone,
+            serial: Serial(0),
+        };
+    };
+    // Before anything is downloaded: what the filters leave out is never fetched, recorded
+    // or listed.
+    if let Err(why) = filters.apply(&mut snapshot) {
+        return Decision::Remove {
+            removal: Removal::Excluded(why),
+            serial: snapshot.serial,
+        };
+    }
+    let mut held: HashMap<_, FileRecord> =
+        held.into_iter().map(|f| (f.filename.clone(), f)).collect();
+    let mut download = Vec::new();
+    let mut kept_paths = Vec::new();
+    for (i, f) in snapshot.files.iter().enumerate() {
+        let old = held.get(&f.record.filename);
+        let same = old.is_some_and(|o| same_file(o, &f.record));
+        let same_sidecar = same && old.is_some_and(|o| o.core_metadata == f.record.core_metadata);
+        if !same {
+            download.push(Placement {
+                file: i,
+                sidecar: false,
+                target: Target::file(f),
+            });
+        }
+        if let Some(target) = Target::sidecar(f).filter(|_| !same_sidecar) {
+            download.push(Placement {
+                file: i,
+                sidecar: true,
+                target,
+            });
+        }
+        if old.is_some_and(|o| o.path == f.record.path) {
+            kept_paths.push(f.record.filename.clone());
+        }
+    }
+    for name in kept_paths {
+        held.remove(&name);
+    }
+    let mut delete: Vec<FileRecord> = held.into_values().collect();
+    delete.sort_by(|a, b| a.filename.cmp(&b.filename));
+    Decision::Keep {
+        snapshot,
+        download,
+        delete,
+    }
+}
+
+/// Whether the file the mirror holds is the one offered: same path (its BLAKE2b-256), size and
+/// SHA-256. Then it is in place already: no request, no re-hash.
+pub fn same_file(held: &FileRecord, offered: &FileRecord) -> bool {
+    held.path == offered.path && held.size == offered.size && held.sha256 == offered.sha256
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{ProjectName, RemoteFile};
+
+    fn record(filename: &str, byte: u8) -> FileRecord {
+        FileRecord::for_test("1.0", filename, &format!("{byte:02x}").repeat(32), 10)
+    }
+
+    fn snapshot(files: Vec<FileRecord>) -> ProjectSnapshot {
+        ProjectSnapshot {
+            name: ProjectName::new("demo").unwrap(),
+            display_name: "demo".into(),
+            serial: Serial(7),
+            versions: vec!["1.0".into()],
+            files: files
+                .into_iter()
+                .map(|record| RemoteFile {
+                    url: format!("https://files.example/{}", record.path.relative())
+                        .parse()
+                        .unwrap(),
+                    record,
+                })
+                .collect(),
+            status: None,
+            refused: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn downloads_what_is_new_keeps_what_is_held_and_deletes_the_rest() {
+        let (a, b, c) = (
+            record("demo-1.0.tar.gz", 1),
+            record("demo-1.0-py3-none-any.whl", 2),
+            record("demo-0.9.tar.gz", 3),
+        );
+        let changed = record("demo-1.0-py3-none-any.whl", 4);
+        let Decision::Keep {
+            download, delete, ..
+        } = decide(
+            &Filters::default(),
+            Some(snapshot(vec![a.clone(), changed.clone()])),
+            vec![a, b.clone(), c.clone()],
+        )
+        else {
+            panic!("kept");
+        };
+        let names: Vec<&str> = download
+            .iter()
+            .map(|p| p.target.relative.as_str())
+            .collect();
+        assert_eq!(names, [changed.path.relative()]);
+        assert_eq!(delete, [c, b]);
+    }
+
+    #[test]
+    fn upstream_without_the_project_removes_it() {
+        assert!(matches!(
+            decide(&Filters::default(), None, vec![]),
+            Decision::Remove {
+                removal: Removal::Gone,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,51 @@
+//! Finish: the root pages (only when the set of projects or their serials changed), then what
+//! `trash` holds (removed projects' pages first, then their files), then `status`, the last
+//! fully synced serial.
+
+use std::sync::Mutex;
+
+use super::{Summary, lock, recover};
+use crate::config::Config;
+use crate::index::IndexWriter;
+use crate::state::State;
+use crate::storage::{Layout, Storage};
+
+/// Blocking: run it off the async workers.
+pub fn finish(
+    cfg: &Config,
+    layout: &Layout,
+    storage: &Storage,
+    state: &Mutex<State>,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    summary.serial = lock(state).fully_synced_serial()?;
+    let finished = (|| -> anyhow::Result<()> {
+        let index = IndexWriter::from_config(storage, cfg);
+        let state_now = lock(state);
+        // Set in the transactions that record or remove a project (the JSON root lists each
+        // project's serial), so even a killed run's changes reach the root next time.
+        if state_now.root_dirty()? || !index.root_exists() {
+            let rows: crate::index::Rows<'_> = &|each| {
+                state_now
+                    .for_each_project(each)
+                    .map_err(std::io::Error::other)
+            };
+            index.write_root(rows, summary.serial)?;
+            drop(state_now);
+            lock(state).root_written()?;
+        } else {
+            drop(state_now);
+        }
+        // After the root page: removed projects' pages, then their files.
+        recover::empty_trash(storage, state)?;
+        layout.write_status(summary.serial.0, cfg.fsync)?;
+        Ok(())
+    })();
+    match finished {
+        // The disk error is already the run's outcome; the old root page and status stay
+        // valid (the root lists only projects with pages), and the next run rewrites them.
+        Err(e) if summary.disk_error.is_some() => tracing::warn!("{e:#}"),
+        other => other?,
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! Publish: every file of a project is in place; write its pages (and JSON API documents),
+//! then record it and dequeue it in one transaction that also puts the files it no longer
+//! references in `trash`, then delete those. A crash between steps leaves the project queued
+//! and the tree valid: new files before the page that links them, pages before the files
+//! they stopped linking.
+
+use super::{Ctx, delete, lock};
+use crate::index::{IndexWriter, ProjectView};
+use crate::types::{FileRecord, ProjectSnapshot};
+
+/// Blocking: run it off the async workers.
+pub fn publish(
+    ctx: &Ctx,
+    snapshot: &ProjectSnapshot,
+    upstream_json: Option<&serde_json::Value>,
+) -> anyhow::Result<()> {
+    let records: Vec<&FileRecord> = snapshot.files.iter().map(|f| &f.record).collect();
+    let view = ProjectView::new(
+        &snapshot.name,
+        &snapshot.display_name,
+        snapshot.serial,
+        snapshot.status.as_ref(),
+        &snapshot.versions,
+        records,
+    );
+    let index = IndexWriter::from_config(&ctx.storage, &ctx.cfg);
+    index.write_project(&view)?;
+    if ctx.cfg.json {
+        // Unknown while it is rewritten, so a kill in between leaves no stale digest.
+        lock(&ctx.state).set_json_api_digest(&snapshot.name, None)?;
+    }
+    let json_api = match upstream_json {
+        Some(doc) => Some(
+            index
+                .write_json_api(
+                    &snapshot.name,
+                    doc,
+                    &snapshot.versions,
+                    &view.files().collect::<Vec<_>>(),
+                )?
+                .to_hex(),
+        ),
+        // No JSON API answer (quarantined, or upstream has none): an old document must not
+        // keep listing files about to be deleted.
+        None if ctx.cfg.json => {
+            index.remove_json_api(&snapshot.name)?;
+            Some(String::new())
+        }
+        None => None,
+    };
+    let gone = {
+        let mut state = lock(&ctx.state);
+        let gone = state.record_project(snapshot)?;
+        if let Some(digest) = &json_api {
+            state.set_json_api_digest(&snapshot.name, Some(digest))?;
+        }
+        gone
+    };
+    // Not under the state lock: other projects record theirs meanwhile.
+    delete(&ctx.storage, &gone);
+    lock(&ctx.state).emptied(&gone)?;
+    tracing::debug!("{}: synced at serial {}", snapshot.name, snapshot.serial);
+    Ok(())
+}

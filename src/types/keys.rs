@@ -1,0 +1,72 @@
+//! Where everything lives in the served tree: the one owner of page names and keys, used by
+//! the index writer that puts pages there, the state that trashes them, and verify that checks
+//! them. Keys are relative to the tree's root (`web/` on a filesystem); a key ending in `/` is
+//! a directory.
+
+use super::ProjectName;
+
+/// The simple index's page files, in every directory that has pages (the root and each
+/// project's). `index.html` and `index.v1_html` hold the same PEP 503 page: the first for
+/// clients that ask for nothing in particular, the second for those that ask for
+/// `application/vnd.pypi.simple.v1+html`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    Html,
+    V1Html,
+    V1Json,
+}
+
+impl Page {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Page::Html => "index.html",
+            Page::V1Html => "index.v1_html",
+            Page::V1Json => "index.v1_json",
+        }
+    }
+
+    pub fn is_json(self) -> bool {
+        self == Page::V1Json
+    }
+}
+
+/// The directory of the simple index.
+pub const SIMPLE: &str = "simple/";
+
+/// A root page: `simple/index.html`, …
+pub fn root_page(page: Page) -> String {
+    format!("{SIMPLE}{}", page.file_name())
+}
+
+/// A project's page directory: `simple/<name>/`.
+pub fn project_dir(name: &ProjectName) -> String {
+    format!("{SIMPLE}{name}/")
+}
+
+/// One of a project's pages: `simple/<name>/index.html`, …
+pub fn project_page(name: &ProjectName, page: Page) -> String {
+    format!("{SIMPLE}{name}/{}", page.file_name())
+}
+
+/// The trees of the optional JSON API mirror, each with the depth of its documents below it:
+/// `json/<name>` and `pypi/<name>/json`.
+pub const JSON_API_TREES: [&str; 2] = ["json/", "pypi/"];
+
+/// The JSON API mirror's documents of a project, `json/<name>` first, each with the relative
+/// path from it back up to the tree's root (for links).
+pub fn json_api_docs(name: &ProjectName) -> [(String, &'static str); 2] {
+    [
+        (format!("json/{name}"), "../"),
+        (format!("pypi/{name}/json"), "../../"),
+    ]
+}
+
+/// What is removed with a project: its page directory and its JSON API documents (the
+/// `pypi/<name>/` directory with its one document).
+pub fn project_keys(name: &ProjectName) -> [String; 3] {
+    [
+        project_dir(name),
+        format!("json/{name}"),
+        format!("pypi/{name}/"),
+    ]
+}

@@ -1,0 +1,107 @@
+//! The change feed: how the mirror learns what changed upstream, one choice for every command
+//! that asks (the sync's plan and dry run, `status`, `verify --upstream`).
+//!
+//! - XML-RPC (`changelog_since_serial`, `list_packages_with_serial`,
+//!   `changelog_last_serial`): Warehouse's mirror interface, exact and cheap per run.
+//! - The PEP 691 root index (`/simple/` as JSON, each project with its `_last-serial`): for
+//!   upstreams without XML-RPC (another mirror).
+//!
+//! `change_feed = "auto"` tries XML-RPC and falls back to the root index when upstream answers
+//! 404 or 405 for it.
+
+use std::future::Future;
+
+use super::{Upstream, UpstreamError};
+use crate::config::ChangeFeed;
+use crate::types::Serial;
+
+/// Which feed answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    XmlRpc,
+    SimpleRoot,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Source::XmlRpc => "XML-RPC",
+            Source::SimpleRoot => "the PEP 691 root index",
+        })
+    }
+}
+
+pub struct Feed<'a> {
+    upstream: &'a Upstream,
+    choice: ChangeFeed,
+}
+
+impl<'a> Feed<'a> {
+    pub fn new(upstream: &'a Upstream, choice: ChangeFeed) -> Feed<'a> {
+        Feed { upstream, choice }
+    }
+
+    pub fn upstream(&self) -> &'a Upstream {
+        self.upstream
+    }
+
+    /// Ask the configured feed: `xmlrpc` through XML-RPC, `root` through the root index (each
+    /// is only awaited if that feed is the one asked).
+    pub async fn pick<T>(
+        &self,
+        xmlrpc: impl Future<Output = Result<T, UpstreamError>>,
+        root: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<(T, Source)> {
+        match self.choice {
+            ChangeFeed::Simple => Ok((root.await?, Source::SimpleRoot)),
+            ChangeFeed::XmlRpc => Ok((xmlrpc.await?, Source::XmlRpc)),
+            ChangeFeed::Auto => match xmlrpc.await {
+                Err(e) if e.is_xmlrpc_unavailable() => {
+                    tracing::info!(
+                        "XML-RPC unavailable upstream ({e}); using the PEP 691 root index"
+                    );
+                    Ok((root.await?, Source::SimpleRoot))
+                }
+                other => Ok((other?, Source::XmlRpc)),
+            },
+        }
+    }
+
+    /// Upstream's current serial.
+    pub async fn last_serial(&self) -> anyhow::Result<u64> {
+        let root = async {
+            let root = self.upstream.simple_root().await?;
+            root.meta
+                .last_serial
+                .ok_or_else(|| anyhow::anyhow!("upstream's root index carries no _last-serial"))
+        };
+        Ok(self
+            .pick(self.upstream.changelog_last_serial(), root)
+            .await?
+            .0)
+    }
+
+    /// Every project upstream lists, with its serial.
+    pub async fn listing(&self) -> anyhow::Result<Vec<(String, Serial)>> {
+        let root = async {
+            let root = self.upstream.simple_root().await?;
+            let serial = root.meta.last_serial.unwrap_or(0);
+            anyhow::Ok(
+                root.projects
+                    .into_iter()
+                    .map(|p| (p.name, Serial(p.last_serial.unwrap_or(serial))))
+                    .collect(),
+            )
+        };
+        let xmlrpc = async {
+            Ok(self
+                .upstream
+                .list_packages_with_serial()
+                .await?
+                .into_iter()
+                .map(|(name, serial)| (name, Serial(serial)))
+                .collect::<Vec<_>>())
+        };
+        Ok(self.pick(xmlrpc, root).await?.0)
+    }
+}
