@@ -7,8 +7,8 @@ use std::path::Path;
 use toml::Value;
 
 use super::Keys;
-use crate::filter::dist::{PackageType, PlatformPattern, PythonTag};
 use crate::filter::requirement::{self, Requirement};
+use crate::filter::tags::{PackageType, PlatformPattern, PythonTag};
 use crate::filter::{FilterSpec, Filters, Prereleases};
 use crate::types::ProjectName;
 

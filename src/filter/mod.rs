@@ -14,9 +14,9 @@
 //! [`FilterSpec`] is the effective configuration in canonical form; stored in the database,
 //! it tells the next sync what changed ([`change`]).
 
-pub mod dist;
 pub mod pep440;
 pub mod requirement;
+pub mod tags;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::ProjectName;
 use crate::types::{FileRecord, ProjectSnapshot};
-use dist::{PackageType, PlatformPattern, PythonTag};
 use pep440::{SpecifierSet, Version};
+use tags::{PackageType, PlatformPattern, PythonTag};
 
 /// Which releases' pre-releases are left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -408,7 +408,7 @@ impl Filters {
         {
             return true;
         }
-        let tags = dist::tags(f);
+        let tags = tags::tags(f);
         if tags
             .packagetype
             .is_some_and(|t| self.exclude_packagetypes.contains(&t))

@@ -29,7 +29,7 @@ use super::filter_change::{FilterChange, Revisits};
 use super::guard::{Guard, Options};
 use super::{lock, plan, queue};
 use crate::config::Config;
-use crate::state::{State, Todo};
+use crate::state::{State, Todo, TodoCursor};
 use crate::storage::Layout;
 use crate::types::{FileRecord, ProjectName, Serial};
 use crate::upstream::Upstream;
@@ -120,9 +120,13 @@ pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow
     };
     let mut report = DryRun::default();
     // The queue a page at a time (each project merged with what the feed adds), then the rest.
-    let mut pages = Vec::new();
-    queue::pages(&lock(&state), |page| pages.push(page))?;
-    for page in pages {
+    let mut cursor = TodoCursor::default();
+    loop {
+        let page =
+            tokio::task::block_in_place(|| lock(&state).todo_page(&mut cursor, queue::PAGE))?;
+        if page.is_empty() {
+            break;
+        }
         let batch: Vec<Todo> = page
             .into_iter()
             .map(|mut t| {
@@ -180,7 +184,11 @@ impl Look<'_> {
     ) -> anyhow::Result<()> {
         let decisions = futures::stream::iter(batch)
             .map(|todo| async move {
-                let held = async { Ok(lock(self.state).project_files(&todo.name)?) };
+                let held = async {
+                    Ok(tokio::task::block_in_place(|| {
+                        lock(self.state).project_files(&todo.name)
+                    })?)
+                };
                 let decision = decide::look(
                     self.cfg,
                     self.upstream,

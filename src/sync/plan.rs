@@ -275,7 +275,7 @@ async fn from_simple_root(
         );
         return Ok(changes.into_plan(since.unwrap_or_default()));
     }
-    let known = lock(state).project_serials()?;
+    let known = tokio::task::block_in_place(|| lock(state).project_serials())?;
     let mut listed = HashSet::with_capacity(root.projects.len());
     for p in root.projects {
         if let Ok(name) = ProjectName::new(&p.name) {

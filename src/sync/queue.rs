@@ -10,7 +10,7 @@ use super::lock;
 use crate::state::{State, StateError, Todo, TodoCursor};
 
 /// Projects read per database query.
-const PAGE: usize = 1000;
+pub const PAGE: usize = 1000;
 
 /// The queue as a stream. A database error ends the stream and is left in `error`.
 pub fn stream(
@@ -38,16 +38,4 @@ pub fn stream(
         }
     })
     .flatten()
-}
-
-/// Every page of the queue, for the dry run (which reads the database, never the stream).
-pub fn pages(state: &State, mut each: impl FnMut(Vec<Todo>)) -> crate::state::Result<()> {
-    let mut cursor = TodoCursor::default();
-    loop {
-        let page = state.todo_page(&mut cursor, PAGE)?;
-        if page.is_empty() {
-            return Ok(());
-        }
-        each(page);
-    }
 }

@@ -1,5 +1,5 @@
 //! What a distribution file is for: its package type, the platforms and the Python versions it
-//! runs on, read from its name (PEP 427 wheel names with PEP 425 tags, egg and installer
+//! runs on, from its name as `types::dist` parses it (PEP 427 wheel names with PEP 425 tags, egg and installer
 //! naming) and upstream's `packagetype` / `python_version` fields.
 
 use std::sync::LazyLock;
