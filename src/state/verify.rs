@@ -3,9 +3,8 @@
 //! killed half-way resumes, and its report still lists what it found before).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 
 use super::{Result, State, StateError};
 use crate::types::problem::{Kind, Problem};
@@ -79,17 +78,6 @@ pub struct ProblemRow {
 }
 
 impl State {
-    /// A read-only connection, for the threads that check beside the one that records.
-    pub fn open_reader(path: &Path) -> Result<State> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        // Mapped reads: a verify reads the whole files table, a syscall per page would show.
-        conn.execute_batch("PRAGMA busy_timeout = 10000;")?;
-        Ok(State { conn })
-    }
-
     /// The files and sidecars with `from <= path < to` (a range of `packages/aa/bb/`
     /// shards: one index range scan), sorted by path, each once.
     pub fn files_between(&self, from: &str, to: &str) -> Result<Vec<ExpectedFile>> {
@@ -213,16 +201,6 @@ impl State {
             }
         }
         Ok(out)
-    }
-
-    /// Record what the JSON API mirror holds for a project: `Some(digest)` of `web/json/<name>`
-    /// as written, `Some("")` for no document, `None` before (re)writing it.
-    pub fn set_json_api_digest(&mut self, name: &ProjectName, digest: Option<&str>) -> Result<()> {
-        self.conn.execute(
-            "UPDATE projects SET json_api_sha256 = ?2 WHERE name = ?1",
-            params![name.as_str(), digest],
-        )?;
-        Ok(())
     }
 
     /// Start a verify, or with `resume` continue the last one that did not finish (when it
