@@ -25,7 +25,7 @@ impl State {
         v.map(|s| {
             s.parse()
                 .map(Serial)
-                .map_err(|_| StateError::Corrupt(format!("changelog_serial {s:?}")))
+                .map_err(|_| StateError::InvalidRow(format!("changelog_serial {s:?}")))
         })
         .transpose()
     }

@@ -15,26 +15,33 @@ pub use queue::{Change, Pending, Todo, TodoCursor};
 pub use runs::RunRecord;
 pub use verify::{ExpectedFile, FileOwner, ProblemRow, VerifyBegin, VerifyCounts, VerifyRun};
 
+use std::cmp::Ordering;
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("state database: {0}")]
+    /// SQLite failed on the mirror database, or a row held a value of the wrong type.
+    #[error("{}", describe(.0))]
     Sql(rusqlite::Error),
+    /// A value this pymirror does not accept (a project name, a digest), read from a row.
     #[error(
-        "state database {path} has schema version {found}, newer than this pymirror knows ({known}); upgrade pymirror"
+        "the mirror database (pymirror.db) holds a value this pymirror cannot read: {}; {}",
+        .0,
+        NOT_WRITTEN_BY_US
+    )]
+    InvalidRow(String),
+    #[error(
+        "the mirror database at {path} was written by a newer pymirror (schema {found} > {known}); use that version or newer"
     )]
     TooNew {
         path: String,
         found: i64,
         known: i64,
     },
-    #[error("state database holds an invalid row: {0}; restore the database from a backup")]
-    Corrupt(String),
     #[error(
-        "state database {path} has schema version {found}, this pymirror expects {known}; run a real `pymirror sync` with this version once (or use the pymirror that wrote it)"
+        "the mirror database at {path} has schema version {found}, this pymirror needs {known}; run `pymirror sync` once to upgrade it"
     )]
     Schema {
         path: String,
@@ -51,6 +58,52 @@ impl From<rusqlite::Error> for StateError {
 }
 
 pub type Result<T> = std::result::Result<T, StateError>;
+
+/// What to do about a value this pymirror cannot read from a row SQLite found sound: it is
+/// not damage a backup would undo.
+const NOT_WRITTEN_BY_US: &str = "pymirror does not write such a value, so it was changed by hand or by another program, or written by another version of pymirror: undo that change, or use that version (if neither happened, please report this)";
+
+/// One line for the operator: what went wrong with which file, and what to do. Only damage
+/// SQLite itself detects (`SQLITE_CORRUPT`, `SQLITE_NOTADB`) calls for a backup.
+fn describe(e: &rusqlite::Error) -> String {
+    let (what, file) = ("the mirror database", "pymirror.db");
+    let value_type = matches!(
+        e,
+        rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::Utf8Error(..)
+    );
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => format!(
+            "the mirror database (pymirror.db) is damaged: {e}; restore it from a backup, or move it (and any pymirror.db-wal and -shm beside it) aside and run `pymirror sync`, which rebuilds it from upstream (files already in place are checked and kept, not downloaded again)"
+        ),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => format!(
+            "{what} ({file}) stayed locked by another process for 10 seconds: {e}; run again once it is done (a pymirror that is writing it, or an open sqlite3 shell)"
+        ),
+        Some(ErrorCode::DiskFull) => format!(
+            "the disk holding {file} is full: {e}; free some space and run again (nothing already committed is lost)"
+        ),
+        Some(ErrorCode::SystemIoFailure) => format!(
+            "I/O error on {file}: {e}; check the disk (the kernel log says more) and run again"
+        ),
+        Some(ErrorCode::ReadOnly) => format!(
+            "cannot write {file}: {e}; it, its directory or the filesystem is read-only for this user: run as the user that owns the mirror"
+        ),
+        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => format!(
+            "cannot open {file}: {e}; check that the mirror directory exists and that this user may read it (and write it, to sync or repair)"
+        ),
+        Some(ErrorCode::ConstraintViolation) => format!(
+            "{what} ({file}) refused a change: {e}; the change was rolled back and nothing is lost, but this is a bug in pymirror: please report it with this message"
+        ),
+        Some(ErrorCode::OutOfMemory) => format!("out of memory while reading {file}: {e}"),
+        _ if value_type => format!(
+            "the mirror database (pymirror.db) holds a value of the wrong type: {e}; {NOT_WRITTEN_BY_US}"
+        ),
+        _ => format!("{what} ({file}): {e}"),
+    }
+}
+
 pub struct State {
     conn: Connection,
 }
@@ -82,20 +135,7 @@ impl State {
                 | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.execute_batch("PRAGMA busy_timeout = 10000;")?;
-        let found: i64 = conn
-            .query_row(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap_or(0);
-        if found != migrate::latest() {
-            return Err(StateError::Schema {
-                path: path.display().to_string(),
-                found,
-                known: migrate::latest(),
-            });
-        }
+        check_schema(schema_version(&conn)?, path)?;
         Ok(State { conn })
     }
 
@@ -116,24 +156,13 @@ impl State {
              PRAGMA foreign_keys = ON;
              PRAGMA busy_timeout = 10000;",
         )?;
-        let has_table: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations')",
-            [],
-            |r| r.get(0),
-        )?;
-        if has_table {
-            let found: i64 = conn.query_row(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                [],
-                |r| r.get(0),
-            )?;
-            if found > migrate::latest() {
-                return Err(StateError::TooNew {
-                    path: path.display().to_string(),
-                    found,
-                    known: migrate::latest(),
-                });
-            }
+        let found = schema_version(&conn)?;
+        if found > migrate::latest() {
+            return Err(StateError::TooNew {
+                path: path.display().to_string(),
+                found,
+                known: migrate::latest(),
+            });
         }
         migrate::apply(&mut conn)?;
         Ok(State { conn })
@@ -148,5 +177,161 @@ impl State {
         // Mapped reads: a verify reads the whole files table, a syscall per page would show.
         conn.execute_batch("PRAGMA busy_timeout = 10000;")?;
         Ok(State { conn })
+    }
+}
+
+/// The newest migration recorded; 0 for a database without any (a new, empty file).
+fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(0);
+    }
+    conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// A reader needs exactly this binary's schema: only a sync migrates.
+fn check_schema(found: i64, path: &Path) -> Result<()> {
+    let known = migrate::latest();
+    let path = path.display().to_string();
+    match found.cmp(&known) {
+        Ordering::Equal => Ok(()),
+        Ordering::Less => Err(StateError::Schema { path, found, known }),
+        Ordering::Greater => Err(StateError::TooNew { path, found, known }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{ProjectName, Serial};
+
+    /// A mirror database with a little of everything a status reads, closed (so that, as
+    /// after a sync, no `-wal` or `-shm` is left beside it).
+    fn synced_db(dir: &Path) -> std::path::PathBuf {
+        let db = dir.join("pymirror.db");
+        let mut state = State::open(&db).unwrap();
+        let change = Change {
+            name: ProjectName::new("demo").unwrap(),
+            display_name: "Demo".into(),
+            serial: Serial(7),
+            first_serial: Serial(5),
+        };
+        state.enqueue(&[change], Serial(9)).unwrap();
+        let run = state.start_run().unwrap();
+        state.finish_run(run, "complete", "synced").unwrap();
+        drop(state);
+        db
+    }
+
+    /// The bytes and modification time of the database.
+    fn snapshot(db: &Path) -> (Vec<u8>, std::time::SystemTime) {
+        let mtime = std::fs::metadata(db).unwrap().modified().unwrap();
+        (std::fs::read(db).unwrap(), mtime)
+    }
+
+    fn set_schema(db: &Path, sql: &str) {
+        let conn = Connection::open(db).unwrap();
+        conn.execute_batch(sql).unwrap();
+    }
+
+    #[test]
+    fn readers_refuse_an_older_schema_saying_what_to_run_and_leave_it_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = synced_db(dir.path());
+        set_schema(&db, "DELETE FROM schema_migrations WHERE version = 5");
+        let before = snapshot(&db);
+        let known = migrate::latest();
+        let expected = format!(
+            "the mirror database at {} has schema version 4, this pymirror needs {known}; \
+             run `pymirror sync` once to upgrade it",
+            db.display()
+        );
+        let err = State::open_read_only(&db).err().unwrap();
+        assert_eq!(err.to_string(), expected);
+        assert_eq!(snapshot(&db).0, before.0, "not migrated");
+        assert_eq!(snapshot(&db).1, before.1);
+    }
+
+    #[test]
+    fn every_open_refuses_a_newer_schema_saying_what_to_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = synced_db(dir.path());
+        set_schema(
+            &db,
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'x', 0)",
+        );
+        let expected = format!(
+            "the mirror database at {} was written by a newer pymirror (schema 99 > {}); \
+             use that version or newer",
+            db.display(),
+            migrate::latest()
+        );
+        for open in [State::open_read_only, State::open] {
+            assert_eq!(open(&db).err().unwrap().to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn only_damage_sqlite_detects_calls_for_a_backup() {
+        let failure = |code| {
+            StateError::Sql(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+            .to_string()
+        };
+        for code in [rusqlite::ffi::SQLITE_CORRUPT, rusqlite::ffi::SQLITE_NOTADB] {
+            let message = failure(code);
+            assert!(message.contains("damaged"), "{message}");
+            assert!(message.contains("backup"), "{message}");
+        }
+        for (code, says) in [
+            (rusqlite::ffi::SQLITE_BUSY, "locked by another process"),
+            (rusqlite::ffi::SQLITE_FULL, "is full"),
+            (rusqlite::ffi::SQLITE_IOERR, "I/O error"),
+            (rusqlite::ffi::SQLITE_CONSTRAINT, "bug in pymirror"),
+            (rusqlite::ffi::SQLITE_READONLY, "cannot write"),
+            (rusqlite::ffi::SQLITE_CANTOPEN, "cannot open"),
+        ] {
+            let message = failure(code);
+            assert!(message.contains(says), "{message}");
+            assert!(!message.contains("backup"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_not_called_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = synced_db(dir.path());
+        set_schema(&db, "UPDATE todo SET attempts = 'many'");
+        let state = State::open(&db).unwrap();
+        let message = state.pending(10).err().unwrap().to_string();
+        assert!(message.contains("wrong type"), "{message}");
+        assert!(!message.contains("backup"), "{message}");
+
+        set_schema(&db, "UPDATE todo SET attempts = 0, name = 'Not Normalized'");
+        let message = state.todo().err().unwrap().to_string();
+        assert!(message.contains("cannot read"), "{message}");
+        assert!(!message.contains("backup"), "{message}");
+    }
+
+    #[test]
+    fn a_file_that_is_no_database_is_called_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("pymirror.db");
+        std::fs::write(&db, vec![b'x'; 4096]).unwrap();
+        for open in [State::open_read_only, State::open] {
+            let message = open(&db).err().unwrap().to_string();
+            assert!(message.contains("damaged"), "{message}");
+            assert!(message.contains("backup"), "{message}");
+        }
     }
 }

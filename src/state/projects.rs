@@ -51,7 +51,8 @@ impl State {
         let mut out = Vec::new();
         for row in rows {
             let (name, display, serial) = row?;
-            let name = ProjectName::new(&name).map_err(|e| StateError::Corrupt(e.to_string()))?;
+            let name =
+                ProjectName::new(&name).map_err(|e| StateError::InvalidRow(e.to_string()))?;
             out.push((name, display, Serial::from_db(serial)));
         }
         Ok(out)
@@ -79,9 +80,9 @@ impl State {
         let mut rows = stmt.query([name.as_str()])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            let corrupt = |what: String| StateError::Corrupt(format!("{name}: {what}"));
+            let invalid = |what: String| StateError::InvalidRow(format!("{name}: {what}"));
             let filename: String = r.get(1)?;
-            let filename = Filename::new(&filename).map_err(|e| corrupt(e.to_string()))?;
+            let filename = Filename::new(&filename).map_err(|e| invalid(e.to_string()))?;
             let path: String = r.get(2)?;
             let sha256: String = r.get(4)?;
             let core_metadata: Option<String> = r.get(11)?;
@@ -89,10 +90,10 @@ impl State {
             out.push(FileRecord {
                 version: r.get(0)?,
                 path: PackagePath::from_url_path(&format!("/{path}"), &filename)
-                    .map_err(|e| corrupt(e.to_string()))?,
+                    .map_err(|e| invalid(e.to_string()))?,
                 filename,
                 size: r.get::<_, i64>(3)? as u64,
-                sha256: Sha256::from_hex(&sha256).map_err(|e| corrupt(e.to_string()))?,
+                sha256: Sha256::from_hex(&sha256).map_err(|e| invalid(e.to_string()))?,
                 upload_time: r.get(5)?,
                 requires_python: r.get(6)?,
                 yanked: r.get(7)?,
@@ -100,12 +101,12 @@ impl State {
                 packagetype: r.get(9)?,
                 python_version: r.get(10)?,
                 core_metadata: core_metadata
-                    .map(|h| Sha256::from_hex(&h).map_err(|e| corrupt(e.to_string())))
+                    .map(|h| Sha256::from_hex(&h).map_err(|e| invalid(e.to_string())))
                     .transpose()?,
                 provenance: r.get(12)?,
                 extra_hashes: extra_hashes
                     .map(|j| {
-                        serde_json::from_str(&j).map_err(|e| corrupt(format!("extra_hashes: {e}")))
+                        serde_json::from_str(&j).map_err(|e| invalid(format!("extra_hashes: {e}")))
                     })
                     .transpose()?
                     .unwrap_or_default(),
@@ -256,14 +257,15 @@ impl State {
     ) -> anyhow::Result<()> {
         let mut stmt = self
             .conn
-            .prepare("SELECT name, display_name, serial FROM projects ORDER BY name")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            f(
-                row.get_ref(0)?.as_str()?,
-                row.get_ref(1)?.as_str()?,
-                Serial::from_db(row.get(2)?),
-            )?;
+            .prepare("SELECT name, display_name, serial FROM projects ORDER BY name")
+            .map_err(StateError::Sql)?;
+        let mut rows = stmt.query([]).map_err(StateError::Sql)?;
+        while let Some(row) = rows.next().map_err(StateError::Sql)? {
+            let text = |i| -> Result<&str> {
+                Ok(row.get_ref(i)?.as_str().map_err(rusqlite::Error::from)?)
+            };
+            let serial = row.get(2).map_err(StateError::Sql)?;
+            f(text(0)?, text(1)?, Serial::from_db(serial))?;
         }
         Ok(())
     }

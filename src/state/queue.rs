@@ -98,7 +98,7 @@ impl State {
             for row in rows {
                 let (name, display_name, serial, attempts) = row?;
                 let name =
-                    ProjectName::new(&name).map_err(|e| StateError::Corrupt(e.to_string()))?;
+                    ProjectName::new(&name).map_err(|e| StateError::InvalidRow(e.to_string()))?;
                 out.push(Todo {
                     name,
                     display_name,

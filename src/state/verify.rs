@@ -161,7 +161,7 @@ impl State {
             Some("") => JsonApiRecord::Absent,
             Some(hex) => JsonApiRecord::Written(
                 Sha256::from_hex(hex)
-                    .map_err(|e| StateError::Corrupt(format!("{name}: json_api_sha256: {e}")))?,
+                    .map_err(|e| StateError::InvalidRow(format!("{name}: json_api_sha256: {e}")))?,
             ),
         };
         Ok(Some(StoredProject {
@@ -187,7 +187,8 @@ impl State {
             .collect::<rusqlite::Result<_>>()?;
         let mut out = Vec::new();
         for (name, display_name) in names {
-            let name = ProjectName::new(&name).map_err(|e| StateError::Corrupt(e.to_string()))?;
+            let name =
+                ProjectName::new(&name).map_err(|e| StateError::InvalidRow(e.to_string()))?;
             let file = self
                 .project_files(&name)?
                 .into_iter()
@@ -340,7 +341,7 @@ impl State {
         for row in rows {
             let (kind, n) = row?;
             let kind = Kind::parse(&kind)
-                .ok_or_else(|| StateError::Corrupt(format!("verify problem kind {kind:?}")))?;
+                .ok_or_else(|| StateError::InvalidRow(format!("verify problem kind {kind:?}")))?;
             out.insert(kind, n);
         }
         Ok(out)
@@ -392,7 +393,7 @@ impl State {
         let mut rows = stmt.query(params![run, after.unwrap_or(""), limit as i64])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
-            out.push(problem_row(r).map_err(|e| StateError::Corrupt(e.to_string()))?);
+            out.push(problem_row(r).map_err(|e| StateError::InvalidRow(e.to_string()))?);
         }
         Ok(out)
     }
