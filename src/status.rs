@@ -1,7 +1,8 @@
 //! `pymirror status`: where the mirror stands, for an operator or a monitoring system.
 //!
-//! Reads the state database without taking the lock (WAL lets it read beside a running sync)
-//! and asks upstream for its current serial, one request, to show the lag.
+//! Reads the state database read-only without taking the lock (WAL lets it read beside a
+//! running sync; a user who may not write the mirror can run it; it writes and creates
+//! nothing) and asks upstream for its current serial, one request, to show the lag.
 
 use std::fmt::Write as _;
 
@@ -43,17 +44,24 @@ pub async fn report(cfg: &Config) -> anyhow::Result<Report> {
             layout.db.display()
         );
     }
-    let (serial, feed_serial, (projects, files, bytes), pending_count, pending, last_run) = {
-        let state = State::open(&layout.db)?;
-        (
-            state.fully_synced_serial()?,
-            state.changelog_serial()?,
-            state.totals()?,
-            state.pending_count()?,
-            state.pending(PENDING_SHOWN)?,
-            state.last_run()?,
-        )
-    };
+    // Read-only, without migrating (a newer pymirror's status must not change the schema under
+    // a running older sync) and creating nothing beside the database; on a blocking thread,
+    // off the async runtime's.
+    let db = layout.db.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        State::with_read_only(&db, |state| {
+            Ok((
+                state.fully_synced_serial()?,
+                state.changelog_serial()?,
+                state.totals()?,
+                state.pending_count()?,
+                state.pending(PENDING_SHOWN)?,
+                state.last_run()?,
+            ))
+        })
+    });
+    let (serial, feed_serial, (projects, files, bytes), pending_count, pending, last_run) =
+        read.await??;
     let (upstream_serial, upstream_error) = match upstream_serial(cfg).await {
         Ok(n) => (Some(n), None),
         Err(e) => (None, Some(format!("{e:#}"))),

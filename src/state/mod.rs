@@ -2,6 +2,23 @@
 //!
 //! It is the source of truth for every page pymirror writes and every file it keeps; the tree
 //! under `web/` is derived from it, never scanned to rebuild it.
+//!
+//! Only a sync (and a verify that repairs, under the same lock) opens it to write, and only
+//! they migrate its schema ([`State::open`]). Everything else reads it read-only and refuses a
+//! schema other than this binary's, saying what to run: `status` and `sync --dry-run`
+//! ([`State::open_read_only`], creating nothing beside it), and verify's threads
+//! ([`State::open_reader`], reading through the WAL beside a running sync).
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | [`State`], the ways to open it, [`StateError`] and what each error tells the operator |
+//! | `migrate.rs` | `migrations/NNNN_*.sql`, applied in order and recorded |
+//! | `meta.rs` | the feed serial and the fully synced serial, the filters last applied, `root_dirty` |
+//! | `queue.rs` | `todo`: enqueue and requeue, pages of the queue, failures, what is pending |
+//! | `projects.rs` | projects, releases, files: record, stage, remove, read back, count |
+//! | `trash.rs` | `trash`: what no project references any more, until it is deleted from disk |
+//! | `runs.rs` | one row per sync, for `status` |
+//! | `verify.rs` | what verify reads, and its checkpoint and findings |
 
 mod meta;
 mod migrate;
@@ -106,46 +123,18 @@ fn describe(e: &rusqlite::Error) -> String {
 
 pub struct State {
     conn: Connection,
+    /// Read `immutable`: the file alone, without its WAL and without locks.
+    immutable: bool,
 }
 
 impl State {
-    /// Open the database read-only, for `sync --dry-run`: nothing is written, not even a
-    /// migration (a database behind this pymirror's schema is refused).
-    ///
-    /// A read-only reader of a WAL database creates the `-wal` and `-shm` files when they are
-    /// missing (no writer has it open) and cannot remove them. Then the database is opened
-    /// `immutable` instead, which creates nothing; should a sync start and checkpoint during
-    /// the read, the reader may fail ("malformed"), never the sync: it writes nothing.
-    pub fn open_read_only(path: &Path) -> Result<State> {
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let in_use = Path::new(&wal).exists();
-        // A file: URI (percent-encoded, so any path works); relative paths made absolute.
-        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-        let uri = url::Url::from_file_path(&absolute)
-            .map_err(|()| StateError::Sql(rusqlite::Error::InvalidPath(absolute.clone())))?;
-        let uri = match in_use {
-            true => format!("{uri}?mode=ro"),
-            false => format!("{uri}?mode=ro&immutable=1"),
-        };
-        let conn = Connection::open_with_flags(
-            uri,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                | rusqlite::OpenFlags::SQLITE_OPEN_URI
-                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.execute_batch("PRAGMA busy_timeout = 10000;")?;
-        check_schema(schema_version(&conn)?, path)?;
-        Ok(State { conn })
+    fn new(conn: Connection, immutable: bool) -> State {
+        State { conn, immutable }
     }
 
-    /// An empty database in memory (a dry run on a mirror that has never synced).
-    pub fn in_memory() -> Result<State> {
-        let mut conn = Connection::open_in_memory()?;
-        migrate::apply(&mut conn)?;
-        Ok(State { conn })
-    }
-
+    /// Open the database to write: a sync (holding the mirror lock), or a verify that repairs
+    /// (holding it too). The schema is migrated to this binary's; a database written by a
+    /// newer pymirror is refused.
     pub fn open(path: &Path) -> Result<State> {
         let mut conn = Connection::open(path)?;
         // WAL: readers (status, verify) never block the writer; NORMAL is durable at each
@@ -165,19 +154,104 @@ impl State {
             });
         }
         migrate::apply(&mut conn)?;
-        Ok(State { conn })
+        Ok(State::new(conn, false))
     }
 
-    /// A read-only connection, for the threads that check beside the one that records.
-    pub fn open_reader(path: &Path) -> Result<State> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        // Mapped reads: a verify reads the whole files table, a syscall per page would show.
-        conn.execute_batch("PRAGMA busy_timeout = 10000;")?;
-        Ok(State { conn })
+    /// Open the database read-only for a short read (`status`, `sync --dry-run`): nothing is
+    /// written, not even a migration (a schema other than this binary's is refused, saying
+    /// what to run), and nothing is created beside the file.
+    ///
+    /// A read-only reader of a WAL database creates the `-wal` and `-shm` files when they are
+    /// missing (no writer has it open) and cannot remove them; a user who may not write the
+    /// directory cannot create them, and cannot read at all. Then the database is opened
+    /// `immutable` instead, which creates nothing; should a sync start and checkpoint during
+    /// the read, the reader may fail ("malformed"), never the sync: it writes nothing.
+    /// [`State::with_read_only`] reads once more when that happens.
+    pub fn open_read_only(path: &Path) -> Result<State> {
+        let immutable = !wal_exists(path);
+        let conn = connect_read_only(path, immutable)?;
+        check_schema(schema_version(&conn)?, path)?;
+        Ok(State::new(conn, immutable))
     }
+
+    /// `read` on [`State::open_read_only`]; when it fails and a sync has begun writing the
+    /// database meanwhile (its WAL appeared during an `immutable` read), once more, reading
+    /// beside the sync.
+    pub fn with_read_only<T>(path: &Path, read: impl Fn(&State) -> Result<T>) -> Result<T> {
+        let immutable = !wal_exists(path);
+        match State::open_read_only(path).and_then(|state| read(&state)) {
+            Err(_) if immutable && wal_exists(path) => {
+                State::open_read_only(path).and_then(|state| read(&state))
+            }
+            result => result,
+        }
+    }
+
+    /// A read-only connection for a long read beside a running sync: a verify that only
+    /// checks, and the threads of every verify. It reads through the WAL, so a sync may write
+    /// meanwhile, and creates the `-wal` and `-shm` files when they are missing (the next
+    /// sync removes them). A user who may not create them reads the file `immutable` instead
+    /// ([`State::reads_immutable`]): a sync that starts meanwhile may then make it fail.
+    pub fn open_reader(path: &Path) -> Result<State> {
+        let conn = connect_read_only(path, false)?;
+        match schema_version(&conn) {
+            Err(e) if cannot_create_wal(&e) && !wal_exists(path) => {
+                let conn = connect_read_only(path, true)?;
+                check_schema(schema_version(&conn)?, path)?;
+                Ok(State::new(conn, true))
+            }
+            found => {
+                check_schema(found?, path)?;
+                Ok(State::new(conn, false))
+            }
+        }
+    }
+
+    /// An empty database in memory (a dry run on a mirror that has never synced).
+    pub fn in_memory() -> Result<State> {
+        let mut conn = Connection::open_in_memory()?;
+        migrate::apply(&mut conn)?;
+        Ok(State::new(conn, false))
+    }
+
+    /// Whether this connection reads the file `immutable` (see [`State::open_reader`]).
+    pub fn reads_immutable(&self) -> bool {
+        self.immutable
+    }
+}
+
+fn wal_exists(path: &Path) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    Path::new(&wal).exists()
+}
+
+/// A read-only connection through a `file:` URI (percent-encoded, so any path works; a
+/// relative path made absolute).
+fn connect_read_only(path: &Path, immutable: bool) -> Result<Connection> {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let uri = url::Url::from_file_path(&absolute)
+        .map_err(|()| StateError::Sql(rusqlite::Error::InvalidPath(absolute.clone())))?;
+    let uri = match immutable {
+        false => format!("{uri}?mode=ro"),
+        true => format!("{uri}?mode=ro&immutable=1"),
+    };
+    let conn = Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.execute_batch("PRAGMA busy_timeout = 10000;")?;
+    Ok(conn)
+}
+
+/// A read-only reader of a WAL database it may not create the `-wal` and `-shm` of.
+fn cannot_create_wal(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen)
+    )
 }
 
 /// The newest migration recorded; 0 for a database without any (a new, empty file).
@@ -231,15 +305,69 @@ mod tests {
         db
     }
 
-    /// The bytes and modification time of the database.
-    fn snapshot(db: &Path) -> (Vec<u8>, std::time::SystemTime) {
+    /// The bytes and modification time of the database, and the files beside it.
+    fn snapshot(db: &Path) -> (Vec<u8>, std::time::SystemTime, Vec<String>) {
+        let mut beside: Vec<String> = std::fs::read_dir(db.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        beside.sort();
         let mtime = std::fs::metadata(db).unwrap().modified().unwrap();
-        (std::fs::read(db).unwrap(), mtime)
+        (std::fs::read(db).unwrap(), mtime, beside)
     }
 
     fn set_schema(db: &Path, sql: &str) {
         let conn = Connection::open(db).unwrap();
         conn.execute_batch(sql).unwrap();
+    }
+
+    #[test]
+    fn a_read_only_open_writes_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = synced_db(dir.path());
+        let before = snapshot(&db);
+        assert_eq!(before.2, ["pymirror.db"]);
+        // Past the filesystem's timestamp granularity, so a write would show in the mtime.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let read = State::with_read_only(&db, |state| {
+            Ok((
+                state.fully_synced_serial()?,
+                state.changelog_serial()?,
+                state.totals()?,
+                state.pending(10)?.len(),
+                state.last_run()?.and_then(|r| r.outcome),
+            ))
+        })
+        .unwrap();
+        assert_eq!(
+            read,
+            (
+                Serial(4),
+                Some(Serial(9)),
+                (0, 0, 0),
+                1,
+                Some("complete".into())
+            )
+        );
+        assert!(State::open_read_only(&db).unwrap().reads_immutable());
+        assert_eq!(snapshot(&db), before);
+    }
+
+    #[test]
+    fn a_read_only_open_beside_a_writer_reads_what_it_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = synced_db(dir.path());
+        let mut writer = State::open(&db).unwrap();
+        writer.set_filters("new").unwrap();
+        let reader = State::open_read_only(&db).unwrap();
+        assert!(!reader.reads_immutable(), "the WAL is read");
+        assert_eq!(reader.filters().unwrap().as_deref(), Some("new"));
+        let reader = State::open_reader(&db).unwrap();
+        assert_eq!(reader.filters().unwrap().as_deref(), Some("new"));
+        assert!(
+            reader.conn.execute("DELETE FROM todo", []).is_err(),
+            "a reader cannot write"
+        );
     }
 
     #[test]
@@ -255,6 +383,8 @@ mod tests {
             db.display()
         );
         let err = State::open_read_only(&db).err().unwrap();
+        assert_eq!(err.to_string(), expected);
+        let err = State::open_reader(&db).err().unwrap();
         assert_eq!(err.to_string(), expected);
         assert_eq!(snapshot(&db).0, before.0, "not migrated");
         assert_eq!(snapshot(&db).1, before.1);
@@ -274,7 +404,7 @@ mod tests {
             db.display(),
             migrate::latest()
         );
-        for open in [State::open_read_only, State::open] {
+        for open in [State::open_read_only, State::open_reader, State::open] {
             assert_eq!(open(&db).err().unwrap().to_string(), expected);
         }
     }
@@ -328,7 +458,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("pymirror.db");
         std::fs::write(&db, vec![b'x'; 4096]).unwrap();
-        for open in [State::open_read_only, State::open] {
+        for open in [State::open_read_only, State::open_reader, State::open] {
             let message = open(&db).err().unwrap().to_string();
             assert!(message.contains("damaged"), "{message}");
             assert!(message.contains("backup"), "{message}");
