@@ -6,8 +6,9 @@
 //! Only a sync (and a verify that repairs, under the same lock) opens it to write, and only
 //! they migrate its schema ([`State::open`]). Everything else reads it read-only and refuses a
 //! schema other than this binary's, saying what to run: `status` and `sync --dry-run`
-//! ([`State::open_read_only`], creating nothing beside it), and verify's threads
-//! ([`State::open_reader`], reading through the WAL beside a running sync).
+//! ([`State::open_read_only`], creating nothing beside it), and a verify that only checks
+//! ([`State::open_reader`], reading through the WAL beside a running sync). Verify's own
+//! checkpoint and findings live in a file of their own ([`VerifyLog`], `verify.db`).
 //!
 //! | file | what |
 //! |---|---|
@@ -18,7 +19,8 @@
 //! | `projects.rs` | projects, releases, files: record, stage, remove, read back, count |
 //! | `trash.rs` | `trash`: what no project references any more, until it is deleted from disk |
 //! | `runs.rs` | one row per sync, for `status` |
-//! | `verify.rs` | what verify reads, and its checkpoint and findings |
+//! | `verify.rs` | what verify reads: a range of files, staged paths, a project as stored |
+//! | `verify_log.rs` | verify's checkpoint and findings, in `verify.db` |
 
 mod meta;
 mod migrate;
@@ -27,10 +29,12 @@ mod queue;
 mod runs;
 mod trash;
 mod verify;
+mod verify_log;
 
 pub use queue::{Change, Pending, Todo, TodoCursor};
 pub use runs::RunRecord;
-pub use verify::{ExpectedFile, FileOwner, ProblemRow, VerifyBegin, VerifyCounts, VerifyRun};
+pub use verify::{ExpectedFile, FileOwner};
+pub use verify_log::{ProblemRow, VERIFY_LOG, VerifyBegin, VerifyCounts, VerifyLog, VerifyRun};
 
 use std::cmp::Ordering;
 use std::path::Path;
@@ -40,8 +44,11 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// SQLite failed on the mirror database, or a row held a value of the wrong type.
-    #[error("{}", describe(.0))]
+    #[error("{}", describe(Db::Mirror, .0))]
     Sql(rusqlite::Error),
+    /// The same on verify's log (`verify.db`).
+    #[error("{}", describe(Db::VerifyLog, .0))]
+    VerifyLog(rusqlite::Error),
     /// A value this pymirror does not accept (a project name, a digest), read from a row.
     #[error(
         "the mirror database (pymirror.db) holds a value this pymirror cannot read: {}; {}",
@@ -65,6 +72,16 @@ pub enum StateError {
         found: i64,
         known: i64,
     },
+    #[error(
+        "verify's log at {path} was written by a newer pymirror (schema {found} > {known}); use that version or newer, or delete it (the next verify then starts from the beginning)"
+    )]
+    VerifyLogTooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("internal error: this connection to the mirror database has no verify log")]
+    NoVerifyLog,
 }
 
 // Not `#[from]`: that would also make it the error's source and print the cause twice.
@@ -80,10 +97,19 @@ pub type Result<T> = std::result::Result<T, StateError>;
 /// not damage a backup would undo.
 const NOT_WRITTEN_BY_US: &str = "pymirror does not write such a value, so it was changed by hand or by another program, or written by another version of pymirror: undo that change, or use that version (if neither happened, please report this)";
 
+#[derive(Clone, Copy)]
+enum Db {
+    Mirror,
+    VerifyLog,
+}
+
 /// One line for the operator: what went wrong with which file, and what to do. Only damage
 /// SQLite itself detects (`SQLITE_CORRUPT`, `SQLITE_NOTADB`) calls for a backup.
-fn describe(e: &rusqlite::Error) -> String {
-    let (what, file) = ("the mirror database", "pymirror.db");
+fn describe(db: Db, e: &rusqlite::Error) -> String {
+    let (what, file) = match db {
+        Db::Mirror => ("the mirror database", "pymirror.db"),
+        Db::VerifyLog => ("verify's log", "verify.db"),
+    };
     let value_type = matches!(
         e,
         rusqlite::Error::FromSqlConversionFailure(..)
@@ -91,32 +117,40 @@ fn describe(e: &rusqlite::Error) -> String {
             | rusqlite::Error::IntegralValueOutOfRange(..)
             | rusqlite::Error::Utf8Error(..)
     );
-    match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => format!(
+    match (e.sqlite_error_code(), db) {
+        (Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase), Db::Mirror) => format!(
             "the mirror database (pymirror.db) is damaged: {e}; restore it from a backup, or move it (and any pymirror.db-wal and -shm beside it) aside and run `pymirror sync`, which rebuilds it from upstream (files already in place are checked and kept, not downloaded again)"
         ),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => format!(
+        (Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase), Db::VerifyLog) => format!(
+            "verify's log (verify.db) is damaged: {e}; delete it (it holds only verify's checkpoint and findings): the next verify starts from the beginning"
+        ),
+        (Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked), _) => format!(
             "{what} ({file}) stayed locked by another process for 10 seconds: {e}; run again once it is done (a pymirror that is writing it, or an open sqlite3 shell)"
         ),
-        Some(ErrorCode::DiskFull) => format!(
+        (Some(ErrorCode::DiskFull), _) => format!(
             "the disk holding {file} is full: {e}; free some space and run again (nothing already committed is lost)"
         ),
-        Some(ErrorCode::SystemIoFailure) => format!(
+        (Some(ErrorCode::SystemIoFailure), _) => format!(
             "I/O error on {file}: {e}; check the disk (the kernel log says more) and run again"
         ),
-        Some(ErrorCode::ReadOnly) => format!(
+        (Some(ErrorCode::ReadOnly), _) => format!(
             "cannot write {file}: {e}; it, its directory or the filesystem is read-only for this user: run as the user that owns the mirror"
         ),
-        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => format!(
+        (Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied), _) => format!(
             "cannot open {file}: {e}; check that the mirror directory exists and that this user may read it (and write it, to sync or repair)"
         ),
-        Some(ErrorCode::ConstraintViolation) => format!(
+        (Some(ErrorCode::ConstraintViolation), _) => format!(
             "{what} ({file}) refused a change: {e}; the change was rolled back and nothing is lost, but this is a bug in pymirror: please report it with this message"
         ),
-        Some(ErrorCode::OutOfMemory) => format!("out of memory while reading {file}: {e}"),
-        _ if value_type => format!(
-            "the mirror database (pymirror.db) holds a value of the wrong type: {e}; {NOT_WRITTEN_BY_US}"
-        ),
+        (Some(ErrorCode::OutOfMemory), _) => format!("out of memory while reading {file}: {e}"),
+        _ if value_type => match db {
+            Db::Mirror => format!(
+                "the mirror database (pymirror.db) holds a value of the wrong type: {e}; {NOT_WRITTEN_BY_US}"
+            ),
+            Db::VerifyLog => format!(
+                "verify's log (verify.db) holds a value of the wrong type: {e}; delete it (it holds only verify's checkpoint and findings): the next verify starts from the beginning"
+            ),
+        },
         _ => format!("{what} ({file}): {e}"),
     }
 }
@@ -125,11 +159,17 @@ pub struct State {
     conn: Connection,
     /// Read `immutable`: the file alone, without its WAL and without locks.
     immutable: bool,
+    /// Where verify records, when this connection is a verify's (see `verify_log.rs`).
+    log: Option<VerifyLog>,
 }
 
 impl State {
     fn new(conn: Connection, immutable: bool) -> State {
-        State { conn, immutable }
+        State {
+            conn,
+            immutable,
+            log: None,
+        }
     }
 
     /// Open the database to write: a sync (holding the mirror lock), or a verify that repairs
@@ -435,6 +475,13 @@ mod tests {
             assert!(message.contains(says), "{message}");
             assert!(!message.contains("backup"), "{message}");
         }
+        let message = StateError::VerifyLog(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            None,
+        ))
+        .to_string();
+        assert!(message.contains("verify.db") && message.contains("delete it"));
+        assert!(!message.contains("backup"), "{message}");
     }
 
     #[test]

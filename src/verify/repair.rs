@@ -15,7 +15,7 @@ use futures::StreamExt;
 
 use crate::config::Config;
 use crate::index::{IndexWriter, ProjectView};
-use crate::state::{Change, State};
+use crate::state::{Change, State, VERIFY_LOG};
 use crate::storage::Layout;
 use crate::storage::download::{Downloader, Target};
 use crate::types::FileRecord;
@@ -426,9 +426,9 @@ fn requeue(
     Ok(())
 }
 
-/// The mirror's own state, which no orphan deletion may touch: the database and its
-/// journals, the lock and `status`, however they are reached (a hard link, a symlinked
-/// directory on the way).
+/// The mirror's own state, which no orphan deletion may touch: the database, verify's log
+/// (`verify.db`) and their journals, the lock and `status`, however they are reached (a hard
+/// link, a symlinked directory on the way).
 pub struct Guard {
     protected: Vec<(u64, u64, PathBuf)>,
 }
@@ -436,11 +436,16 @@ pub struct Guard {
 impl Guard {
     pub fn new(layout: &Layout) -> Guard {
         let db = layout.db.display().to_string();
+        let log = layout.root.join(VERIFY_LOG).display().to_string();
         let protected = [
             layout.db.clone(),
             PathBuf::from(format!("{db}-wal")),
             PathBuf::from(format!("{db}-shm")),
             PathBuf::from(format!("{db}-journal")),
+            PathBuf::from(&log),
+            PathBuf::from(format!("{log}-wal")),
+            PathBuf::from(format!("{log}-shm")),
+            PathBuf::from(format!("{log}-journal")),
             layout.lock.clone(),
             layout.status.clone(),
         ]
