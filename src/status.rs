@@ -1,18 +1,20 @@
 //! `pymirror status`: where the mirror stands, for an operator or a monitoring system.
 //!
-//! Reads the state database without taking the lock (WAL lets it read beside a running sync)
-//! and asks upstream for its current serial, one request, to show the lag.
+//! Reads the state database read-only without taking the lock (WAL lets it read beside a
+//! running sync; a user who may not write the mirror can run it; it writes and creates
+//! nothing) and asks upstream for its current serial, one request, to show the lag.
 
 use std::fmt::Write as _;
 
 use indicatif::HumanBytes;
 use serde::Serialize;
 
-use crate::config::{ChangeFeed, Config};
+use crate::config::Config;
 use crate::state::{Pending, RunRecord, State};
 use crate::storage::Layout;
 use crate::types::Serial;
 use crate::upstream::Upstream;
+use crate::upstream::feed::Feed;
 
 /// At most this many pending projects are listed (the count is always exact).
 const PENDING_SHOWN: usize = 100;
@@ -43,17 +45,24 @@ pub async fn report(cfg: &Config) -> anyhow::Result<Report> {
             layout.db.display()
         );
     }
-    let (serial, feed_serial, (projects, files, bytes), pending_count, pending, last_run) = {
-        let state = State::open(&layout.db)?;
-        (
-            state.fully_synced_serial()?,
-            state.changelog_serial()?,
-            state.totals()?,
-            state.pending_count()?,
-            state.pending(PENDING_SHOWN)?,
-            state.last_run()?,
-        )
-    };
+    // Read-only, without migrating (a newer pymirror's status must not change the schema under
+    // a running older sync) and creating nothing beside the database; on a blocking thread,
+    // off the async runtime's.
+    let db = layout.db.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        State::with_read_only(&db, |state| {
+            Ok((
+                state.fully_synced_serial()?,
+                state.changelog_serial()?,
+                state.totals()?,
+                state.pending_count()?,
+                state.pending(PENDING_SHOWN)?,
+                state.last_run()?,
+            ))
+        })
+    });
+    let (serial, feed_serial, (projects, files, bytes), pending_count, pending, last_run) =
+        read.await??;
     let (upstream_serial, upstream_error) = match upstream_serial(cfg).await {
         Ok(n) => (Some(n), None),
         Err(e) => (None, Some(format!("{e:#}"))),
@@ -76,21 +85,7 @@ pub async fn report(cfg: &Config) -> anyhow::Result<Report> {
 
 async fn upstream_serial(cfg: &Config) -> anyhow::Result<u64> {
     let upstream = Upstream::new(cfg)?;
-    let from_root = async {
-        let root = upstream.simple_root().await?;
-        root.meta
-            .last_serial
-            .ok_or_else(|| anyhow::anyhow!("upstream's root index carries no _last-serial"))
-    };
-    match cfg.change_feed {
-        ChangeFeed::Simple => from_root.await,
-        _ => match upstream.changelog_last_serial().await {
-            Err(e) if cfg.change_feed == ChangeFeed::Auto && e.is_xmlrpc_unavailable() => {
-                from_root.await
-            }
-            other => Ok(other?),
-        },
-    }
+    Feed::new(&upstream, cfg.change_feed).last_serial().await
 }
 
 impl Report {

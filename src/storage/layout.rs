@@ -6,6 +6,7 @@
 //!                        only through [`Storage`]
 //!   tmp/                 temporary files; same filesystem as web/ so rename is atomic
 //!   pymirror.db          state database (+ -wal, -shm)
+//!   verify.db            verify's checkpoint and findings (+ -wal, -shm)
 //!   status               last fully synced serial (bandersnatch-compatible)
 //!   .lock                held by the running writer; holds its pid
 //! ```
@@ -24,6 +25,7 @@ pub struct Layout {
     pub web: PathBuf,
     pub tmp: PathBuf,
     pub db: PathBuf,
+    pub verify_log: PathBuf,
     pub status: PathBuf,
     pub lock: PathBuf,
 }
@@ -35,6 +37,7 @@ impl Layout {
             web: root.join("web"),
             tmp: root.join("tmp"),
             db: root.join("pymirror.db"),
+            verify_log: root.join("verify.db"),
             status: root.join("status"),
             lock: root.join(".lock"),
         }
@@ -108,35 +111,29 @@ pub fn is_real_dir(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }
 
-/// The mirror's own state, which no orphan deletion may touch: the database and its
-/// journals, the lock and `status`, however they are reached (a hard link, a symlinked
-/// directory on the way).
+/// The mirror's own state, which no orphan deletion may touch: the database, verify's log
+/// and their journals, the lock and `status`, however they are reached (a hard link, a
+/// symlinked directory on the way).
 pub struct Protected {
     protected: Vec<(u64, u64, PathBuf)>,
 }
 
 impl Protected {
     pub fn new(layout: &Layout) -> Protected {
-        let db = layout.db.display().to_string();
-        let protected = [
-            layout.db.clone(),
-            PathBuf::from(format!("{db}-wal")),
-            PathBuf::from(format!("{db}-shm")),
-            PathBuf::from(format!("{db}-journal")),
-            layout.lock.clone(),
-            layout.status.clone(),
-            layout.root.join("verify.db"),
-            layout.root.join("verify.db-wal"),
-            layout.root.join("verify.db-shm"),
-            layout.root.join("verify.db-journal"),
-        ]
-        .into_iter()
-        .filter_map(|p| {
-            let m = std::fs::symlink_metadata(&p).ok()?;
-            let canonical = std::fs::canonicalize(&p).unwrap_or(p);
-            Some((m.dev(), m.ino(), canonical))
-        })
-        .collect();
+        let journals = |db: &Path| {
+            let db = db.display().to_string();
+            ["", "-wal", "-shm", "-journal"].map(|suffix| PathBuf::from(format!("{db}{suffix}")))
+        };
+        let protected = journals(&layout.db)
+            .into_iter()
+            .chain(journals(&layout.verify_log))
+            .chain([layout.lock.clone(), layout.status.clone()])
+            .filter_map(|p| {
+                let m = std::fs::symlink_metadata(&p).ok()?;
+                let canonical = std::fs::canonicalize(&p).unwrap_or(p);
+                Some((m.dev(), m.ino(), canonical))
+            })
+            .collect();
         Protected { protected }
     }
 

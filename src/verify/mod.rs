@@ -1,8 +1,8 @@
 //! `pymirror verify`: prove the mirror is what its state database says, and repair it.
 //!
 //! Driven by the database and one streaming walk of `web/`, in phases that each record how
-//! far they got in the database (a checkpoint every second), so a verify killed at any
-//! moment continues with `--resume`:
+//! far they got in verify's own log, `verify.db` (a checkpoint every second), so a verify
+//! killed at any moment continues with `--resume`:
 //!
 //! 1. `tmp`: leftover temporary files (skipped while a sync runs: they are its own).
 //! 2. `packages-top`, `packages`: the 65,536 `packages/aa/bb/` shards on every core, each a
@@ -33,7 +33,7 @@ use indicatif::MultiProgress;
 
 use crate::config::Config;
 use crate::progress::{PhaseBar, Progress};
-use crate::state::{State, VerifyBegin, VerifyCounts};
+use crate::state::{State, VerifyBegin, VerifyCounts, VerifyLog};
 use crate::storage::MirrorLock;
 use crate::storage::download::Downloader;
 use crate::storage::layout::{Protected, is_real_dir};
@@ -122,7 +122,27 @@ pub async fn run(
              and tmp/ (its temporary files) is not checked"
         );
     }
-    let mut state = State::open(&layout.db)?;
+    // Only a verify that repairs writes the mirror database (migrating it first, under the
+    // lock, as a sync would); one that checks only reads it, and records in its own log.
+    let state = match opts.changes_things() {
+        true => State::open(&layout.db)?,
+        false => State::open_reader(&layout.db)?,
+    };
+    if state.reads_immutable() {
+        tracing::warn!(
+            "this user cannot create {}-wal and -shm: the database is read as a file that does \
+             not change, and a sync that starts during this verify may make it fail",
+            layout.db.display()
+        );
+    }
+    let (log, why_in_memory) = VerifyLog::open_or_in_memory(&layout.verify_log)?;
+    if let Some(why) = why_in_memory {
+        tracing::warn!(
+            "{why}; this verify keeps its checkpoint in memory: if it is interrupted, \
+             `pymirror verify --resume` will not be able to continue it"
+        );
+    }
+    let mut state = state.with_verify_log(log);
     let checks = opts.checks();
     let run = match state.verify_begin(&checks, opts.resume)? {
         VerifyBegin::Run(run) => run,

@@ -1,5 +1,6 @@
 //! The verify report: one line per problem and a summary, or one JSON document. Problems are
-//! streamed from the database, so a report of millions of problems needs no memory for them.
+//! streamed from verify's log (`verify.db`), so a report of millions of problems needs no
+//! memory for them.
 //!
 //! Exit codes: 0 the mirror is proven clean; 1 problems were found (repaired or not: each
 //! says which); 2 verify could not run, or could not check everything and found nothing.

@@ -1,0 +1,99 @@
+//! Facts about the mirror as a whole, in `meta`: how far the change feed has been read (and
+//! what that makes the fully synced serial), the filters last applied, and whether the root
+//! pages must be written again.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Result, State, StateError};
+use crate::types::Serial;
+
+pub(super) const CHANGELOG_SERIAL: &str = "changelog_serial";
+/// The canonical filter configuration the mirror was last evaluated against.
+const FILTERS: &str = "filters";
+
+impl State {
+    /// How far the change feed has been read (and queued). `None` before the first sync.
+    pub fn changelog_serial(&self) -> Result<Option<Serial>> {
+        let v: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [CHANGELOG_SERIAL],
+                |r| r.get(0),
+            )
+            .optional()?;
+        v.map(|s| {
+            s.parse()
+                .map(Serial)
+                .map_err(|_| StateError::InvalidRow(format!("changelog_serial {s:?}")))
+        })
+        .transpose()
+    }
+
+    /// The serial every project is mirrored at or beyond: the feed's serial unless work is
+    /// still queued, then just below the oldest queued change.
+    pub fn fully_synced_serial(&self) -> Result<Serial> {
+        let feed = self.changelog_serial()?.unwrap_or_default();
+        let oldest: Option<i64> = self.conn.query_row(
+            "SELECT MIN(COALESCE(first_serial, serial)) FROM todo",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(match oldest {
+            Some(s) => Serial::from_db(s - 1).min(feed),
+            None => feed,
+        })
+    }
+
+    /// The filter configuration (canonical text) the mirror was last evaluated against;
+    /// `None` before the first sync with a pymirror that has filters.
+    pub fn filters(&self) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [FILTERS], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    pub fn set_filters(&mut self, canonical: &str) -> Result<()> {
+        put_meta(&self.conn, FILTERS, canonical)
+    }
+
+    /// Whether the root pages must be regenerated (a project was added, changed or removed
+    /// since they were last written, possibly by a run that was killed).
+    pub fn root_dirty(&self) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM meta WHERE key = 'root_dirty'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    pub fn root_written(&mut self) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM meta WHERE key = 'root_dirty'", [])?;
+        Ok(())
+    }
+}
+
+pub(super) fn put_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+pub(super) fn set_root_dirty(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('root_dirty', '1')",
+        [],
+    )?;
+    Ok(())
+}
