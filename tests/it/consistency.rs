@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 use pymirror_testkit::mirror::{Mirror, TEST_SETTINGS};
 use pymirror_testkit::upstream::FakeUpstream;
 
-/// The binary under test, built by Cargo for this package's integration tests.
-const PYMIRROR: &str = env!("CARGO_BIN_EXE_pymirror");
+use crate::PYMIRROR;
 
 fn texts(mirror: &Mirror, name: &str) -> Vec<String> {
     mirror.links(name).into_iter().map(|l| l.text).collect()

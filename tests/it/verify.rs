@@ -12,8 +12,7 @@ use pymirror_testkit::mirror::{Mirror, Run, TEST_SETTINGS};
 use pymirror_testkit::upstream::{FakeUpstream, FileOpts};
 use serde_json::Value;
 
-/// The binary under test, built by Cargo for this package's integration tests.
-const PYMIRROR: &str = env!("CARGO_BIN_EXE_pymirror");
+use crate::PYMIRROR;
 
 const METADATA: &[u8] = b"Metadata-Version: 2.1\nName: Alpha\nVersion: 1.0\n";
 

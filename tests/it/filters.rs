@@ -9,8 +9,7 @@ use pymirror_testkit::mirror::{Mirror, TEST_SETTINGS};
 use pymirror_testkit::upstream::{FakeUpstream, FileOpts};
 use serde_json::Value;
 
-/// The binary under test, built by Cargo for this package's integration tests.
-const PYMIRROR: &str = env!("CARGO_BIN_EXE_pymirror");
+use crate::PYMIRROR;
 
 /// (version, file name, packagetype, python_version, size): the kinds of files a long-lived
 /// project on the real index has.

@@ -7,8 +7,7 @@ use pymirror_testkit::mirror::Mirror;
 use pymirror_testkit::serve::{Nginx, Tools, ok, run};
 use pymirror_testkit::upstream::{FakeUpstream, FileOpts};
 
-/// The binary under test, built by Cargo for this package's integration tests.
-const PYMIRROR: &str = env!("CARGO_BIN_EXE_pymirror");
+use crate::PYMIRROR;
 
 fn publish_wheel(up: &FakeUpstream, d: &dist::Dist, project: &str, version: &str) {
     let opts = FileOpts {

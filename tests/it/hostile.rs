@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use pymirror_testkit::mirror::{Mirror, TEST_SETTINGS, snapshot};
 use pymirror_testkit::upstream::{FakeUpstream, RawAnswer};
 
-/// The binary under test, built by Cargo for this package's integration tests.
-const PYMIRROR: &str = env!("CARGO_BIN_EXE_pymirror");
+use crate::PYMIRROR;
 
 type Tree = BTreeMap<PathBuf, (u64, String, std::time::SystemTime)>;
 

@@ -6,8 +6,7 @@ use pymirror_testkit::upstream::{FakeUpstream, FileOpts};
 use serde_json::Value;
 use sha2::Digest;
 
-/// The binary under test, built by Cargo for this package's integration tests.
-const PYMIRROR: &str = env!("CARGO_BIN_EXE_pymirror");
+use crate::PYMIRROR;
 
 fn read(mirror: &Mirror, rel: &str) -> Vec<u8> {
     std::fs::read(mirror.web().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))

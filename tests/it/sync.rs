@@ -6,8 +6,7 @@ use pymirror_testkit::mirror::{Mirror, normalize, snapshot};
 use pymirror_testkit::upstream::{FakeUpstream, FileOpts};
 use serde_json::json;
 
-/// The binary under test, built by Cargo for this package's integration tests.
-const PYMIRROR: &str = env!("CARGO_BIN_EXE_pymirror");
+use crate::PYMIRROR;
 
 /// Names chosen to exercise PEP 503 normalization.
 const NAMES: &[&str] = &[

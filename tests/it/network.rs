@@ -8,8 +8,7 @@ use std::time::Duration;
 use pymirror_testkit::mirror::{Mirror, TEST_SETTINGS};
 use pymirror_testkit::upstream::{FakeUpstream, FaultRates, FileOpts};
 
-/// The binary under test, built by Cargo for this package's integration tests.
-const PYMIRROR: &str = env!("CARGO_BIN_EXE_pymirror");
+use crate::PYMIRROR;
 
 /// Distinct bytes, `n` long.
 fn bytes(seed: &str, n: usize) -> Vec<u8> {
