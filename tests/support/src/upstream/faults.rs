@@ -126,7 +126,7 @@ impl FakeUpstream {
         self.st().latency = d;
     }
 
-    /// `filename` is the last path segment; use "<file>.metadata" to target PEP 658 metadata.
+    /// `filename` is the last path segment; use `"<file>.metadata"` to target PEP 658 metadata.
     pub fn corrupt_downloads(&self, filename: &str, times: u32) {
         self.st().corrupt.insert(filename.to_string(), times);
     }
@@ -148,7 +148,7 @@ impl FakeUpstream {
     }
 
     /// Append a raw file object to the JSON API `releases[version]` (creating project/release if
-    /// needed). Journal row "add {python_version or py3} file {filename or <injected>}".
+    /// needed). Journal row `"add {python_version or py3} file {filename or <injected>}"`.
     pub fn inject_file_json(&self, display_name: &str, version: &str, file: Value) -> u64 {
         let mut st = self.st();
         let key = normalize(display_name);

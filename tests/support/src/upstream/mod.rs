@@ -82,7 +82,7 @@ pub struct RawAnswer {
 /// Facts about a published file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileInfo {
-    /// Relative path "packages/aa/bb/<60hex>/<filename>" (not percent-encoded).
+    /// Relative path `"packages/aa/bb/<60hex>/<filename>"` (not percent-encoded).
     pub path: String,
     pub sha256: String,
     pub blake2b: String,
