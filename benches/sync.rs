@@ -8,20 +8,17 @@
 //! Prints wall time and CPU time (wait4's rusage) and peak RSS (sampled VmHWM) of pymirror,
 //! and the requests and bytes the upstream served.
 
-#[path = "support/measure.rs"]
-#[allow(dead_code)]
-mod measure;
-#[path = "../tests/support/upstream.rs"]
-#[allow(dead_code)]
-mod upstream;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use pymirror_testkit::measure;
+use pymirror_testkit::upstream::FakeUpstream;
 use sha2::Digest;
-use upstream::FakeUpstream;
+
+/// The binary under test, built by Cargo for this package's benches.
+const PYMIRROR: &str = env!("CARGO_BIN_EXE_pymirror");
 
 struct Args {
     projects: usize,
@@ -195,7 +192,8 @@ fn main() {
         for label in ["pymirror first sync", "pymirror no-op sync"] {
             up.reset_requests();
             let served_before = up.bytes_served();
-            let m = measure::run_pymirror(&["sync", "--config", config.to_str().unwrap()]);
+            let m =
+                measure::run_pymirror(PYMIRROR, &["sync", "--config", config.to_str().unwrap()]);
             assert_eq!(m.code, 0, "pymirror failed");
             let files = (a.projects * a.files).max(1) as f64;
             let first = label.contains("first");

@@ -11,9 +11,6 @@
 //! the machine's memory allows right after writing them. `--repeat N` runs each measurement
 //! N times and shows the best (for a shared, noisy machine).
 
-#[path = "support/measure.rs"]
-mod measure;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,6 +23,10 @@ use pymirror::storage::Layout;
 use pymirror::types::hashing::FileHasher;
 use pymirror::types::{FileRecord, ProjectSnapshot, RemoteFile};
 use pymirror::types::{Filename, PackagePath, ProjectName, Serial};
+use pymirror_testkit::measure;
+
+/// The binary under test, built by Cargo for this package's benches.
+const PYMIRROR: &str = env!("CARGO_BIN_EXE_pymirror");
 
 struct Args {
     files: usize,
@@ -308,7 +309,7 @@ fn main() {
                 if a.cold {
                     drop_caches();
                 }
-                let m = measure::run_pymirror(&args);
+                let m = measure::run_pymirror(PYMIRROR, &args);
                 let report: serde_json::Value =
                     serde_json::from_str(&m.stdout).expect("a JSON report");
                 assert_eq!(m.code, 0, "verify found problems: {report:#}");

@@ -1,12 +1,12 @@
 //! Consistency: deletions, yanks, the mass-delete guard, kills at any instant, signals, a full
 //! disk, and `pymirror status`.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::mirror::{Mirror, TEST_SETTINGS};
-use support::upstream::FakeUpstream;
+use pymirror_testkit::mirror::{Mirror, TEST_SETTINGS};
+use pymirror_testkit::upstream::FakeUpstream;
+
+use crate::PYMIRROR;
 
 fn texts(mirror: &Mirror, name: &str) -> Vec<String> {
     mirror.links(name).into_iter().map(|l| l.text).collect()
@@ -39,7 +39,7 @@ fn removals_and_yanks(no_xmlrpc: bool) {
     );
     up.add_release("keep", "2.0", &[("keep-2.0.tar.gz", b"k2".to_vec())]);
     up.add_release("keep", "3.0", &[("keep-3.0.tar.gz", b"k3".to_vec())]);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     mirror.sync().assert_ok();
     let path = |f: &str| mirror.web().join(up.file_info(f).unwrap().path);
     assert!(path("gone-1.0.tar.gz").exists());
@@ -88,7 +88,11 @@ fn three_of_four_removed(up: &FakeUpstream) -> Mirror {
             &[(&format!("p{i}-1.0.tar.gz"), vec![i; 8])],
         );
     }
-    let mirror = Mirror::with_settings(&up.url(), &format!("{TEST_SETTINGS}max_deletions = 2\n"));
+    let mirror = Mirror::with_settings(
+        PYMIRROR,
+        &up.url(),
+        &format!("{TEST_SETTINGS}max_deletions = 2\n"),
+    );
     mirror.sync().assert_ok();
     for i in 0..3 {
         up.remove_project(&format!("p{i}"));
@@ -169,7 +173,7 @@ fn killed_at_any_moment_the_next_sync_finishes_identically() {
     let up = FakeUpstream::start();
     up.set_latency(Duration::from_millis(2));
     publish_many(&up, 1);
-    let reference = Mirror::new(&up.url());
+    let reference = Mirror::new(PYMIRROR, &up.url());
     reference.sync().assert_ok();
     // A second generation of changes (removals, yanks, new files) for the incremental kills.
     let incremental = |up: &FakeUpstream| {
@@ -191,7 +195,7 @@ fn killed_at_any_moment_the_next_sync_finishes_identically() {
         let up = FakeUpstream::start();
         up.set_latency(Duration::from_millis(2));
         publish_many(&up, 1);
-        let mirror = Mirror::new(&up.url());
+        let mirror = Mirror::new(PYMIRROR, &up.url());
         let incremental_case = scenario % 2 == 1;
         if incremental_case {
             mirror.sync().assert_ok();
@@ -225,7 +229,7 @@ fn killed_at_any_moment_the_next_sync_finishes_identically() {
         );
 
         // The uninterrupted mirror of the same upstream state.
-        let fresh = Mirror::new(&up.url());
+        let fresh = Mirror::new(PYMIRROR, &up.url());
         fresh.sync().assert_ok();
         let (got, want) = (mirror.published(), fresh.published());
         assert_eq!(
@@ -253,7 +257,7 @@ fn sigterm_stops_cleanly_and_the_next_run_resumes() {
             &[(&format!("many{p}-1.0.tar.gz"), vec![p; 100])],
         );
     }
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     let child = mirror.spawn_sync(&[]);
     while up.request_count() < 10 {
         std::thread::sleep(Duration::from_millis(1));
@@ -277,7 +281,7 @@ fn sigterm_stops_cleanly_and_the_next_run_resumes() {
 fn leftover_temporary_files_are_cleaned() {
     let up = FakeUpstream::start();
     up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", b"x".to_vec())]);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     mirror.sync().assert_ok();
     std::fs::write(mirror.dir.join("tmp/12345-7.part"), b"debris").unwrap();
     mirror.sync().assert_ok();
@@ -299,7 +303,7 @@ fn a_full_disk_stops_the_run_and_loses_nothing() {
             &[(&format!("big{p}-1.0.tar.gz"), vec![p; 150 * 1024])],
         );
     }
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     let tmpfs = Tmpfs::mount(&mirror.dir, "size=512k");
     let run = mirror.sync();
     assert_eq!(run.code, 1, "{}", run.stderr);
@@ -337,7 +341,7 @@ fn a_full_disk_stops_the_run_and_loses_nothing() {
 fn a_read_only_mirror_is_refused_with_the_path_and_resumes_later() {
     let up = FakeUpstream::start();
     up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", b"one".to_vec())]);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     let tmpfs = Tmpfs::mount(&mirror.dir, "size=4m");
     mirror.sync().assert_ok();
     up.add_release("demo", "2.0", &[("demo-2.0.tar.gz", b"two".to_vec())]);
@@ -414,14 +418,14 @@ fn status_reports_serials_lag_pending_projects_and_the_last_run() {
     let up = FakeUpstream::start();
     up.add_release("fine", "1.0", &[("fine-1.0.tar.gz", b"f".to_vec())]);
     up.add_release("stuck", "1.0", &[("stuck-1.0.tar.gz", b"s".to_vec())]);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     mirror.sync().assert_ok();
     up.add_release("stuck", "2.0", &[("stuck-2.0.tar.gz", b"s2".to_vec())]);
     up.stale_metadata("stuck", 1000);
     assert_eq!(mirror.sync().code, 1);
 
     let cfg = mirror.config.to_str().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pymirror"))
+    let out = std::process::Command::new(PYMIRROR)
         .args(["status", "--config", cfg, "--json"])
         .env("NO_PROXY", "*")
         .output()
@@ -456,7 +460,7 @@ fn status_reports_serials_lag_pending_projects_and_the_last_run() {
         serial.to_string()
     );
 
-    let text = std::process::Command::new(env!("CARGO_BIN_EXE_pymirror"))
+    let text = std::process::Command::new(PYMIRROR)
         .args(["status", "-c", cfg])
         .env("NO_PROXY", "*")
         .output()
@@ -486,7 +490,7 @@ fn files_placed_for_a_project_that_then_disappears_are_not_leaked() {
         ],
     );
     up.corrupt_downloads("half-1.0.zip", 1000);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     assert_eq!(mirror.sync().code, 1);
     let placed = mirror
         .web()
@@ -497,7 +501,7 @@ fn files_placed_for_a_project_that_then_disappears_are_not_leaked() {
     up.remove_project("half");
     mirror.sync().assert_ok();
     assert!(!placed.exists(), "a placed, never recorded file leaked");
-    assert!(support::mirror::snapshot(&mirror.web().join("packages")).is_empty());
+    assert!(pymirror_testkit::mirror::snapshot(&mirror.web().join("packages")).is_empty());
 }
 
 /// The fully synced serial stays below a failing project's oldest pending change, however
@@ -507,7 +511,7 @@ fn the_fully_synced_serial_stays_below_the_oldest_pending_change() {
     let up = FakeUpstream::start();
     up.add_release("stuck", "1.0", &[("stuck-1.0.tar.gz", b"1".to_vec())]);
     up.add_release("other", "1.0", &[("other-1.0.tar.gz", b"o".to_vec())]);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     mirror.sync().assert_ok();
     let first_change = up.add_release("stuck", "2.0", &[("stuck-2.0.tar.gz", b"2".to_vec())]);
     up.stale_metadata("stuck", 1000);

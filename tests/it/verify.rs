@@ -5,14 +5,14 @@
 //! exit codes; `--resume` after a kill; `--upstream` drift; the lock; the database is never
 //! deleted.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use pymirror_testkit::mirror::{Mirror, Run, TEST_SETTINGS};
+use pymirror_testkit::upstream::{FakeUpstream, FileOpts};
 use serde_json::Value;
-use support::mirror::{Mirror, Run, TEST_SETTINGS};
-use support::upstream::{FakeUpstream, FileOpts};
+
+use crate::PYMIRROR;
 
 const METADATA: &[u8] = b"Metadata-Version: 2.1\nName: Alpha\nVersion: 1.0\n";
 
@@ -50,7 +50,7 @@ fn publish(up: &FakeUpstream) {
 fn synced(settings: &str) -> (FakeUpstream, Mirror) {
     let up = FakeUpstream::start();
     publish(&up);
-    let mirror = Mirror::with_settings(&up.url(), settings);
+    let mirror = Mirror::with_settings(PYMIRROR, &up.url(), settings);
     mirror.sync().assert_ok();
     (up, mirror)
 }
@@ -434,7 +434,7 @@ fn formats_and_root_uri_are_respected() {
 fn exit_codes_and_one_line_errors() {
     let up = FakeUpstream::start();
     publish(&up);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     let run = mirror.verify(&[]);
     assert_eq!(run.code, 2, "no database yet: {}", run.stderr);
     assert!(
@@ -486,7 +486,7 @@ fn an_interrupted_verify_resumes_where_it_stopped() {
             &[(&format!("p{i}-1.0.tar.gz"), content)],
         );
     }
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     mirror.sync().assert_ok();
     std::fs::remove_file(mirror.dir.join(file_path(&up, "p3-1.0.tar.gz"))).unwrap();
     std::fs::write(mirror.dir.join(file_path(&up, "p30-1.0.tar.gz")), b"short").unwrap();
@@ -625,7 +625,7 @@ fn a_repair_beside_a_running_sync_is_refused_naming_its_pid() {
     let up = FakeUpstream::start();
     publish(&up);
     up.set_latency(std::time::Duration::from_millis(500));
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     let mut sync = mirror.spawn_sync(&[]);
     let pid = sync.id().to_string();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -765,7 +765,7 @@ fn what_the_filters_leave_out_is_neither_missing_nor_drift() {
     let up = FakeUpstream::start();
     publish(&up);
     up.add_release("Beta", "2.0", &[("beta-2.0.tar.gz", b"beta two".to_vec())]);
-    let mirror = Mirror::with_settings(&up.url(), &settings);
+    let mirror = Mirror::with_settings(PYMIRROR, &up.url(), &settings);
     mirror.sync().assert_ok();
     assert!(!mirror.web().join("simple/gamma").exists());
     assert!(!mirror.dir.join(file_path(&up, "beta-2.0.tar.gz")).exists());

@@ -3,13 +3,13 @@
 //! pattern; a filter change that adds and prunes; the mass-delete guard on a filter change;
 //! `sync --dry-run`.
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use pymirror_testkit::mirror::{Mirror, TEST_SETTINGS};
+use pymirror_testkit::upstream::{FakeUpstream, FileOpts};
 use serde_json::Value;
-use support::mirror::{Mirror, TEST_SETTINGS};
-use support::upstream::{FakeUpstream, FileOpts};
+
+use crate::PYMIRROR;
 
 /// (version, file name, packagetype, python_version, size): the kinds of files a long-lived
 /// project on the real index has.
@@ -168,6 +168,7 @@ fn sorted<S: AsRef<str>>(items: &[S]) -> Vec<String> {
 
 fn mirror_with(up: &FakeUpstream, filters: &str) -> Mirror {
     Mirror::with_settings(
+        PYMIRROR,
         &up.url(),
         &format!("{TEST_SETTINGS}\n[filters]\n{filters}\n"),
     )
@@ -250,7 +251,7 @@ fn assert_root(mirror: &Mirror, want: &[&str]) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| support::mirror::normalize(p["name"].as_str().unwrap()))
+        .map(|p| pymirror_testkit::mirror::normalize(p["name"].as_str().unwrap()))
         .collect();
     assert_eq!(sorted(&names), sorted(want), "root JSON");
     let dirs: Vec<String> = std::fs::read_dir(mirror.web().join("simple"))
@@ -574,20 +575,20 @@ exclude_packagetypes = ["egg"]"#,
 /// The project a request is about: `/pypi/<name>/json`, `/simple/<name>/`, or a file
 /// (named `<name>-<version>…`). `None` for the root index and XML-RPC.
 fn project_of(path: &str) -> Option<String> {
-    let path = support::mirror::percent_decode(path);
+    let path = pymirror_testkit::mirror::percent_decode(path);
     if let Some(name) = path
         .strip_prefix("/pypi/")
         .and_then(|r| r.strip_suffix("/json"))
     {
-        return Some(support::mirror::normalize(name));
+        return Some(pymirror_testkit::mirror::normalize(name));
     }
     if let Some(rest) = path.strip_prefix("/simple/") {
         let name = rest.trim_end_matches('/');
-        return (!name.is_empty()).then(|| support::mirror::normalize(name));
+        return (!name.is_empty()).then(|| pymirror_testkit::mirror::normalize(name));
     }
     let file = path.strip_prefix("/packages/")?.rsplit('/').next()?;
     let file = file.strip_suffix(".metadata").unwrap_or(file);
-    Some(support::mirror::normalize(file.split('-').next()?))
+    Some(pymirror_testkit::mirror::normalize(file.split('-').next()?))
 }
 
 /// Files downloaded (not `.metadata` sidecars), by name.
@@ -597,7 +598,7 @@ fn downloads(up: &FakeUpstream) -> Vec<String> {
         .iter()
         .filter(|r| r.method == "GET" && r.path.starts_with("/packages/"))
         .filter(|r| !r.path.ends_with(".metadata"))
-        .map(|r| support::mirror::percent_decode(r.path.rsplit('/').next().unwrap()))
+        .map(|r| pymirror_testkit::mirror::percent_decode(r.path.rsplit('/').next().unwrap()))
         .collect();
     sorted(&files)
 }
@@ -759,7 +760,7 @@ fn with_json(filters: &str) -> String {
 #[test]
 fn a_filter_change_adds_and_prunes_without_downloading_again() {
     let up = catalog();
-    let mirror = Mirror::with_settings(&up.url(), &with_json(BEFORE_CHANGE));
+    let mirror = Mirror::with_settings(PYMIRROR, &up.url(), &with_json(BEFORE_CHANGE));
     mirror.sync().assert_ok();
     assert_project(
         &mirror,
@@ -869,7 +870,7 @@ fn a_filter_change_that_removes_too_much_is_refused_until_allowed() {
     let sdist_only = "s0-1.0.tar.gz";
     up.add_release("s0", "1.0", &[(sdist_only, content(sdist_only, 64))]);
     let settings = format!("{TEST_SETTINGS}max_deletions = 1\n");
-    let mirror = Mirror::with_settings(&up.url(), &settings);
+    let mirror = Mirror::with_settings(PYMIRROR, &up.url(), &settings);
     mirror.sync().assert_ok();
     let before = mirror.published();
 
@@ -952,7 +953,7 @@ fn size_of(up: &FakeUpstream, file: &str) -> u64 {
 #[test]
 fn dry_run_prints_what_a_sync_would_do_and_changes_nothing() {
     let up = catalog();
-    let mirror = Mirror::with_settings(&up.url(), &with_json(BEFORE_CHANGE));
+    let mirror = Mirror::with_settings(PYMIRROR, &up.url(), &with_json(BEFORE_CHANGE));
     mirror.sync().assert_ok();
     up.add_release(
         "demo",

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use super::mirror::Mirror;
+use crate::mirror::Mirror;
 
 pub struct Tools {
     pub nginx: PathBuf,
@@ -34,7 +34,8 @@ impl Tools {
         let uv = std::env::var_os("PYMIRROR_UV")
             .map(PathBuf::from)
             .or_else(|| {
-                Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".e2e-venv/bin/uv"))
+                // The workspace root's venv (this crate lives in tests/support).
+                Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.e2e-venv/bin/uv"))
                     .filter(|p| p.is_file())
             })
             .or_else(|| on_path("uv"));
@@ -90,7 +91,7 @@ impl Nginx {
             .unwrap()
             .port();
         let dir = tempfile::tempdir().unwrap();
-        let site = Command::new(env!("CARGO_BIN_EXE_pymirror"))
+        let site = Command::new(&mirror.bin)
             .args(["nginx-config", "--config", mirror.config.to_str().unwrap()])
             .args([
                 "--listen",

@@ -2,12 +2,12 @@
 //! nginx and the shipped configuration, install from it with real pip and uv, and negotiate
 //! formats with curl. Needs nginx, curl, pip and uv (`scripts/test` installs them).
 
-mod support;
+use pymirror_testkit::dist;
+use pymirror_testkit::mirror::Mirror;
+use pymirror_testkit::serve::{Nginx, Tools, ok, run};
+use pymirror_testkit::upstream::{FakeUpstream, FileOpts};
 
-use support::dist;
-use support::mirror::Mirror;
-use support::serve::{Nginx, Tools, ok, run};
-use support::upstream::{FakeUpstream, FileOpts};
+use crate::PYMIRROR;
 
 fn publish_wheel(up: &FakeUpstream, d: &dist::Dist, project: &str, version: &str) {
     let opts = FileOpts {
@@ -43,7 +43,7 @@ fn pip_and_uv_install_from_the_mirror_served_by_nginx() {
     publish_wheel(&up, &beta1, "beta", "1.0");
     publish_wheel(&up, &beta2, "beta", "2.0");
     up.yank("beta", "2.0", Some("broken build"));
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     mirror.sync().assert_ok();
     let nginx = Nginx::start(&tools, &mirror);
     let index = format!("{}/simple/", nginx.url());
@@ -290,10 +290,10 @@ fn a_pymirror_follows_another_through_the_pep691_index_alone() {
         &[("beta_lib-2.0.tar.gz", b"beta2".to_vec())],
     );
     up.yank("Beta.Lib", "2.0", Some("oops"));
-    let first = Mirror::new(&up.url());
+    let first = Mirror::new(PYMIRROR, &up.url());
     first.sync().assert_ok();
     let nginx = Nginx::start(&tools, &first);
-    let follower = Mirror::new(&nginx.url());
+    let follower = Mirror::new(PYMIRROR, &nginx.url());
     let run = follower.sync();
     run.assert_ok();
     assert!(

@@ -4,13 +4,13 @@
 //! mirror goes on, and nothing is written outside the mirror directory. (Crafted file URLs and
 //! file names: `tests/sync.rs`.)
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use support::mirror::{Mirror, TEST_SETTINGS, snapshot};
-use support::upstream::{FakeUpstream, RawAnswer};
+use pymirror_testkit::mirror::{Mirror, TEST_SETTINGS, snapshot};
+use pymirror_testkit::upstream::{FakeUpstream, RawAnswer};
+
+use crate::PYMIRROR;
 
 type Tree = BTreeMap<PathBuf, (u64, String, std::time::SystemTime)>;
 
@@ -95,6 +95,7 @@ fn malformed_huge_and_deeply_nested_json_fails_only_its_project() {
         let headers = [("content-type", "application/json")];
         up.serve_response(&format!("/pypi/{bad}/json"), answer(200, &headers, body));
         let mirror = Mirror::with_settings(
+            PYMIRROR,
             &up.url(),
             &format!("{TEST_SETTINGS}max_metadata_bytes = 65536\njson = true\n"),
         );
@@ -129,6 +130,7 @@ fn malformed_oversized_or_nested_xmlrpc_changes_nothing() {
         good_release(&up);
         up.serve_response("/pypi", answer(200, &[("content-type", "text/xml")], body));
         let mirror = Mirror::with_settings(
+            PYMIRROR,
             &up.url(),
             &format!("{TEST_SETTINGS}max_metadata_bytes = 65536\nchange_feed = \"xmlrpc\"\n"),
         );
@@ -176,7 +178,7 @@ fn redirects_to_another_host_or_in_a_loop_are_refused() {
         "/pypi/loop/again/json",
         answer(301, &[("location", "/pypi/loop/json")], ""),
     );
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     only_good_survives(&mirror, "away", "redirect to another host refused");
     let run = mirror.sync();
     assert!(run.stderr.contains("redirect loop"), "{}", run.stderr);
@@ -191,7 +193,7 @@ fn a_body_longer_than_promised_or_a_file_over_the_cap_is_refused() {
     up.add_release("liar", "1.0", &[("liar-1.0.tar.gz", b"12345".to_vec())]);
     let info = up.file_info("liar-1.0.tar.gz").unwrap();
     up.serve_raw(&info.path, vec![b'A'; 1 << 20]);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     only_good_survives(&mirror, "liar", "expected 5");
     assert!(!mirror.web().join(&info.path).exists());
     assert!(
@@ -207,6 +209,7 @@ fn a_body_longer_than_promised_or_a_file_over_the_cap_is_refused() {
     good_release(&capped);
     capped.add_release("big", "1.0", &[("big-1.0.tar.gz", vec![0; 5000])]);
     let mirror = Mirror::with_settings(
+        PYMIRROR,
         &capped.url(),
         &format!("{TEST_SETTINGS}max_file_bytes = 4096\n"),
     );
@@ -232,7 +235,7 @@ fn invalid_project_names_in_the_feed_never_become_paths() {
     for name in ["../escape", "bad name", ".hidden", "a/b"] {
         up.add_release(name, "1.0", &[("evil-1.0.tar.gz", b"evil".to_vec())]);
     }
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     let before = around(&mirror);
     let run = mirror.sync();
     assert_eq!(run.code, 1, "{}", run.stderr);
@@ -256,6 +259,7 @@ fn file_hosts_allowlist_refuses_every_other_host_without_asking_it() {
     let up = FakeUpstream::start();
     good_release(&up);
     let mirror = Mirror::with_settings(
+        PYMIRROR,
         &up.url(),
         &format!("{TEST_SETTINGS}file_hosts = [\"files.example.org\"]\n"),
     );
@@ -274,6 +278,7 @@ fn file_hosts_allowlist_refuses_every_other_host_without_asking_it() {
     );
 
     let allowed = Mirror::with_settings(
+        PYMIRROR,
         &up.url(),
         &format!("{TEST_SETTINGS}file_hosts = [\"127.0.0.1\"]\n"),
     );
@@ -291,7 +296,7 @@ fn symlinks_in_the_tree_are_never_written_or_deleted_through() {
     let up = FakeUpstream::start();
     up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", b"demo one".to_vec())]);
     let info = up.file_info("demo-1.0.tar.gz").unwrap();
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     let outside = mirror.sandbox.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
 

@@ -1,12 +1,12 @@
 //! The complete simple index: every field in both formats, PEP 658 sidecars, project status,
 //! the JSON API mirror, `root_uri`, format selection and byte-for-byte determinism.
 
-mod support;
-
+use pymirror_testkit::mirror::{Mirror, TEST_SETTINGS};
+use pymirror_testkit::upstream::{FakeUpstream, FileOpts};
 use serde_json::Value;
 use sha2::Digest;
-use support::mirror::{Mirror, TEST_SETTINGS};
-use support::upstream::{FakeUpstream, FileOpts};
+
+use crate::PYMIRROR;
 
 fn read(mirror: &Mirror, rel: &str) -> Vec<u8> {
     std::fs::read(mirror.web().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
@@ -72,7 +72,7 @@ fn publish(up: &FakeUpstream) {
 fn pages_carry_every_field_in_both_formats() {
     let up = FakeUpstream::start();
     publish(&up);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     mirror.sync().assert_ok();
     let gamma_file = mirror
         .web()
@@ -197,7 +197,7 @@ fn pages_carry_every_field_in_both_formats() {
         .collect();
     assert_eq!(names, ["Alpha_Pkg", "Beta", "Gamma"]);
     for p in root["projects"].as_array().unwrap() {
-        let norm = support::mirror::normalize(p["name"].as_str().unwrap());
+        let norm = pymirror_testkit::mirror::normalize(p["name"].as_str().unwrap());
         let page = json(&mirror, &format!("simple/{norm}/index.v1_json"));
         assert_eq!(p["_last-serial"], page["meta"]["_last-serial"]);
     }
@@ -230,7 +230,7 @@ fn a_sidecar_upstream_does_not_serve_or_corrupts_is_not_advertised() {
     );
     up.fail_downloads("missing-1.0-py3-none-any.whl.metadata", 404, 1000);
     up.corrupt_downloads("corrupt-1.0-py3-none-any.whl.metadata", 1000);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     let run = mirror.sync();
     assert_eq!(run.code, 1, "{}", run.stderr);
     let missing = json(&mirror, "simple/missing/index.v1_json");
@@ -279,7 +279,7 @@ fn a_sidecar_that_fails_for_now_keeps_its_project_queued_until_it_is_mirrored() 
     );
     // More 503s than one run retries (TEST_SETTINGS keeps the default 3 retries).
     up.fail_downloads("flaky-1.0-py3-none-any.whl.metadata", 503, 4);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     let run = mirror.sync();
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
@@ -301,6 +301,7 @@ fn formats_json_api_mirror_root_uri_and_determinism() {
     publish(&up);
 
     let html_only = Mirror::with_settings(
+        PYMIRROR,
         &up.url(),
         &format!("{TEST_SETTINGS}simple_format = \"html\"\n"),
     );
@@ -310,6 +311,7 @@ fn formats_json_api_mirror_root_uri_and_determinism() {
     assert!(!html_only.web().join("simple/index.v1_json").exists());
 
     let json_only = Mirror::with_settings(
+        PYMIRROR,
         &up.url(),
         &format!("{TEST_SETTINGS}simple_format = \"json\"\n"),
     );
@@ -321,7 +323,7 @@ fn formats_json_api_mirror_root_uri_and_determinism() {
     up.inject_file_json("Beta", "1.0", serde_json::json!({"filename": "../evil.tar.gz", "url": "/etc/passwd", "size": 1, "digests": {"sha256": "0".repeat(64)}}));
     let settings =
         format!("{TEST_SETTINGS}json = true\nroot_uri = \"https://mirror.example.org/py/\"\n");
-    let mirror = Mirror::with_settings(&up.url(), &settings);
+    let mirror = Mirror::with_settings(PYMIRROR, &up.url(), &settings);
     assert_eq!(mirror.sync().code, 1, "the injected entry is refused");
     let beta = up.file_info("beta-1.0.tar.gz").unwrap();
     let absolute = format!("https://mirror.example.org/py/{}", beta.path);
@@ -346,7 +348,11 @@ fn formats_json_api_mirror_root_uri_and_determinism() {
         assert_eq!(doc["info"]["name"], "Beta");
     }
 
-    let relative = Mirror::with_settings(&up.url(), &format!("{TEST_SETTINGS}json = true\n"));
+    let relative = Mirror::with_settings(
+        PYMIRROR,
+        &up.url(),
+        &format!("{TEST_SETTINGS}json = true\n"),
+    );
     relative.sync();
     assert_eq!(
         json(&relative, "json/beta")["releases"]["1.0"][0]["url"],
@@ -366,8 +372,8 @@ fn formats_json_api_mirror_root_uri_and_determinism() {
     }
 
     // Same upstream state, two fresh mirrors: byte-identical trees.
-    let a = Mirror::new(&up.url());
-    let b = Mirror::new(&up.url());
+    let a = Mirror::new(PYMIRROR, &up.url());
+    let b = Mirror::new(PYMIRROR, &up.url());
     a.sync();
     b.sync();
     let strip = |m: &Mirror| {

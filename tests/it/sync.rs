@@ -1,12 +1,12 @@
 //! End-to-end tests of `pymirror sync` against the fake Warehouse upstream.
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use pymirror_testkit::mirror::{Mirror, normalize, snapshot};
+use pymirror_testkit::upstream::{FakeUpstream, FileOpts};
 use serde_json::json;
-use support::mirror::{Mirror, normalize, snapshot};
-use support::upstream::{FakeUpstream, FileOpts};
+
+use crate::PYMIRROR;
 
 /// Names chosen to exercise PEP 503 normalization.
 const NAMES: &[&str] = &[
@@ -122,7 +122,7 @@ fn assert_mirror_matches(up: &FakeUpstream, mirror: &Mirror) {
 fn initial_sync_builds_an_exact_mirror_and_a_second_run_is_a_no_op() {
     let up = FakeUpstream::start();
     publish_all(&up);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     let run = mirror.sync();
     run.assert_ok();
     assert!(run.stderr.contains("sync complete"), "{}", run.stderr);
@@ -154,7 +154,7 @@ fn initial_sync_builds_an_exact_mirror_and_a_second_run_is_a_no_op() {
 fn incremental_sync_fetches_only_the_changed_project_and_new_files() {
     let up = FakeUpstream::start();
     publish_all(&up);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     mirror.sync().assert_ok();
 
     up.add_release(
@@ -191,7 +191,7 @@ fn incremental_sync_fetches_only_the_changed_project_and_new_files() {
 fn changelog_is_paged_until_empty() {
     let up = FakeUpstream::start();
     up.add_release("first", "1.0", &[("first-1.0.tar.gz", b"one".to_vec())]);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     mirror.sync().assert_ok();
     up.set_changelog_page(3);
     for i in 0..8 {
@@ -221,7 +221,7 @@ fn corrupted_and_truncated_downloads_are_refused_and_retried() {
     );
     up.corrupt_downloads("demo-1.0.tar.gz", 2);
     up.truncate_downloads("demo-1.0-py3-none-any.whl", 1);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     mirror.sync().assert_ok();
     for link in mirror.links("demo") {
         assert_eq!(
@@ -248,7 +248,7 @@ fn a_file_that_stays_corrupt_fails_the_project_without_publishing_it() {
         &[("bad-1.0.tar.gz", content("bad-1.0.tar.gz"))],
     );
     up.corrupt_downloads("bad-1.0.tar.gz", 1000);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     let run = mirror.sync();
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("sha256 mismatch"), "{}", run.stderr);
@@ -279,7 +279,7 @@ fn a_file_that_stays_corrupt_fails_the_project_without_publishing_it() {
 fn stale_metadata_is_retried_with_cache_busting_and_never_recorded() {
     let up = FakeUpstream::start();
     up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", b"v1".to_vec())]);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     mirror.sync().assert_ok();
 
     up.add_release("demo", "2.0", &[("demo-2.0.tar.gz", b"v2".to_vec())]);
@@ -325,7 +325,7 @@ fn upstream_without_xmlrpc_is_followed_through_the_pep691_root() {
             &[("alpha_pkg-1.0.tar.gz", b"a".to_vec())],
         );
         up.add_release("beta", "1.0", &[("beta-1.0.tar.gz", b"b".to_vec())]);
-        let mirror = Mirror::new(&up.url());
+        let mirror = Mirror::new(PYMIRROR, &up.url());
         mirror.sync().assert_ok();
         assert_eq!(mirror.links("alpha-pkg").len(), 1);
 
@@ -353,9 +353,9 @@ fn simple_feed_can_be_chosen_in_the_config() {
     up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", b"a".to_vec())]);
     let settings = format!(
         "{}change_feed = \"simple\"\n",
-        support::mirror::TEST_SETTINGS
+        pymirror_testkit::mirror::TEST_SETTINGS
     );
-    let mirror = Mirror::with_settings(&up.url(), &settings);
+    let mirror = Mirror::with_settings(PYMIRROR, &up.url(), &settings);
     mirror.sync().assert_ok();
     assert!(
         up.requests().iter().all(|r| r.path != "/pypi"),
@@ -460,7 +460,7 @@ fn unsafe_urls_filenames_and_digests_are_refused_and_nothing_escapes() {
                    "upload_time_iso_8601": "2024-01-01T00:00:00.000000Z", "yanked": false, "yanked_reason": null}),
         );
     }
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     let sandbox_before: Vec<_> = std::fs::read_dir(mirror.sandbox.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -538,7 +538,7 @@ fn unsafe_urls_filenames_and_digests_are_refused_and_nothing_escapes() {
 #[test]
 fn a_second_writer_is_refused_naming_the_lock_holder() {
     let up = FakeUpstream::start();
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     std::fs::create_dir_all(&mirror.dir).unwrap();
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -559,7 +559,7 @@ fn a_second_writer_is_refused_naming_the_lock_holder() {
 #[test]
 fn configuration_mistakes_get_one_line_and_exit_2() {
     let up = FakeUpstream::start();
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     for (body, needle) in [
         ("[mirror]\ndirectory = \"/tmp/x\"\n", "master is missing"),
         (

@@ -8,6 +8,8 @@ use std::process::Command;
 use sha2::Digest;
 
 pub struct Mirror {
+    /// The `pymirror` binary under test.
+    pub bin: PathBuf,
     /// Everything the test may touch lives here; the mirror is `sandbox/mirror`.
     pub sandbox: tempfile::TempDir,
     pub dir: PathBuf,
@@ -43,15 +45,18 @@ pub const TEST_SETTINGS: &str =
     "workers = 4\nmetadata_workers = 4\nretry_delay = 0.01\nfsync = false\n";
 
 impl Mirror {
-    pub fn new(master: &str) -> Mirror {
-        Mirror::with_settings(master, TEST_SETTINGS)
+    /// A mirror of `master` in a fresh sandbox, run by `bin` (the test passes
+    /// `env!("CARGO_BIN_EXE_pymirror")`, which only the pymirror package's tests can name).
+    pub fn new(bin: impl Into<PathBuf>, master: &str) -> Mirror {
+        Mirror::with_settings(bin, master, TEST_SETTINGS)
     }
 
-    pub fn with_settings(master: &str, settings: &str) -> Mirror {
+    pub fn with_settings(bin: impl Into<PathBuf>, master: &str, settings: &str) -> Mirror {
         let sandbox = tempfile::tempdir().unwrap();
         let dir = sandbox.path().join("mirror");
         let config = sandbox.path().join("mirror.toml");
         let mirror = Mirror {
+            bin: bin.into(),
             sandbox,
             dir,
             config,
@@ -86,7 +91,7 @@ impl Mirror {
 
     /// Start a sync without waiting for it (for kill and signal tests).
     pub fn spawn_sync(&self, extra: &[&str]) -> std::process::Child {
-        Command::new(env!("CARGO_BIN_EXE_pymirror"))
+        Command::new(&self.bin)
             .args(["sync", "--config", self.config.to_str().unwrap()])
             .args(extra)
             .env_remove("RUST_LOG")
@@ -167,7 +172,7 @@ impl Mirror {
 
     /// Run with these environment variables (and no proxy or log settings from the caller's).
     pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pymirror"));
+        let mut cmd = Command::new(&self.bin);
         cmd.args(args).env_remove("RUST_LOG");
         for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
             cmd.env_remove(var).env_remove(var.to_ascii_lowercase());

@@ -14,11 +14,12 @@ pub struct Measured {
     pub stdout: String,
 }
 
+/// Run `bin` (the bench passes `env!("CARGO_BIN_EXE_pymirror")`) with `args`.
 // The child is reaped by wait4 (which also yields its rusage), not by Child::wait.
 #[allow(clippy::zombie_processes)]
-pub fn run_pymirror(args: &[&str]) -> Measured {
+pub fn run_pymirror(bin: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Measured {
     let start = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pymirror"))
+    let mut child = std::process::Command::new(bin)
         .args(args)
         .env("NO_PROXY", "*")
         .stdout(std::process::Stdio::piped())

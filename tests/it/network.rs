@@ -2,13 +2,13 @@
 //! latency, all at once; Range resume; politeness (User-Agent, per-host connections, metadata
 //! rate); `download_mirror` with and without fallback; proxies.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use support::mirror::{Mirror, TEST_SETTINGS};
-use support::upstream::{FakeUpstream, FaultRates, FileOpts};
+use pymirror_testkit::mirror::{Mirror, TEST_SETTINGS};
+use pymirror_testkit::upstream::{FakeUpstream, FaultRates, FileOpts};
+
+use crate::PYMIRROR;
 
 /// Distinct bytes, `n` long.
 fn bytes(seed: &str, n: usize) -> Vec<u8> {
@@ -54,7 +54,7 @@ fn publish(up: &FakeUpstream) {
 fn a_sync_under_a_mixture_of_faults_ends_identical_to_a_fault_free_one() {
     let up = FakeUpstream::start();
     publish(&up);
-    let clean = Mirror::new(&up.url());
+    let clean = Mirror::new(PYMIRROR, &up.url());
     clean.sync().assert_ok();
     let want = clean.published();
 
@@ -68,7 +68,7 @@ fn a_sync_under_a_mixture_of_faults_ends_identical_to_a_fault_free_one() {
         max_latency: Duration::from_millis(20),
     });
     up.reset_requests();
-    let faulty = Mirror::new(&up.url());
+    let faulty = Mirror::new(PYMIRROR, &up.url());
     let first = faulty.sync();
     let mut runs = vec![up.requests()];
     // Retries absorb most faults; what is left is retried first by the next run.
@@ -138,7 +138,7 @@ fn a_cut_download_resumes_with_a_range_request_and_is_verified_whole() {
     let big = bytes("big", 3 << 20);
     up.add_release("big", "1.0", &[("big-1.0.tar.gz", big.clone())]);
     up.truncate_downloads("big-1.0.tar.gz", 1);
-    let mirror = Mirror::new(&up.url());
+    let mirror = Mirror::new(PYMIRROR, &up.url());
     mirror.sync().assert_ok();
 
     let info = up.file_info("big-1.0.tar.gz").unwrap();
@@ -169,6 +169,7 @@ fn requests_are_polite_user_agent_per_host_connections_and_metadata_rate() {
     publish(&up);
     up.set_latency(Duration::from_millis(20));
     let mirror = Mirror::with_settings(
+        PYMIRROR,
         &up.url(),
         "workers = 8\nmetadata_workers = 8\nretry_delay = 0.01\nfsync = false\n\
          max_connections_per_host = 2\nmetadata_rate = 40\n",
@@ -218,7 +219,7 @@ fn download_mirror_serves_first_and_upstream_fills_in_unless_told_not_to() {
     let b_path = up.file_info("b-1.0.tar.gz").unwrap().path;
     let settings = format!("{TEST_SETTINGS}download_mirror = \"{}\"\n", alt.url());
 
-    let mirror = Mirror::with_settings(&up.url(), &settings);
+    let mirror = Mirror::with_settings(PYMIRROR, &up.url(), &settings);
     mirror.sync().assert_ok();
     assert_eq!(std::fs::read(mirror.web().join(&a_path)).unwrap(), a);
     assert_eq!(std::fs::read(mirror.web().join(&b_path)).unwrap(), b);
@@ -242,6 +243,7 @@ fn download_mirror_serves_first_and_upstream_fills_in_unless_told_not_to() {
     // Without fallback, what the download mirror lacks fails and stays pending.
     up.reset_requests();
     let strict = Mirror::with_settings(
+        PYMIRROR,
         &up.url(),
         &format!("{settings}download_mirror_no_fallback = true\n"),
     );
@@ -269,6 +271,7 @@ fn every_request_goes_through_the_configured_or_environment_proxy() {
     let master = format!("http://127.0.0.1:{}", dead_port());
 
     let configured = Mirror::with_settings(
+        PYMIRROR,
         &master,
         &format!("{TEST_SETTINGS}proxy = \"{}\"\n", up.url()),
     );
@@ -279,7 +282,7 @@ fn every_request_goes_through_the_configured_or_environment_proxy() {
     assert!(requests.iter().all(|r| r.absolute_form), "{requests:#?}");
 
     up.reset_requests();
-    let from_env = Mirror::new(&master);
+    let from_env = Mirror::new(PYMIRROR, &master);
     let args = ["sync", "--config", from_env.config.to_str().unwrap()];
     from_env
         .run_env(&args, &[("HTTP_PROXY", &up.url())])
@@ -289,7 +292,7 @@ fn every_request_goes_through_the_configured_or_environment_proxy() {
 
     // NO_PROXY exempts the master: it is asked directly, and is not there.
     up.reset_requests();
-    let exempt = Mirror::new(&master);
+    let exempt = Mirror::new(PYMIRROR, &master);
     let args = ["sync", "--config", exempt.config.to_str().unwrap()];
     let run = exempt.run_env(
         &args,
@@ -305,6 +308,7 @@ fn a_stalled_upstream_times_out_and_is_retried_instead_of_hanging() {
     up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", bytes("d", 999))]);
     up.set_latency(Duration::from_secs(5));
     let mirror = Mirror::with_settings(
+        PYMIRROR,
         &up.url(),
         &format!("{TEST_SETTINGS}timeout = 0.3\nretries = 2\n"),
     );

@@ -1,5 +1,0 @@
-#![allow(dead_code)]
-pub mod dist;
-pub mod mirror;
-pub mod serve;
-pub mod upstream;

@@ -1,0 +1,362 @@
+//! Fault injection: the knobs a test turns (latency, corrupt, truncated or failed downloads,
+//! stale metadata, XML-RPC switched off, hostile JSON entries, canned answers at any path), the
+//! seeded random faults of `FaultRates`, and the connection layer that cuts a download short.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::http::{Method, StatusCode, header};
+use axum::response::Response;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::server::{percent_decode, text, with_header};
+use super::state::{State, normalize};
+use super::{FakeUpstream, RawAnswer};
+
+/// Faults injected at random, each a probability per request (seeded, so runs repeat).
+/// 5xx and 429 hit any request; truncation and corruption hit file downloads.
+#[derive(Clone, Debug, Default)]
+pub struct FaultRates {
+    pub seed: u64,
+    pub server_error: f64,
+    pub too_many: f64,
+    /// `Retry-After` seconds sent with injected 429 and 503 answers.
+    pub retry_after: Option<u64>,
+    pub truncate: f64,
+    pub corrupt: f64,
+    /// Extra latency, uniform in 0..=max_latency.
+    pub max_latency: Duration,
+}
+
+/// How many random faults `FaultRates` injected so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    pub server_error: u32,
+    pub too_many: u32,
+    pub truncate: u32,
+    pub corrupt: u32,
+}
+
+impl State {
+    /// splitmix64: uniform in [0, 1), consecutive rolls independent.
+    fn roll(&mut self) -> f64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Decrement a fault counter; true if the fault fires now.
+pub(super) fn take(map: &mut HashMap<String, u32>, key: &str) -> bool {
+    match map.get_mut(key) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// This request's random faults (see [`FaultRates`]): an injected 503 or 429 answer, if one
+/// fires, and the extra latency; a file download may also get one truncation or corruption of
+/// its file armed.
+pub(super) fn random_faults(
+    st: &mut State,
+    method: &Method,
+    path: &str,
+) -> (Option<Response>, Duration) {
+    let faults = st.faults.clone();
+    let (fault, extra_latency) = {
+        let r = st.roll();
+        let fault = if r < faults.server_error {
+            st.injected.server_error += 1;
+            Some(StatusCode::SERVICE_UNAVAILABLE)
+        } else if r < faults.server_error + faults.too_many {
+            st.injected.too_many += 1;
+            Some(StatusCode::TOO_MANY_REQUESTS)
+        } else {
+            None
+        };
+        (fault, faults.max_latency.mul_f64(st.roll()))
+    };
+    if fault.is_none() && method == Method::GET && path.starts_with("/packages/") {
+        let name = percent_decode(path.rsplit('/').next().unwrap_or_default());
+        let r = st.roll();
+        if r < faults.truncate {
+            st.injected.truncate += 1;
+            *st.truncate.entry(name).or_insert(0) += 1;
+        } else if r < faults.truncate + faults.corrupt {
+            st.injected.corrupt += 1;
+            *st.corrupt.entry(name).or_insert(0) += 1;
+        }
+    }
+    let answer = fault.map(|status| {
+        let r = text(status, "injected fault");
+        match faults.retry_after {
+            Some(secs) => with_header(r, header::RETRY_AFTER, &secs.to_string()),
+            None => r,
+        }
+    });
+    (answer, extra_latency)
+}
+
+impl FakeUpstream {
+    /// Inject faults at random from now on (see [`FaultRates`]); `FaultRates::default()` stops.
+    pub fn set_fault_rates(&self, rates: FaultRates) {
+        let mut st = self.st();
+        st.rng = rates.seed;
+        st.faults = rates;
+    }
+
+    /// The random faults injected so far.
+    pub fn faults_injected(&self) -> FaultCounts {
+        self.st().injected
+    }
+
+    pub fn set_latency(&self, d: Duration) {
+        self.st().latency = d;
+    }
+
+    /// `filename` is the last path segment; use `"<file>.metadata"` to target PEP 658 metadata.
+    pub fn corrupt_downloads(&self, filename: &str, times: u32) {
+        self.st().corrupt.insert(filename.to_string(), times);
+    }
+
+    pub fn truncate_downloads(&self, filename: &str, times: u32) {
+        self.st().truncate.insert(filename.to_string(), times);
+    }
+
+    pub fn fail_downloads(&self, filename: &str, status: u16, times: u32) {
+        self.st().fail.insert(filename.to_string(), (status, times));
+    }
+
+    pub fn stale_metadata(&self, display_name: &str, times: u32) {
+        self.st().stale.insert(normalize(display_name), times);
+    }
+
+    pub fn set_xmlrpc_status(&self, status: Option<u16>) {
+        self.st().xmlrpc_status = status;
+    }
+
+    /// Append a raw file object to the JSON API `releases[version]` (creating project/release if
+    /// needed). Journal row `"add {python_version or py3} file {filename or <injected>}"`.
+    pub fn inject_file_json(&self, display_name: &str, version: &str, file: Value) -> u64 {
+        let mut st = self.st();
+        let key = normalize(display_name);
+        st.snapshot(&key);
+        st.ensure_project(display_name);
+        st.ensure_release(&key, version);
+        let filename = file
+            .get("filename")
+            .and_then(Value::as_str)
+            .unwrap_or("<injected>")
+            .to_string();
+        let pyver = file
+            .get("python_version")
+            .and_then(Value::as_str)
+            .unwrap_or("py3")
+            .to_string();
+        let p = st.projects.get_mut(&key).expect("ensured");
+        p.releases
+            .get_mut(version)
+            .expect("ensured")
+            .injected
+            .push(file);
+        st.journal(&key, Some(version), format!("add {pyver} file {filename}"))
+    }
+
+    /// Serve `content` with status 200 for any request to exactly `path` (raw or
+    /// percent-decoded), overriding all routes (`/pypi` overrides XML-RPC).
+    pub fn serve_raw(&self, path: &str, content: Vec<u8>) {
+        self.serve_response(
+            path,
+            RawAnswer {
+                status: 200,
+                headers: vec![("content-type".into(), "application/octet-stream".into())],
+                body: content,
+            },
+        );
+    }
+
+    /// Answer every request to exactly `path` with `answer`, overriding all routes (redirects,
+    /// odd statuses, malformed bodies).
+    pub fn serve_response(&self, path: &str, answer: RawAnswer) {
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        self.st().raw.insert(path, answer);
+    }
+}
+
+// ---- connection layer: truncated downloads ----
+//
+// hyper drops whatever it still buffers when a body ends short of its Content-Length, so a
+// truncated download cannot be made from a short body. Instead every connection's socket is
+// wrapped: the handler arms it with how many body bytes may pass, the wrapper lets the response
+// head and that many body bytes through, then fails the write, and hyper closes the connection.
+// (HTTP/1.1 only, like every client of this server.)
+
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    Off,
+    /// Still in the response head; `matched` bytes of "\r\n\r\n" seen so far.
+    Head {
+        matched: u8,
+        allowed: usize,
+    },
+    Body {
+        left: usize,
+    },
+    Dead,
+}
+
+/// Per-connection truncation switch, handed to the handler as `ConnectInfo`.
+#[derive(Clone, Debug)]
+pub(super) struct ConnCut(Arc<Mutex<Cut>>);
+
+impl ConnCut {
+    fn get(&self) -> Cut {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, c: Cut) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = c;
+    }
+
+    pub(super) fn arm(&self, allowed: usize) {
+        self.set(Cut::Head {
+            matched: 0,
+            allowed,
+        });
+    }
+}
+
+pub(super) struct CutListener(pub(super) tokio::net::TcpListener);
+
+impl axum::serve::Listener for CutListener {
+    type Io = CutIo;
+    type Addr = ConnCut;
+
+    async fn accept(&mut self) -> (CutIo, ConnCut) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let cut = ConnCut(Arc::new(Mutex::new(Cut::Off)));
+                    return (
+                        CutIo {
+                            stream,
+                            cut: cut.clone(),
+                        },
+                        cut,
+                    );
+                }
+                // e.g. too many open files: back off, like axum's own listener.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<ConnCut> {
+        Ok(ConnCut(Arc::new(Mutex::new(Cut::Off))))
+    }
+}
+
+impl Connected<axum::serve::IncomingStream<'_, CutListener>> for ConnCut {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, CutListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+pub(super) struct CutIo {
+    stream: tokio::net::TcpStream,
+    cut: ConnCut,
+}
+
+/// Scan for the end of an HTTP head: (index just past "\r\n\r\n" if found, matcher state).
+fn head_end(mut matched: u8, buf: &[u8]) -> (Option<usize>, u8) {
+    const PAT: &[u8; 4] = b"\r\n\r\n";
+    for (i, &b) in buf.iter().enumerate() {
+        if b == PAT[matched as usize] {
+            matched += 1;
+            if matched == 4 {
+                return (Some(i + 1), 4);
+            }
+        } else {
+            matched = u8::from(b == b'\r');
+        }
+    }
+    (None, matched)
+}
+
+impl AsyncRead for CutIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CutIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let state = self.cut.get();
+        let limit = match state {
+            Cut::Off => buf.len(),
+            Cut::Head { matched, allowed } => match head_end(matched, buf).0 {
+                Some(i) => (i + allowed).min(buf.len()),
+                None => buf.len(),
+            },
+            Cut::Body { left } => left.min(buf.len()),
+            Cut::Dead => 0,
+        };
+        if limit == 0 && !buf.is_empty() {
+            self.cut.set(Cut::Dead);
+            let e = io::Error::new(io::ErrorKind::ConnectionAborted, "fake upstream: truncated");
+            return Poll::Ready(Err(e));
+        }
+        let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &buf[..limit]))?;
+        let next = match state {
+            Cut::Head { matched, allowed } => match head_end(matched, &buf[..n]) {
+                (Some(i), _) => Cut::Body {
+                    left: allowed - (n - i),
+                },
+                (None, m) => Cut::Head {
+                    matched: m,
+                    allowed,
+                },
+            },
+            Cut::Body { left } => Cut::Body { left: left - n },
+            other => other,
+        };
+        self.cut.set(match next {
+            Cut::Body { left: 0 } => Cut::Dead,
+            other => other,
+        });
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
