@@ -534,3 +534,97 @@ fn the_fully_synced_serial_stays_below_the_oldest_pending_change() {
     mirror.sync().assert_ok();
     assert_eq!(mirror.status_serial(), up.serial());
 }
+
+/// Every file of the mirror directory (not `web/`) with its bytes and mtime.
+fn state_files(mirror: &Mirror) -> Vec<(String, Vec<u8>, std::time::SystemTime)> {
+    let mut files: Vec<_> = std::fs::read_dir(&mirror.dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+                meta.modified().unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn status_and_a_checking_verify_leave_the_database_untouched() {
+    let up = FakeUpstream::start();
+    up.add_release("fine", "1.0", &[("fine-1.0.tar.gz", b"f".to_vec())]);
+    let mirror = Mirror::new(PYMIRROR, &up.url());
+    mirror.sync().assert_ok();
+    let cfg = mirror.config.to_str().unwrap();
+    let before = state_files(&mirror);
+    assert!(before.iter().any(|(n, ..)| n == "pymirror.db"));
+    std::thread::sleep(Duration::from_millis(20));
+    for args in [
+        &["status", "--config", cfg][..],
+        &["status", "--config", cfg, "--json"],
+    ] {
+        mirror.run(args).assert_ok();
+    }
+    assert_eq!(
+        state_files(&mirror),
+        before,
+        "status changed the mirror directory"
+    );
+    // A verify that only checks keeps its log in verify.db, never in pymirror.db.
+    for flags in [&[][..], &["--hash"], &["--repair", "--dry-run"]] {
+        assert_eq!(mirror.verify(flags).code, 0);
+    }
+    let db = |files: &[(String, Vec<u8>, std::time::SystemTime)]| {
+        files
+            .iter()
+            .find(|(n, ..)| n == "pymirror.db")
+            .cloned()
+            .unwrap()
+    };
+    let after = state_files(&mirror);
+    assert_eq!(
+        db(&after),
+        db(&before),
+        "a checking verify wrote pymirror.db"
+    );
+    assert!(after.iter().any(|(n, ..)| n == "verify.db"));
+}
+
+#[test]
+fn a_schema_from_a_newer_pymirror_is_refused_in_one_line_and_left_alone() {
+    let up = FakeUpstream::start();
+    up.add_release("fine", "1.0", &[("fine-1.0.tar.gz", b"f".to_vec())]);
+    let mirror = Mirror::new(PYMIRROR, &up.url());
+    mirror.sync().assert_ok();
+    let db_path = mirror.dir.join("pymirror.db");
+    let conn = rusqlite::Connection::open(&db_path).unwrap();
+    conn.execute(
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 0)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let before = std::fs::read(&db_path).unwrap();
+    let cfg = mirror.config.to_str().unwrap();
+    for args in [
+        &["status", "--config", cfg][..],
+        &["verify", "--config", cfg],
+        &["sync", "--config", cfg],
+    ] {
+        let run = mirror.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {}", run.stderr);
+        assert!(
+            lines[0].contains("was written by a newer pymirror (schema 99 > 5)"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(std::fs::read(&db_path).unwrap(), before);
+}

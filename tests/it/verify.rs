@@ -110,7 +110,7 @@ fn tree(mirror: &Mirror) -> BTreeMap<PathBuf, Vec<u8>> {
         .into_keys()
         .filter(|p| {
             let name = p.file_name().unwrap().to_string_lossy();
-            !name.starts_with("pymirror.db") && name != ".lock"
+            !name.starts_with("pymirror.db") && !name.starts_with("verify.db") && name != ".lock"
         })
         .map(|p| {
             let bytes = std::fs::read(&p).unwrap();
