@@ -12,7 +12,7 @@
 //!   ([`Filters::select`]), as do the size limits, which may leave a project out entirely.
 //!
 //! [`FilterSpec`] is the effective configuration in canonical form; stored in the database,
-//! it tells the next sync what changed ([`change`]).
+//! it tells the next sync what changed (`sync::filter_change`).
 
 pub mod pep440;
 pub mod requirement;
