@@ -4,9 +4,14 @@
 //! metadata and then its files one after another.
 //!
 //! `cargo bench --bench sync -- [--projects N] [--files N] [--latency-ms A,B] [--workers N]
-//!  [--baseline-workers N] [--no-baseline] [--fsync] [--dir DIR]`
+//!  [--baseline-workers N] [--no-baseline] [--fsync] [--dir DIR] [--vs-bandersnatch PATH]`
 //! Prints wall time and CPU time (wait4's rusage) and peak RSS (sampled VmHWM) of pymirror,
 //! and the requests and bytes the upstream served.
+//!
+//! `--vs-bandersnatch PATH` (the `bandersnatch` executable; `scripts/bench --vs-bandersnatch`
+//! installs 8.2.0 and passes it) is the benchmark of record: at each latency, bandersnatch
+//! and pymirror, both at their defaults (bandersnatch with `workers = 10`, its maximum),
+//! mirror the same upstream in the same run, and the ratios are printed.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +35,8 @@ struct Args {
     fsync: bool,
     /// Where mirrors are made (filesystem matters: file creation is most of the CPU).
     dir: Option<std::path::PathBuf>,
+    /// The bandersnatch executable to run side by side with pymirror at its defaults.
+    bandersnatch: Option<std::path::PathBuf>,
 }
 
 fn args() -> Args {
@@ -42,6 +49,7 @@ fn args() -> Args {
         baseline: true,
         fsync: false,
         dir: None,
+        bandersnatch: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,6 +65,7 @@ fn args() -> Args {
             "--no-baseline" => a.baseline = false,
             "--fsync" => a.fsync = true,
             "--dir" => a.dir = Some(value().into()),
+            "--vs-bandersnatch" => a.bandersnatch = Some(value().into()),
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -143,6 +152,124 @@ async fn baseline(master: &str, projects: usize, workers: usize, dir: &Path) -> 
     start.elapsed()
 }
 
+/// bandersnatch's workers: its maximum (its default is 3).
+const BANDERSNATCH_WORKERS: usize = 10;
+
+/// One measured run, for the side-by-side table.
+struct Row {
+    wall: f64,
+    cpu: f64,
+    rss_mib: i64,
+    requests: u64,
+}
+
+impl Row {
+    fn print(&self, label: &str, latency: u64) {
+        println!(
+            "{:<34} {:>6}ms {:>9.2} {:>9.2} {:>9} MiB {:>9}",
+            label, latency, self.wall, self.cpu, self.rss_mib, self.requests
+        );
+    }
+}
+
+fn measured(m: &measure::Measured, up: &FakeUpstream) -> Row {
+    Row {
+        wall: m.wall.as_secs_f64(),
+        cpu: (m.user + m.sys).as_secs_f64(),
+        rss_mib: m.max_rss_kib / 1024,
+        requests: up.request_count() as u64,
+    }
+}
+
+/// Distribution files under a `packages/` tree (PEP 658 sidecars not counted).
+fn count_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => count_files(&e.path()),
+            Ok(t) if t.is_file() && !e.file_name().to_string_lossy().ends_with(".metadata") => 1,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// bandersnatch 8.2.0 and pymirror, both at their defaults, on the same upstream in one run.
+fn versus(
+    a: &Args,
+    bandersnatch: &Path,
+    up: &FakeUpstream,
+    tempdir: &dyn Fn() -> tempfile::TempDir,
+) {
+    println!(
+        "{:<34} {:>8} {:>9} {:>9} {:>13} {:>9}",
+        "run", "latency", "wall s", "cpu s", "peak RSS", "requests"
+    );
+    let mut keep = Vec::new();
+    for &latency in &a.latencies {
+        up.set_latency(Duration::from_millis(latency));
+        let sandbox = tempdir();
+        let conf = sandbox.path().join("bandersnatch.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[mirror]\ndirectory = {}\nmaster = {}\njson = false\ntimeout = 30\n\
+                 global-timeout = 18000\nworkers = {BANDERSNATCH_WORKERS}\nhash-index = false\n\
+                 simple-format = ALL\nstop-on-error = false\nstorage-backend = filesystem\n\
+                 verifiers = 3\ncompare-method = hash\nallow-non-https = true\n",
+                sandbox.path().join("bandersnatch").display(),
+                up.url()
+            ),
+        )
+        .unwrap();
+        up.reset_requests();
+        let m = measure::run(bandersnatch, &["-c", conf.to_str().unwrap(), "mirror"]);
+        assert_eq!(m.code, 0, "bandersnatch failed");
+        let theirs = measured(&m, up);
+        let want = a.projects * a.files;
+        let held = count_files(&sandbox.path().join("bandersnatch/web/packages"));
+        assert_eq!(held, want, "bandersnatch mirrored {held} of {want} files");
+        theirs.print(
+            &format!("bandersnatch 8.2.0 (workers={BANDERSNATCH_WORKERS})"),
+            latency,
+        );
+        let config = sandbox.path().join("mirror.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[mirror]\ndirectory = \"{}\"\nmaster = \"{}\"\n",
+                sandbox.path().join("mirror").display(),
+                up.url()
+            ),
+        )
+        .unwrap();
+        up.reset_requests();
+        let m = measure::run_pymirror(PYMIRROR, &["sync", "--config", config.to_str().unwrap()]);
+        assert_eq!(m.code, 0, "pymirror failed");
+        let ours = measured(&m, up);
+        let held = count_files(&sandbox.path().join("mirror/web/packages"));
+        assert_eq!(held, want, "pymirror mirrored {held} of {want} files");
+        ours.print("pymirror (defaults)", latency);
+        let files = (a.projects * a.files).max(1) as f64;
+        println!(
+            "{:<34} {:>6}ms wall {:.1}x faster, CPU {:.1}x less ({:.0} vs {:.0} µs per file), \
+             peak RSS {:.1}x less, requests {} vs {}",
+            "ratio (bandersnatch / pymirror)",
+            latency,
+            theirs.wall / ours.wall,
+            theirs.cpu / ours.cpu,
+            theirs.cpu * 1e6 / files,
+            ours.cpu * 1e6 / files,
+            theirs.rss_mib as f64 / ours.rss_mib.max(1) as f64,
+            theirs.requests,
+            ours.requests
+        );
+        keep.push(sandbox);
+    }
+}
+
 fn main() {
     let a = args();
     let up = FakeUpstream::start();
@@ -155,6 +282,14 @@ fn main() {
         bytes as f64 / 1048576.0,
         t.elapsed().as_secs_f64()
     );
+    let tempdir = || match &a.dir {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    if let Some(bandersnatch) = &a.bandersnatch {
+        versus(&a, bandersnatch, &up, &tempdir);
+        return;
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     println!(
         "{:<28} {:>8} {:>9} {:>14} {:>16} {:>10} {:>9} {:>12}",
@@ -170,10 +305,6 @@ fn main() {
     // Kept until the end: deleting 20,000 files makes the next run's inode allocation slower
     // on ext4, which would skew whatever runs after.
     let mut keep = Vec::new();
-    let tempdir = || match &a.dir {
-        Some(d) => tempfile::tempdir_in(d).unwrap(),
-        None => tempfile::tempdir().unwrap(),
-    };
     for &latency in &a.latencies {
         up.set_latency(Duration::from_millis(latency));
         let sandbox = tempdir();

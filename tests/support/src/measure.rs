@@ -1,5 +1,6 @@
-//! Run the real `pymirror` binary and measure it: wall time, CPU time (wait4's rusage), peak
-//! RSS (the child's own VmHWM), and what it printed on stdout. Shared by the benchmarks.
+//! Run a program (the real `pymirror` binary, or bandersnatch beside it) and measure it: wall
+//! time, CPU time (wait4's rusage, children included), peak RSS (the child's own VmHWM), and
+//! what it printed on stdout. Shared by the benchmarks.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -15,9 +16,14 @@ pub struct Measured {
 }
 
 /// Run `bin` (the bench passes `env!("CARGO_BIN_EXE_pymirror")`) with `args`.
+pub fn run_pymirror(bin: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Measured {
+    run(bin, args)
+}
+
+/// Run any program with `args`, no proxy, stderr discarded.
 // The child is reaped by wait4 (which also yields its rusage), not by Child::wait.
 #[allow(clippy::zombie_processes)]
-pub fn run_pymirror(bin: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Measured {
+pub fn run(bin: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Measured {
     let start = Instant::now();
     let mut child = std::process::Command::new(bin)
         .args(args)
