@@ -1,6 +1,7 @@
 //! End-to-end tests of `pymirror sync` against the fake Warehouse upstream.
 
 use std::collections::BTreeSet;
+use std::os::unix::process::CommandExt;
 
 use pymirror_testkit::mirror::{Mirror, normalize, snapshot};
 use pymirror_testkit::upstream::{FakeUpstream, FileOpts};
@@ -540,19 +541,32 @@ fn a_second_writer_is_refused_naming_the_lock_holder() {
     let up = FakeUpstream::start();
     let mirror = Mirror::new(PYMIRROR, &up.url());
     std::fs::create_dir_all(&mirror.dir).unwrap();
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(mirror.dir.join(".lock"))
-        .unwrap();
-    lock.try_lock().unwrap();
-    std::fs::write(mirror.dir.join(".lock"), "4242\n").unwrap();
+    // The lock is held by another process, not this one: a test in another thread that forks
+    // while this process held it would hold it too, until its exec, after it was released.
+    let lock = mirror.dir.join(".lock");
+    let mut holder = std::process::Command::new("flock")
+        .arg(&lock)
+        .args(["sh", "-c", "echo 4242 > \"$0\"; exec sleep 60"])
+        .arg(&lock)
+        .process_group(0)
+        .spawn()
+        .expect("flock (util-linux) runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(&lock).unwrap_or_default() != "4242\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock did not take the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let run = mirror.sync();
+    // flock and the command it runs (which inherited the lock) go together.
+    // SAFETY: signalling the process group this test started.
+    unsafe { libc::kill(-(holder.id() as i32), libc::SIGKILL) };
+    holder.wait().unwrap();
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("pid 4242"), "{}", run.stderr);
     assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
-    drop(lock);
     mirror.sync().assert_ok();
 }
 
