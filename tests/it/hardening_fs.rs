@@ -1,0 +1,120 @@
+//! Symlinks and special files planted in the mirror directory (issue 16, the filesystem part):
+//! `tmp/`, `.lock`, the served tree's pages, files and directories. Nothing is read, written or
+//! deleted through them; each run ends in bounded time, and everything outside the mirror
+//! directory keeps its bytes.
+
+use std::path::{Path, PathBuf};
+
+use pymirror_testkit::mirror::{Mirror, TEST_SETTINGS, snapshot};
+use pymirror_testkit::upstream::{FakeUpstream, RawAnswer};
+
+use crate::PYMIRROR;
+
+type Tree = std::collections::BTreeMap<PathBuf, (u64, String, std::time::SystemTime)>;
+
+/// A directory beside the mirror (`sandbox/outside`) holding a few files, and its snapshot.
+fn outside(mirror: &Mirror) -> (PathBuf, Tree) {
+    let out = mirror.sandbox.path().join("outside");
+    std::fs::create_dir_all(out.join("sub")).unwrap();
+    std::fs::write(out.join("a"), b"x\n").unwrap();
+    std::fs::write(out.join("sub/b"), b"y\n").unwrap();
+    std::fs::write(out.join("config.txt"), b"operator's settings\n").unwrap();
+    let before = snapshot(&out);
+    (out, before)
+}
+
+#[track_caller]
+fn untouched(out: &Path, before: &Tree) {
+    assert_eq!(
+        &snapshot(out),
+        before,
+        "something outside the mirror changed"
+    );
+}
+
+fn symlink(target: &Path, link: &Path) {
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(target, link).unwrap();
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+#[test]
+fn json_api_documents_are_never_deleted_through_a_symlink() {
+    let up = FakeUpstream::start();
+    for name in ["one", "two", "three"] {
+        up.add_release(
+            name,
+            "1.0",
+            &[(&format!("{name}-1.0.tar.gz"), name.as_bytes().to_vec())],
+        );
+    }
+    let mirror = Mirror::with_settings(
+        PYMIRROR,
+        &up.url(),
+        &format!("{TEST_SETTINGS}json = true\n"),
+    );
+    mirror.sync().assert_ok();
+    let (out, _) = outside(&mirror);
+    let web = mirror.web();
+    let gone = |name: &str| {
+        up.serve_response(
+            &format!("/pypi/{name}/json"),
+            RawAnswer {
+                status: 404,
+                headers: Vec::new(),
+                body: b"not found".to_vec(),
+            },
+        );
+        up.touch(name);
+    };
+
+    // The JSON API stops answering for `one`; the PEP 691 page still does, so its documents
+    // go. The whole json/ tree is a symlink to a copy outside.
+    let json_copy = out.join("json");
+    std::fs::create_dir(&json_copy).unwrap();
+    for entry in std::fs::read_dir(web.join("json")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), json_copy.join(entry.file_name())).unwrap();
+    }
+    std::fs::remove_dir_all(web.join("json")).unwrap();
+    symlink(&json_copy, &web.join("json"));
+    let before = snapshot(&out);
+    gone("one");
+    let run = mirror.sync();
+    assert!(run.stderr.contains("is a symlink"), "{}", run.stderr);
+    untouched(&out, &before);
+    assert!(is_symlink(&web.join("json")));
+    std::fs::remove_file(web.join("json")).unwrap();
+    std::fs::create_dir(web.join("json")).unwrap();
+
+    // two: its pypi/two/ directory is a symlink to a copy outside; three: the document
+    // itself is a symlink to a file outside.
+    let pypi_copy = out.join("pypi-two");
+    std::fs::create_dir(&pypi_copy).unwrap();
+    std::fs::copy(web.join("pypi/two/json"), pypi_copy.join("json")).unwrap();
+    std::fs::remove_dir_all(web.join("pypi/two")).unwrap();
+    symlink(&pypi_copy, &web.join("pypi/two"));
+    let three = web.join("pypi/three/json");
+    std::fs::remove_file(&three).unwrap();
+    symlink(&out.join("config.txt"), &three);
+    let before = snapshot(&out);
+    gone("two");
+    gone("three");
+    let run = mirror.sync();
+    untouched(&out, &before);
+    // A symlinked directory on the way is refused and reported; a symlink at the key itself
+    // is removed as a link, never followed.
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains("pypi/two/json") && l.contains("is a symlink")),
+        "{}",
+        run.stderr
+    );
+    assert!(is_symlink(&web.join("pypi/two")));
+    assert!(!is_symlink(&three) && !three.exists(), "{}", run.stderr);
+    assert_eq!(mirror.links("three").len(), 1);
+}
