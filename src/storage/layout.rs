@@ -48,8 +48,10 @@ impl Layout {
         Storage::new(&self.web, &self.tmp, fsync)
     }
 
-    /// Create the directory skeleton.
+    /// Create the directory skeleton. `tmp/` must be a real directory: a symlink there is
+    /// refused, never followed (clearing it would empty wherever it points).
     pub fn create(&self) -> std::io::Result<()> {
+        self.check_tmp()?;
         for dir in [
             &self.root,
             &self.web,
@@ -61,11 +63,38 @@ impl Layout {
                 std::io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        Ok(())
+        self.check_tmp()
     }
 
-    /// Remove what an interrupted run left in `tmp/`. Only call while holding the lock.
+    /// `tmp/` is a directory, or nothing yet; anything else (a symlink) is refused in one line
+    /// naming the fix.
+    fn check_tmp(&self) -> std::io::Result<()> {
+        let kind = match std::fs::symlink_metadata(&self.tmp) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(m) if m.file_type().is_symlink() => "a symlink",
+            Ok(_) => "not a directory",
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot check {}: {e}", self.tmp.display()),
+                ));
+            }
+        };
+        Err(std::io::Error::other(format!(
+            "{} is {kind}; pymirror clears and writes its temporary files there and does not \
+             follow it: replace it with a directory on the same filesystem as {} (or remove it), \
+             then run again",
+            self.tmp.display(),
+            self.web.display()
+        )))
+    }
+
+    /// Remove what an interrupted run left in `tmp/`. Only call while holding the lock; a
+    /// symlink at `tmp/` is refused (its target is never emptied), and entries are removed
+    /// without following symlinks among them.
     pub fn clear_tmp(&self) -> std::io::Result<usize> {
+        self.check_tmp()?;
         let mut removed = 0;
         for entry in std::fs::read_dir(&self.tmp)? {
             let entry = entry?;

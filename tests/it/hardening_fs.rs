@@ -42,6 +42,33 @@ fn is_symlink(path: &Path) -> bool {
 }
 
 #[test]
+fn a_symlinked_tmp_is_refused_and_its_target_kept() {
+    let up = FakeUpstream::start();
+    up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", b"demo".to_vec())]);
+    let mirror = Mirror::new(PYMIRROR, &up.url());
+    let (out, before) = outside(&mirror);
+    std::fs::create_dir_all(&mirror.dir).unwrap();
+    symlink(&out, &mirror.dir.join("tmp"));
+
+    let run = mirror.sync();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    let tmp = mirror.dir.join("tmp").display().to_string();
+    assert!(
+        run.stderr.contains(&tmp) && run.stderr.contains("is a symlink"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("replace it with a directory"),
+        "{}",
+        run.stderr
+    );
+    untouched(&out, &before);
+    assert!(mirror.page("demo").is_none());
+}
+
+#[test]
 fn json_api_documents_are_never_deleted_through_a_symlink() {
     let up = FakeUpstream::start();
     for name in ["one", "two", "three"] {
