@@ -4,8 +4,10 @@
 //! directory keeps its bytes.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use pymirror_testkit::mirror::{Mirror, TEST_SETTINGS, snapshot};
+use pymirror_testkit::mirror::{Mirror, Run, TEST_SETTINGS, snapshot};
 use pymirror_testkit::upstream::{FakeUpstream, RawAnswer};
 
 use crate::PYMIRROR;
@@ -37,6 +39,37 @@ fn symlink(target: &Path, link: &Path) {
     std::os::unix::fs::symlink(target, link).unwrap();
 }
 
+/// `pymirror <args>`, killed (and the test failed) if it has not finished in 60 s: a read that
+/// follows a symlink to /dev/zero never ends.
+fn run_bounded(mirror: &Mirror, args: &[&str]) -> Run {
+    let mut cmd = Command::new(&mirror.bin);
+    cmd.args(args)
+        .arg("--config")
+        .arg(&mirror.config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+        cmd.env_remove(var).env_remove(var.to_ascii_lowercase());
+    }
+    let mut child = cmd.env("NO_PROXY", "*").spawn().unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("pymirror {args:?} still running after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 fn is_symlink(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
@@ -66,6 +99,38 @@ fn a_symlinked_tmp_is_refused_and_its_target_kept() {
     );
     untouched(&out, &before);
     assert!(mirror.page("demo").is_none());
+}
+
+#[test]
+fn a_symlinked_lock_is_refused_and_its_target_kept() {
+    let up = FakeUpstream::start();
+    up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", b"demo".to_vec())]);
+    let mirror = Mirror::new(PYMIRROR, &up.url());
+    let (out, before) = outside(&mirror);
+    symlink(&out.join("config.txt"), &mirror.dir.join(".lock"));
+
+    let run = mirror.sync();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(".lock is a symlink") && run.stderr.contains("remove it"),
+        "{}",
+        run.stderr
+    );
+    untouched(&out, &before);
+
+    // Once removed, the next run takes the lock as usual.
+    std::fs::remove_file(mirror.dir.join(".lock")).unwrap();
+    mirror.sync().assert_ok();
+    assert_eq!(mirror.links("demo").len(), 1);
+
+    // verify, which only probes the lock, does not open it through a symlink either.
+    std::fs::remove_file(mirror.dir.join(".lock")).unwrap();
+    symlink(&out.join("config.txt"), &mirror.dir.join(".lock"));
+    let run = run_bounded(&mirror, &["verify"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains(".lock is a symlink"), "{}", run.stderr);
+    untouched(&out, &before);
 }
 
 #[test]
