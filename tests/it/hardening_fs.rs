@@ -74,6 +74,10 @@ fn is_symlink(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
+fn is_regular(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file())
+}
+
 #[test]
 fn a_symlinked_tmp_is_refused_and_its_target_kept() {
     let up = FakeUpstream::start();
@@ -209,4 +213,54 @@ fn json_api_documents_are_never_deleted_through_a_symlink() {
     assert!(is_symlink(&web.join("pypi/two")));
     assert!(!is_symlink(&three) && !three.exists(), "{}", run.stderr);
     assert_eq!(mirror.links("three").len(), 1);
+}
+
+#[test]
+fn files_and_pages_symlinked_to_dev_zero_are_never_read() {
+    let up = FakeUpstream::start();
+    up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", b"demo one".to_vec())]);
+    up.add_release("copy", "1.0", &[("copy-1.0.tar.gz", b"copy one".to_vec())]);
+    let mirror = Mirror::new(PYMIRROR, &up.url());
+    let (out, _) = outside(&mirror);
+    let web = mirror.web();
+    // Before the first sync: a file's key is a symlink to /dev/zero, another's to a file
+    // outside with exactly the right bytes (adopting it would serve whatever it later holds).
+    let demo = up.file_info("demo-1.0.tar.gz").unwrap();
+    let copy = up.file_info("copy-1.0.tar.gz").unwrap();
+    std::fs::write(out.join("copy-1.0.tar.gz"), &copy.content).unwrap();
+    let before = snapshot(&out);
+    symlink(Path::new("/dev/zero"), &web.join(&demo.path));
+    symlink(&out.join("copy-1.0.tar.gz"), &web.join(&copy.path));
+    let run = run_bounded(&mirror, &["sync"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(is_regular(&web.join(&demo.path)));
+    assert!(is_regular(&web.join(&copy.path)));
+    assert_eq!(std::fs::read(web.join(&demo.path)).unwrap(), demo.content);
+
+    // A page symlinked to /dev/zero: the next sync replaces it without reading it.
+    let page = web.join("simple/demo/index.html");
+    std::fs::remove_file(&page).unwrap();
+    symlink(Path::new("/dev/zero"), &page);
+    up.add_release("demo", "2.0", &[("demo-2.0.tar.gz", b"demo two".to_vec())]);
+    let run = run_bounded(&mirror, &["sync"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(is_regular(&page));
+    assert_eq!(mirror.links("demo").len(), 2);
+
+    // verify (and verify --hash) report such symlinks, in bounded time.
+    std::fs::remove_file(&page).unwrap();
+    symlink(Path::new("/dev/zero"), &page);
+    std::fs::remove_file(web.join(&demo.path)).unwrap();
+    symlink(Path::new("/dev/zero"), &web.join(&demo.path));
+    for args in [&["verify"][..], &["verify", "--hash"][..]] {
+        let run = run_bounded(&mirror, args);
+        assert_eq!(run.code, 1, "{args:?}: {}\n{}", run.stdout, run.stderr);
+        assert!(
+            run.stdout.contains("simple/demo/index.html"),
+            "{}",
+            run.stdout
+        );
+        assert!(run.stdout.contains(&demo.path), "{}", run.stdout);
+    }
+    untouched(&out, &before);
 }
