@@ -30,7 +30,7 @@ use reqwest::header::{ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_RANGE, HeaderMap, 
 use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
 
-use super::fs::{Staged, Storage};
+use super::fs::{Staged, Storage, is_symlink_refused};
 use crate::config::Config;
 use crate::progress::Progress;
 use crate::types::RemoteFile;
@@ -61,6 +61,9 @@ pub enum DownloadError {
     TimedOut { url: String, secs: u64 },
     #[error("{path}: {error}")]
     Disk { path: String, error: std::io::Error },
+    /// A symlink in the tree on the file's way: this file is refused, the others go on.
+    #[error("{error}; remove it, then run again")]
+    Symlink { error: std::io::Error },
 }
 
 impl DownloadError {
@@ -68,7 +71,7 @@ impl DownloadError {
     fn worth_retrying(&self) -> bool {
         match self {
             DownloadError::Status { status, .. } => retry::is_transient(*status),
-            DownloadError::Disk { .. } => false,
+            DownloadError::Disk { .. } | DownloadError::Symlink { .. } => false,
             _ => true,
         }
     }
@@ -235,7 +238,9 @@ impl Downloader {
         for url in self.sources(target) {
             match self.place_from(target, &url).await {
                 Ok(bytes) => return Ok(Placed::Downloaded { bytes }),
-                Err(e) if e.is_disk() => return Err(e),
+                Err(e) if e.is_disk() || matches!(e, DownloadError::Symlink { .. }) => {
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::debug!("{e}");
                     last = Some(e);
@@ -434,7 +439,10 @@ impl Downloader {
         tokio::task::spawn_blocking(move || spool.finish(&storage, &key))
             .await
             .expect("file writer panicked")
-            .map_err(|(path, error)| (disk(path, error), None))?;
+            .map_err(|(path, error)| match is_symlink_refused(&error) {
+                true => (DownloadError::Symlink { error }, None),
+                false => (disk(path, error), None),
+            })?;
         Ok(got.len)
     }
 }

@@ -21,6 +21,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::layout::Protected;
 use crate::types::hashing::{Hashes, hash_reader};
 
+/// A symlink met inside the tree: that one key is refused (nothing is written, read or
+/// deleted through it), the rest of the tree is fine, so it is no disk error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SymlinkRefused(String);
+
+fn symlink_refused(message: String) -> std::io::Error {
+    std::io::Error::other(SymlinkRefused(message))
+}
+
+/// Whether `e` is a refusal to pass through a symlink in the tree ([`SymlinkRefused`]).
+pub fn is_symlink_refused(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<SymlinkRefused>())
+}
+
 /// What is at a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -186,7 +202,7 @@ impl Storage {
     pub fn open(&self, key: &str) -> std::io::Result<File> {
         let path = self.path(key);
         if self.through_symlink(key) {
-            return Err(std::io::Error::other(format!(
+            return Err(symlink_refused(format!(
                 "not reading {}: a directory on its way is a symlink",
                 path.display()
             )));
@@ -196,10 +212,9 @@ impl Storage {
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&path)
             .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => std::io::Error::other(format!(
-                    "not reading {}: it is a symlink",
-                    path.display()
-                )),
+                Some(libc::ELOOP) => {
+                    symlink_refused(format!("not reading {}: it is a symlink", path.display()))
+                }
                 _ => e,
             })?;
         if !file.metadata()?.is_file() {
@@ -275,7 +290,11 @@ impl Storage {
         }
         drop(file);
         let dest = self.path(key);
-        self.create_parents(key).map_err(|e| on(&dest, e))?;
+        self.create_parents(key)
+            .map_err(|e| match is_symlink_refused(&e) {
+                true => e,
+                false => on(&dest, e),
+            })?;
         std::fs::rename(&staged.path, &dest).map_err(|e| on(&dest, e))?;
         staged.committed = true;
         Ok(())
@@ -338,7 +357,7 @@ impl Storage {
     /// in `/`. Nothing there is fine; a symlink on the way is refused.
     pub fn delete(&self, key: &str) -> std::io::Result<()> {
         if self.through_symlink(key) {
-            return Err(std::io::Error::other(format!(
+            return Err(symlink_refused(format!(
                 "not deleting {}: a directory on its way is a symlink",
                 self.describe(key)
             )));
@@ -393,7 +412,7 @@ impl Storage {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let meta = std::fs::symlink_metadata(&dir)?;
                     if meta.file_type().is_symlink() {
-                        return Err(std::io::Error::other(format!(
+                        return Err(symlink_refused(format!(
                             "{} is a symlink; pymirror does not follow symlinks inside the mirror tree",
                             dir.display()
                         )));

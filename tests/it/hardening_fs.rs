@@ -264,3 +264,60 @@ fn files_and_pages_symlinked_to_dev_zero_are_never_read() {
     }
     untouched(&out, &before);
 }
+
+#[test]
+fn a_symlink_in_packages_fails_only_its_project() {
+    let up = FakeUpstream::start();
+    up.add_release("aaa-bad", "1.0", &[("aaa_bad-1.0.tar.gz", b"bad".to_vec())]);
+    let others: Vec<String> = (1..=6).map(|i| format!("p{i:02}")).collect();
+    for name in &others {
+        up.add_release(
+            name,
+            "1.0",
+            &[(&format!("{name}-1.0.tar.gz"), name.as_bytes().to_vec())],
+        );
+    }
+    // One at a time, the bad project first: a run that stops at it mirrors nothing else.
+    let mirror = Mirror::with_settings(
+        PYMIRROR,
+        &up.url(),
+        "workers = 1\nmetadata_workers = 1\nretry_delay = 0.01\nfsync = false\n",
+    );
+    let (out, before) = outside(&mirror);
+    let bad = up.file_info("aaa_bad-1.0.tar.gz").unwrap();
+    let shard: String = bad.path.split('/').take(3).collect::<Vec<_>>().join("/");
+    symlink(&out.join("sub"), &mirror.web().join(&shard));
+
+    let run = mirror.sync();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(!run.stderr.contains("disk error"), "{}", run.stderr);
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("aaa-bad:") && l.contains("is a symlink"))
+        .unwrap_or_else(|| panic!("no line about aaa-bad's symlink:\n{}", run.stderr));
+    assert!(
+        line.contains("WARN") && line.contains("left queued"),
+        "{line}"
+    );
+    for name in &others {
+        assert_eq!(mirror.links(name).len(), 1, "{name}: {}", run.stderr);
+    }
+    assert!(mirror.page("aaa-bad").is_none());
+    untouched(&out, &before);
+
+    // Also at the file's own hash directory: refused the same way.
+    std::fs::remove_file(mirror.web().join(&shard)).unwrap();
+    let hash_dir = Path::new(&bad.path).parent().unwrap();
+    symlink(&out.join("sub"), &mirror.web().join(hash_dir));
+    let run = mirror.sync();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(!run.stderr.contains("disk error"), "{}", run.stderr);
+    assert!(run.stderr.contains("is a symlink"), "{}", run.stderr);
+    untouched(&out, &before);
+
+    // Removed, the project is mirrored on the next run.
+    std::fs::remove_file(mirror.web().join(hash_dir)).unwrap();
+    mirror.sync().assert_ok();
+    assert_eq!(mirror.links("aaa-bad").len(), 1);
+}
