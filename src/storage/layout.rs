@@ -14,8 +14,8 @@
 //! Every temporary file is created in `tmp/`, never beside its target, so a crash leaves its
 //! debris in one place and the next run clears it without walking the tree.
 
-use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::Storage;
@@ -111,12 +111,29 @@ impl Layout {
     /// Write the `status` file (the last fully synced serial) atomically, when it changed.
     pub fn write_status(&self, serial: u64, fsync: bool) -> std::io::Result<()> {
         let bytes = format!("{serial}\n");
-        if std::fs::read(&self.status).is_ok_and(|old| old == bytes.as_bytes()) {
+        // Compared without following a symlink, reading at most one byte past the new
+        // contents (a planted /dev/zero is never read); the rename below replaces a symlink
+        // there, never writes through it.
+        let old = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&self.status)
+            .and_then(|file| {
+                if !file.metadata()?.is_file() {
+                    return Err(std::io::Error::other("not a regular file"));
+                }
+                let mut old = Vec::new();
+                file.take(bytes.len() as u64 + 1).read_to_end(&mut old)?;
+                Ok(old)
+            });
+        if old.is_ok_and(|old| old == bytes.as_bytes()) {
             return Ok(());
         }
         let tmp = self.tmp.join(format!("status-{}.part", std::process::id()));
         let result = (|| {
-            let mut file = std::fs::File::create(&tmp)?;
+            // O_EXCL: never through a symlink planted at that name.
+            let _ = std::fs::remove_file(&tmp);
+            let mut file = std::fs::File::create_new(&tmp)?;
             file.write_all(bytes.as_bytes())?;
             if fsync {
                 file.sync_all()?;

@@ -321,3 +321,22 @@ fn a_symlink_in_packages_fails_only_its_project() {
     mirror.sync().assert_ok();
     assert_eq!(mirror.links("aaa-bad").len(), 1);
 }
+
+#[test]
+fn a_status_file_symlinked_out_is_replaced_never_read_or_written_through() {
+    let up = FakeUpstream::start();
+    up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", b"demo".to_vec())]);
+    let mirror = Mirror::new(PYMIRROR, &up.url());
+    let (out, before) = outside(&mirror);
+    let status = mirror.dir.join("status");
+    for target in [Path::new("/dev/zero"), &out.join("config.txt")] {
+        let _ = std::fs::remove_file(&status);
+        symlink(target, &status);
+        up.touch("demo");
+        let run = run_bounded(&mirror, &["sync"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(is_regular(&status));
+        assert_eq!(mirror.status_serial(), up.serial());
+    }
+    untouched(&out, &before);
+}
