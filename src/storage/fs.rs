@@ -542,6 +542,23 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_at_the_key_is_deleted_as_a_link_never_followed() {
+        let (dir, s) = storage();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("json"), b"keep").unwrap();
+        std::fs::create_dir_all(dir.path().join("web/pypi")).unwrap();
+        std::fs::create_dir_all(dir.path().join("web/json")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.path().join("web/pypi/a")).unwrap();
+        std::os::unix::fs::symlink(outside.join("json"), dir.path().join("web/json/a")).unwrap();
+        s.delete("pypi/a/").unwrap();
+        s.delete("json/a").unwrap();
+        assert_eq!(s.stat("pypi/a/").unwrap(), None);
+        assert_eq!(s.stat("json/a").unwrap(), None);
+        assert_eq!(std::fs::read(outside.join("json")).unwrap(), b"keep");
+    }
+
+    #[test]
     fn an_uncommitted_object_leaves_nothing() {
         let (dir, s) = storage();
         let mut staged = s.stage();
