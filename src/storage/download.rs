@@ -1,7 +1,8 @@
 //! Download strategy: files reach their final path only verified, whole, and atomically.
 //!
 //! 1. A file already at its final path (left by an interrupted run, not yet recorded) is
-//!    hashed; if it matches it is adopted instead of fetched.
+//!    hashed, if it is a regular file of the expected size (never through a symlink); if it
+//!    matches it is adopted instead of fetched.
 //! 2. Otherwise the body streams into a fresh file in `tmp/` (same filesystem as `web/`) while
 //!    both digests and the length are computed; more bytes than promised abort at once. Bytes
 //!    are spooled in memory and written in 1 MiB batches, each batch one blocking call, so a
@@ -29,7 +30,7 @@ use reqwest::header::{ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_RANGE, HeaderMap, 
 use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
 
-use super::fs::{Staged, Storage};
+use super::fs::{Staged, Storage, is_symlink_refused};
 use crate::config::Config;
 use crate::progress::Progress;
 use crate::types::RemoteFile;
@@ -60,6 +61,9 @@ pub enum DownloadError {
     TimedOut { url: String, secs: u64 },
     #[error("{path}: {error}")]
     Disk { path: String, error: std::io::Error },
+    /// A symlink in the tree on the file's way: this file is refused, the others go on.
+    #[error("{error}; remove it, then run again")]
+    Symlink { error: std::io::Error },
 }
 
 impl DownloadError {
@@ -67,7 +71,7 @@ impl DownloadError {
     fn worth_retrying(&self) -> bool {
         match self {
             DownloadError::Status { status, .. } => retry::is_transient(*status),
-            DownloadError::Disk { .. } => false,
+            DownloadError::Disk { .. } | DownloadError::Symlink { .. } => false,
             _ => true,
         }
     }
@@ -193,21 +197,39 @@ impl Downloader {
     /// than one per file), so there is nothing to adopt.
     pub async fn place(&self, target: &Target, absent: bool) -> Result<Placed, DownloadError> {
         // One blocking call: stat, and hash only if something is there.
+        // Only a regular file of the expected size is hashed (never a symlink, a device or a
+        // file larger than the target can be): reads stay bounded by what is expected.
         let (storage, key) = (self.storage.clone(), target.relative.clone());
+        let (size, cap) = (target.size, self.max_unsized);
         let present = match absent {
             true => None,
-            false => tokio::task::spawn_blocking(move || {
-                storage
-                    .exists(&key)
-                    .then(|| storage.hash(&key, &mut vec![0u8; 256 * 1024]))
+            false => tokio::task::spawn_blocking(move || match storage.stat(&key) {
+                Ok(None) => None,
+                Ok(Some(m)) if m.is_file() && size.map_or(m.size <= cap, |s| s == m.size) => {
+                    Some(storage.hash(&key, &mut vec![0u8; 256 * 1024]))
+                }
+                Ok(Some(m)) if m.is_file() => Some(Err(std::io::Error::other(format!(
+                    "{} bytes, not the {} expected",
+                    m.size,
+                    size.unwrap_or(cap)
+                )))),
+                Ok(Some(m)) => Some(Err(std::io::Error::other(format!(
+                    "a {} is in its place",
+                    m.kind.describe()
+                )))),
+                Err(e) => Some(Err(e)),
             })
             .await
             .expect("hashing panicked"),
         };
         match present {
             Some(Ok(h)) if target.matches(&h) => return Ok(Placed::Adopted),
-            Some(_) => tracing::warn!(
+            Some(Ok(_)) => tracing::warn!(
                 "{}: does not match its metadata; downloading it again",
+                self.storage.describe(&target.relative)
+            ),
+            Some(Err(e)) => tracing::warn!(
+                "{}: not adopted ({e}); downloading it again",
                 self.storage.describe(&target.relative)
             ),
             None => {}
@@ -216,7 +238,9 @@ impl Downloader {
         for url in self.sources(target) {
             match self.place_from(target, &url).await {
                 Ok(bytes) => return Ok(Placed::Downloaded { bytes }),
-                Err(e) if e.is_disk() => return Err(e),
+                Err(e) if e.is_disk() || matches!(e, DownloadError::Symlink { .. }) => {
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::debug!("{e}");
                     last = Some(e);
@@ -415,7 +439,10 @@ impl Downloader {
         tokio::task::spawn_blocking(move || spool.finish(&storage, &key))
             .await
             .expect("file writer panicked")
-            .map_err(|(path, error)| (disk(path, error), None))?;
+            .map_err(|(path, error)| match is_symlink_refused(&error) {
+                true => (DownloadError::Symlink { error }, None),
+                false => (disk(path, error), None),
+            })?;
         Ok(got.len)
     }
 }

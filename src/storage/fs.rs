@@ -12,13 +12,30 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::layout::Protected;
 use crate::types::hashing::{Hashes, hash_reader};
+
+/// A symlink met inside the tree: that one key is refused (nothing is written, read or
+/// deleted through it), the rest of the tree is fine, so it is no disk error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SymlinkRefused(String);
+
+fn symlink_refused(message: String) -> std::io::Error {
+    std::io::Error::other(SymlinkRefused(message))
+}
+
+/// Whether `e` is a refusal to pass through a symlink in the tree ([`SymlinkRefused`]).
+pub fn is_symlink_refused(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<SymlinkRefused>())
+}
 
 /// What is at a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,23 +182,57 @@ impl Storage {
         std::fs::symlink_metadata(self.path(key)).is_ok()
     }
 
-    /// The bytes of the object at `key`; `None` when there is none.
-    pub fn read(&self, key: &str) -> std::io::Result<Option<Vec<u8>>> {
-        match std::fs::read(self.path(key)) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+    /// The bytes of the object at `key`, at most `limit` of them (a caller comparing with `n`
+    /// bytes asks for `n + 1`: one more says the object is longer); `None` when there is none.
+    /// Like [`Storage::open`], never through a symlink nor from anything but a regular file.
+    pub fn read(&self, key: &str, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+        let file = match self.open(key) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut bytes = Vec::new();
+        file.take(limit).read_to_end(&mut bytes)?;
+        Ok(Some(bytes))
     }
 
-    /// Open the object at `key` for reading.
+    /// Open the object at `key` for reading: refused when a directory on its way or the key
+    /// itself is a symlink (`O_NOFOLLOW`), or when it is not a regular file (`O_NONBLOCK`, so
+    /// a fifo cannot hang the open; a device such as /dev/zero is never read).
     pub fn open(&self, key: &str) -> std::io::Result<File> {
-        File::open(self.path(key))
+        let path = self.path(key);
+        if self.through_symlink(key) {
+            return Err(symlink_refused(format!(
+                "not reading {}: a directory on its way is a symlink",
+                path.display()
+            )));
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => {
+                    symlink_refused(format!("not reading {}: it is a symlink", path.display()))
+                }
+                _ => e,
+            })?;
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::other(format!(
+                "not reading {}: not a regular file",
+                path.display()
+            )));
+        }
+        Ok(file)
     }
 
-    /// Both digests and the length of the object at `key`, read through `buf`.
+    /// Both digests and the length of the object at `key`, read through `buf`; no further
+    /// than the length it had when opened (and one byte more, so growth shows as a length
+    /// mismatch).
     pub fn hash(&self, key: &str, buf: &mut [u8]) -> std::io::Result<Hashes> {
-        hash_reader(self.open(key)?, buf)
+        let file = self.open(key)?;
+        let len = file.metadata()?.len();
+        hash_reader(file.take(len.saturating_add(1)), buf)
     }
 
     /// The entries directly under the directory `prefix` (`""`: the root), sorted by name;
@@ -189,7 +240,7 @@ impl Storage {
     /// A name that is not UTF-8 is given lossily: it can be reported, not addressed (no key
     /// pymirror writes has one). Sizes are read for files only.
     pub fn list(&self, prefix: &str) -> std::io::Result<Option<Vec<Entry>>> {
-        if !self.stat(prefix)?.is_some_and(|m| m.is_dir()) {
+        if self.through_symlink(prefix) || !self.stat(prefix)?.is_some_and(|m| m.is_dir()) {
             return Ok(None);
         }
         let entries = match std::fs::read_dir(self.path(prefix)) {
@@ -239,7 +290,11 @@ impl Storage {
         }
         drop(file);
         let dest = self.path(key);
-        self.create_parents(key).map_err(|e| on(&dest, e))?;
+        self.create_parents(key)
+            .map_err(|e| match is_symlink_refused(&e) {
+                true => e,
+                false => on(&dest, e),
+            })?;
         std::fs::rename(&staged.path, &dest).map_err(|e| on(&dest, e))?;
         staged.committed = true;
         Ok(())
@@ -276,7 +331,13 @@ impl Storage {
     /// Put `bytes` at `key`, unless it already holds exactly those bytes. Returns whether it
     /// wrote (unchanged pages keep their mtime: no churn for rsync or caches).
     pub fn put_if_changed(&self, key: &str, bytes: &[u8]) -> std::io::Result<bool> {
-        if std::fs::read(self.path(key)).is_ok_and(|old| old == bytes) {
+        // Read no more than one byte past the new page: a planted /dev/zero or a huge file
+        // there costs nothing (and is never read at all through a symlink).
+        let limit = bytes.len() as u64 + 1;
+        if self
+            .read(key, limit)
+            .is_ok_and(|old| old.is_some_and(|old| old == bytes))
+        {
             return Ok(false);
         }
         self.put_streamed(&[key], |w| w.write_all(bytes))?;
@@ -296,7 +357,7 @@ impl Storage {
     /// in `/`. Nothing there is fine; a symlink on the way is refused.
     pub fn delete(&self, key: &str) -> std::io::Result<()> {
         if self.through_symlink(key) {
-            return Err(std::io::Error::other(format!(
+            return Err(symlink_refused(format!(
                 "not deleting {}: a directory on its way is a symlink",
                 self.describe(key)
             )));
@@ -351,7 +412,7 @@ impl Storage {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let meta = std::fs::symlink_metadata(&dir)?;
                     if meta.file_type().is_symlink() {
-                        return Err(std::io::Error::other(format!(
+                        return Err(symlink_refused(format!(
                             "{} is a symlink; pymirror does not follow symlinks inside the mirror tree",
                             dir.display()
                         )));
@@ -422,7 +483,11 @@ mod tests {
             w.write_all(b"root")
         })
         .unwrap();
-        assert_eq!(s.read("simple/index.v1_html").unwrap().unwrap(), b"root");
+        assert_eq!(
+            s.read("simple/index.v1_html", 100).unwrap().unwrap(),
+            b"root"
+        );
+        assert_eq!(s.read("simple/index.v1_html", 2).unwrap().unwrap(), b"ro");
         assert!(!s.put_if_changed("simple/index.html", b"root").unwrap());
         assert!(s.put_if_changed("simple/a/index.html", b"a").unwrap());
         let names: Vec<String> = s
@@ -452,8 +517,45 @@ mod tests {
         std::os::unix::fs::symlink(&outside, dir.path().join("web/simple")).unwrap();
         assert!(s.put_if_changed("simple/x", b"x").is_err());
         assert!(s.delete("simple/f").is_err());
+        assert!(s.read("simple/f", 100).is_err());
+        assert!(s.hash("simple/f", &mut [0; 64]).is_err());
+        assert_eq!(s.list("simple/").unwrap(), None);
         assert_eq!(std::fs::read(outside.join("f")).unwrap(), b"keep");
         assert!(!outside.join("x").exists());
+    }
+
+    #[test]
+    fn a_symlink_or_device_at_a_key_is_never_read_but_replaced() {
+        let (dir, s) = storage();
+        std::fs::create_dir_all(dir.path().join("web/simple")).unwrap();
+        std::fs::write(dir.path().join("outside"), b"page").unwrap();
+        for target in [Path::new("/dev/zero"), &dir.path().join("outside")] {
+            let page = dir.path().join("web/simple/index.html");
+            let _ = std::fs::remove_file(&page);
+            std::os::unix::fs::symlink(target, &page).unwrap();
+            assert!(s.read("simple/index.html", 100).is_err());
+            assert!(s.hash("simple/index.html", &mut [0; 64]).is_err());
+            assert!(s.put_if_changed("simple/index.html", b"page").unwrap());
+            assert!(std::fs::symlink_metadata(&page).unwrap().is_file());
+        }
+        assert_eq!(std::fs::read(dir.path().join("outside")).unwrap(), b"page");
+    }
+
+    #[test]
+    fn a_symlink_at_the_key_is_deleted_as_a_link_never_followed() {
+        let (dir, s) = storage();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("json"), b"keep").unwrap();
+        std::fs::create_dir_all(dir.path().join("web/pypi")).unwrap();
+        std::fs::create_dir_all(dir.path().join("web/json")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.path().join("web/pypi/a")).unwrap();
+        std::os::unix::fs::symlink(outside.join("json"), dir.path().join("web/json/a")).unwrap();
+        s.delete("pypi/a/").unwrap();
+        s.delete("json/a").unwrap();
+        assert_eq!(s.stat("pypi/a/").unwrap(), None);
+        assert_eq!(s.stat("json/a").unwrap(), None);
+        assert_eq!(std::fs::read(outside.join("json")).unwrap(), b"keep");
     }
 
     #[test]

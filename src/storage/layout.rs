@@ -14,8 +14,8 @@
 //! Every temporary file is created in `tmp/`, never beside its target, so a crash leaves its
 //! debris in one place and the next run clears it without walking the tree.
 
-use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::Storage;
@@ -48,8 +48,10 @@ impl Layout {
         Storage::new(&self.web, &self.tmp, fsync)
     }
 
-    /// Create the directory skeleton.
+    /// Create the directory skeleton. `tmp/` must be a real directory: a symlink there is
+    /// refused, never followed (clearing it would empty wherever it points).
     pub fn create(&self) -> std::io::Result<()> {
+        self.check_tmp()?;
         for dir in [
             &self.root,
             &self.web,
@@ -61,11 +63,38 @@ impl Layout {
                 std::io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        Ok(())
+        self.check_tmp()
     }
 
-    /// Remove what an interrupted run left in `tmp/`. Only call while holding the lock.
+    /// `tmp/` is a directory, or nothing yet; anything else (a symlink) is refused in one line
+    /// naming the fix.
+    fn check_tmp(&self) -> std::io::Result<()> {
+        let kind = match std::fs::symlink_metadata(&self.tmp) {
+            Ok(m) if m.is_dir() => return Ok(()),
+            Ok(m) if m.file_type().is_symlink() => "a symlink",
+            Ok(_) => "not a directory",
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot check {}: {e}", self.tmp.display()),
+                ));
+            }
+        };
+        Err(std::io::Error::other(format!(
+            "{} is {kind}; pymirror clears and writes its temporary files there and does not \
+             follow it: replace it with a directory on the same filesystem as {} (or remove it), \
+             then run again",
+            self.tmp.display(),
+            self.web.display()
+        )))
+    }
+
+    /// Remove what an interrupted run left in `tmp/`. Only call while holding the lock; a
+    /// symlink at `tmp/` is refused (its target is never emptied), and entries are removed
+    /// without following symlinks among them.
     pub fn clear_tmp(&self) -> std::io::Result<usize> {
+        self.check_tmp()?;
         let mut removed = 0;
         for entry in std::fs::read_dir(&self.tmp)? {
             let entry = entry?;
@@ -82,12 +111,29 @@ impl Layout {
     /// Write the `status` file (the last fully synced serial) atomically, when it changed.
     pub fn write_status(&self, serial: u64, fsync: bool) -> std::io::Result<()> {
         let bytes = format!("{serial}\n");
-        if std::fs::read(&self.status).is_ok_and(|old| old == bytes.as_bytes()) {
+        // Compared without following a symlink, reading at most one byte past the new
+        // contents (a planted /dev/zero is never read); the rename below replaces a symlink
+        // there, never writes through it.
+        let old = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&self.status)
+            .and_then(|file| {
+                if !file.metadata()?.is_file() {
+                    return Err(std::io::Error::other("not a regular file"));
+                }
+                let mut old = Vec::new();
+                file.take(bytes.len() as u64 + 1).read_to_end(&mut old)?;
+                Ok(old)
+            });
+        if old.is_ok_and(|old| old == bytes.as_bytes()) {
             return Ok(());
         }
         let tmp = self.tmp.join(format!("status-{}.part", std::process::id()));
         let result = (|| {
-            let mut file = std::fs::File::create(&tmp)?;
+            // O_EXCL: never through a symlink planted at that name.
+            let _ = std::fs::remove_file(&tmp);
+            let mut file = std::fs::File::create_new(&tmp)?;
             file.write_all(bytes.as_bytes())?;
             if fsync {
                 file.sync_all()?;

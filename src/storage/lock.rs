@@ -1,9 +1,15 @@
 //! One writer per mirror: an exclusive advisory lock on `<directory>/.lock`, held for the
 //! whole run. The file records the holder's pid so the refusal can name it. The kernel drops
 //! the lock when the process dies, however it dies, so there is never a stale lock to clean.
+//!
+//! `.lock` is opened with `O_NOFOLLOW` (and `O_NONBLOCK`, so a fifo there cannot hang the
+//! open): a symlink or anything but a regular file in its place is refused, never written or
+//! read through.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 use crate::storage::Layout;
 
@@ -15,6 +21,58 @@ pub enum LockError {
     Held { pid: String, dir: String },
     #[error("cannot lock {path}: {error}; check the mirror directory's permissions")]
     Io { path: String, error: std::io::Error },
+    #[error(
+        "{path} is {what}; pymirror does not follow or write through it (it holds the running \
+         writer's pid): remove it, then run again"
+    )]
+    NotAFile { path: String, what: &'static str },
+}
+
+/// The pid a lock file holds, read no further than a pid's length.
+fn read_pid(file: &mut File) -> String {
+    let mut pid = String::new();
+    let _ = file.take(64).read_to_string(&mut pid);
+    pid.trim().to_owned()
+}
+
+/// Open `.lock` without following a symlink there; `Ok(None)`: nothing there (when not
+/// creating it).
+fn open(path: &Path, create: bool) -> Result<Option<File>, LockError> {
+    let shown = || path.display().to_string();
+    let opened = OpenOptions::new()
+        .read(true)
+        .write(create)
+        .create(create)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(LockError::NotAFile {
+                path: shown(),
+                what: "a symlink",
+            });
+        }
+        Err(error) => {
+            return Err(LockError::Io {
+                path: shown(),
+                error,
+            });
+        }
+    };
+    let meta = file.metadata().map_err(|error| LockError::Io {
+        path: shown(),
+        error,
+    })?;
+    if !meta.is_file() {
+        return Err(LockError::NotAFile {
+            path: shown(),
+            what: "not a regular file",
+        });
+    }
+    Ok(Some(file))
 }
 
 pub struct MirrorLock {
@@ -27,24 +85,16 @@ impl MirrorLock {
             path: layout.lock.display().to_string(),
             error,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&layout.lock)
-            .map_err(io)?;
+        let mut file = open(&layout.lock, true)?.expect("created");
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
+                let pid = read_pid(&mut file);
                 return Err(LockError::Held {
                     pid: if pid.is_empty() {
                         "unknown".into()
                     } else {
-                        pid.to_owned()
+                        pid
                     },
                     dir: layout.root.display().to_string(),
                 });
@@ -60,23 +110,12 @@ impl MirrorLock {
     /// The pid of the process holding the lock, if one does (a sync running now). Probing
     /// takes the lock for an instant; a sync starting in that instant is refused as usual.
     pub fn holder(layout: &Layout) -> Result<Option<String>, LockError> {
-        let mut file = match File::open(&layout.lock) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => {
-                return Err(LockError::Io {
-                    path: layout.lock.display().to_string(),
-                    error,
-                });
-            }
+        let Some(mut file) = open(&layout.lock, false)? else {
+            return Ok(None);
         };
         match file.try_lock_shared() {
             Ok(()) => Ok(None),
-            Err(TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                Ok(Some(pid.trim().to_owned()))
-            }
+            Err(TryLockError::WouldBlock) => Ok(Some(read_pid(&mut file))),
             Err(TryLockError::Error(error)) => Err(LockError::Io {
                 path: layout.lock.display().to_string(),
                 error,

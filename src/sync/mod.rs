@@ -17,7 +17,9 @@
 //!
 //! A project whose metadata is stale or whose files fail stays queued with its error and is
 //! tried first next run; the others go on. Its old page keeps pointing at its old files.
-//! A disk error (full, read-only, permission) stops the run: nothing more would succeed.
+//! A disk error (full, read-only, permission) stops the run: nothing more would succeed. A
+//! symlink met inside the tree is no disk error: that project fails (stays queued), the
+//! others go on.
 
 pub mod decide;
 pub mod dry_run;

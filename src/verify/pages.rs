@@ -133,13 +133,14 @@ impl Checker<'_> {
         let view = ProjectView::of_stored(stored);
         let held: Vec<&FileRecord> = view.files().collect();
         let read = |key: &str| -> Result<Option<Vec<u8>>, String> {
-            match self.storage.stat(key) {
-                Ok(Some(m)) if m.is_file() => {}
+            let size = match self.storage.stat(key) {
+                Ok(Some(m)) if m.is_file() => m.size,
                 Ok(Some(_)) => return Err("not a regular file".to_owned()),
                 _ => return Ok(None),
-            }
+            };
+            // No further than the regular file it was a moment ago.
             self.storage
-                .read(key)
+                .read(key, size.saturating_add(1))
                 .map_err(|e| format!("cannot read it: {e}"))
         };
         // The document as it would be rewritten for `links` from `bytes`.
@@ -268,7 +269,7 @@ impl Checker<'_> {
             Ok(Some(_)) => return Some("missing: not a regular file".into()),
             _ => return Some("missing".into()),
         }
-        match self.storage.read(key) {
+        match self.storage.read(key, want.len() as u64 + 1) {
             Ok(Some(got)) if got == want => None,
             Ok(Some(_)) => Some("differs from what the database generates".into()),
             Ok(None) => Some("missing".into()),
