@@ -44,6 +44,25 @@ use crate::upstream::snapshot::UrlPolicy;
 
 use crate::types::problem::{Kind, Problem};
 
+/// A running sync that is still migrating the database gets this long to finish.
+const MIGRATION_WAIT: Duration = Duration::from_secs(30);
+
+/// Open the database to read it. Beside a running sync, an older schema is one the sync is
+/// migrating right now: wait for it rather than refuse.
+fn open_beside(layout: &Layout, sync_running: bool) -> anyhow::Result<State> {
+    let deadline = Instant::now() + MIGRATION_WAIT;
+    loop {
+        match State::open_reader(&layout.db) {
+            Err(crate::state::StateError::Schema { .. })
+                if sync_running && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// Upstream errors in a row after which `--upstream` stops asking (upstream is down).
 const UPSTREAM_FAILURES: u32 = 20;
 
@@ -126,7 +145,7 @@ pub async fn run(
     // lock, as a sync would); one that checks only reads it, and records in its own log.
     let state = match opts.changes_things() {
         true => State::open(&layout.db)?,
-        false => State::open_reader(&layout.db)?,
+        false => open_beside(&layout, sync_pid.is_some())?,
     };
     if state.reads_immutable() {
         tracing::warn!(
