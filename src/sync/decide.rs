@@ -52,6 +52,16 @@ pub enum Decision {
     Remove { removal: Removal, serial: Serial },
 }
 
+impl Decision {
+    /// Whether applying it leaves a project the mirror holds files of without any file:
+    /// upstream still lists the project but no file of it. Guarded like a removal (an answer
+    /// such as `{"releases": {"1.0": []}}` must not empty a mirror).
+    pub fn empties(&self) -> bool {
+        matches!(self, Decision::Keep { snapshot, delete, .. }
+            if snapshot.files.is_empty() && !delete.is_empty())
+    }
+}
+
 /// Look at a queued project: left out by name (no request), or fetched and decided against
 /// `held` (the files the mirror holds of it, read only when upstream answered). With
 /// `json = true`, also upstream's JSON API document.
@@ -206,6 +216,25 @@ mod tests {
             .collect();
         assert_eq!(names, [changed.path.relative()]);
         assert_eq!(delete, [c, b]);
+    }
+
+    #[test]
+    fn a_project_left_without_files_is_an_emptying() {
+        let held = record("demo-1.0.tar.gz", 1);
+        let emptied = decide(
+            &Filters::default(),
+            Some(snapshot(vec![])),
+            vec![held.clone()],
+        );
+        assert!(emptied.empties());
+        let kept = decide(
+            &Filters::default(),
+            Some(snapshot(vec![held.clone()])),
+            vec![held],
+        );
+        assert!(!kept.empties());
+        let new = decide(&Filters::default(), Some(snapshot(vec![])), vec![]);
+        assert!(!new.empties());
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct DryRun {
     pub failures: u64,
     /// Projects gone upstream (the mass-delete guard counts them).
     gone: u64,
+    /// Projects upstream lists without any file (the guard counts them too).
+    emptied: u64,
 }
 
 pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow::Result<DryRun> {
@@ -149,6 +151,9 @@ pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow
     if let Some(why) = guard.gone(report.gone) {
         notes.push(format!("{why}: a sync would hold their removal back"));
     }
+    if let Some(why) = guard.emptied(report.emptied) {
+        notes.push(format!("{why}: a sync would hold emptying them back"));
+    }
     let total = |(n, b): (u64, u64)| format!("{n} files, {b} bytes ({})", HumanBytes(b));
     writeln!(out, "would download {}", total(report.download))?;
     writeln!(out, "would keep {}", total(report.keep))?;
@@ -232,14 +237,16 @@ impl Look<'_> {
                         delete(out, report, name, f)?;
                     }
                 }
-                Ok((
-                    Decision::Keep {
+                Ok((decision @ Decision::Keep { .. }, _)) => {
+                    report.emptied += u64::from(decision.empties());
+                    let Decision::Keep {
                         snapshot,
                         download,
                         delete: gone,
-                    },
-                    _,
-                )) => {
+                    } = decision
+                    else {
+                        unreachable!("matched above");
+                    };
                     for p in download.iter().filter(|p| !p.sidecar) {
                         let f = &snapshot.files[p.file].record;
                         report.download.0 += 1;

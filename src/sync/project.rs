@@ -8,7 +8,7 @@ use super::decide::{self, Decision, Removal};
 use super::{Ctx, lock, place, publish};
 use crate::state::Todo;
 use crate::storage::download::DownloadError;
-use crate::types::Serial;
+use crate::types::{ProjectSnapshot, Serial};
 
 pub enum Outcome {
     Synced {
@@ -26,6 +26,13 @@ pub enum Outcome {
     Failed {
         error: String,
         disk: bool,
+    },
+    /// Upstream still lists it but no file of it: published (emptied) only once the whole
+    /// queue is through, behind the mass-delete guard.
+    Emptied {
+        todo: Todo,
+        snapshot: ProjectSnapshot,
+        upstream_json: Option<serde_json::Value>,
     },
 }
 
@@ -60,6 +67,16 @@ async fn try_sync(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome> {
         held,
     )
     .await?;
+    if decision.empties() {
+        let Decision::Keep { snapshot, .. } = decision else {
+            unreachable!("only a kept project is emptied");
+        };
+        return Ok(Outcome::Emptied {
+            todo: todo.clone(),
+            snapshot,
+            upstream_json,
+        });
+    }
     match decision {
         Decision::Remove { removal, serial } => Ok(Outcome::Removed {
             todo: todo.clone(),

@@ -4,6 +4,7 @@
 mod consistency;
 mod e2e;
 mod filters;
+mod hardening_net;
 mod hostile;
 mod index;
 mod network;
