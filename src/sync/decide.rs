@@ -64,19 +64,22 @@ impl Decision {
 
 /// Look at a queued project: left out by name (no request), or fetched and decided against
 /// `held` (the files the mirror holds of it, read only when upstream answered). With
-/// `json = true`, also upstream's JSON API document.
+/// `json = true`, also upstream's JSON API document. `announced`: the change feed's serial
+/// (no answer is recorded beyond it).
 pub async fn look(
     cfg: &Config,
     upstream: &Upstream,
     permits: &Semaphore,
     policy: &UrlPolicy,
     todo: &Todo,
+    announced: Serial,
     held: impl Future<Output = anyhow::Result<Vec<FileRecord>>>,
 ) -> anyhow::Result<(Decision, Option<serde_json::Value>)> {
     if let Some(decision) = by_name(&cfg.filters, todo) {
         return Ok((decision, None));
     }
-    let Some((snapshot, json)) = fetch::fetch_fresh(cfg, upstream, permits, policy, todo).await?
+    let Some((snapshot, json)) =
+        fetch::fetch_fresh(cfg, upstream, permits, policy, todo, announced).await?
     else {
         return Ok((decide(&cfg.filters, None, Vec::new()), None));
     };

@@ -119,6 +119,7 @@ pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow
         permits: Semaphore::new(cfg.metadata_workers),
         policy: UrlPolicy::new(cfg),
         state: &state,
+        feed_serial: plan.feed_serial,
     };
     let mut report = DryRun::default();
     // The queue a page at a time (each project merged with what the feed adds), then the rest.
@@ -177,6 +178,7 @@ struct Look<'a> {
     permits: Semaphore,
     policy: UrlPolicy,
     state: &'a Mutex<State>,
+    feed_serial: Serial,
 }
 
 impl Look<'_> {
@@ -200,6 +202,7 @@ impl Look<'_> {
                     &self.permits,
                     &self.policy,
                     &todo,
+                    self.feed_serial,
                     held,
                 )
                 .await;

@@ -64,6 +64,8 @@ struct Ctx {
     downloader: Arc<Downloader>,
     metadata_permits: Semaphore,
     progress: Arc<Progress>,
+    /// The change feed's serial this run: no project is recorded beyond it.
+    feed_serial: crate::types::Serial,
 }
 
 pub async fn run(
@@ -108,6 +110,11 @@ async fn run_locked(
     let guard = Guard::new(cfg, options);
     let mut summary = Summary::default();
     let pending = plan::run(cfg, guard, &upstream, &state, &mut summary).await?;
+    // 0: not known (a first allowlist-only run without XML-RPC); then nothing is bounded now
+    // and the next run's plan forgets what was recorded beyond the feed.
+    let feed_serial = (lock(&state).changelog_serial()?)
+        .filter(|s| s.0 > 0)
+        .unwrap_or(crate::types::Serial(u64::MAX));
 
     let progress = Arc::new(Progress::new(multi));
     progress.set_projects(pending);
@@ -125,6 +132,7 @@ async fn run_locked(
         upstream,
         metadata_permits: Semaphore::new(cfg.metadata_workers),
         progress: progress.clone(),
+        feed_serial,
     });
     let removed = sync_queue(ctx.clone(), &stop, multi.is_none(), pending, &mut summary).await;
     progress.finish();

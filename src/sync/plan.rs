@@ -10,6 +10,13 @@
 //! alone: `changelog_last_serial` for the feed serial (no listing), then the changelog as
 //! usual, whose rows for other projects the sync drops.
 //!
+//! A recorded feed serial beyond upstream's current one (an absurd answer was once believed,
+//! or upstream was restored from a backup) would make every later run see no change. When
+//! the changelog answers nothing, upstream's `changelog_last_serial` is asked: if it is behind
+//! ours, the run warns and starts over as a first run (the listing, or every allowlisted
+//! project, compared again; files already held are kept), and project serials beyond the
+//! feed are forgotten.
+//!
 //! The queue and the new feed serial are committed together ([`State::enqueue`]), so the
 //! feed is never read past work that was not saved.
 
@@ -24,7 +31,7 @@ use crate::config::Config;
 
 use crate::state::{Change, State};
 use crate::types::{ProjectName, Serial};
-use crate::upstream::feed::Feed;
+use crate::upstream::feed::{Feed, Source};
 use crate::upstream::{Upstream, UpstreamError};
 
 #[derive(Debug)]
@@ -35,6 +42,9 @@ pub struct Plan {
     pub invalid_names: Vec<String>,
     /// Projects the mirror holds that a full listing (PEP 691 root) lacks: likely removals.
     pub unlisted: usize,
+    /// The recorded feed serial was beyond upstream's: this plan starts over (every change
+    /// is queued, mirrored or not, when the scope is an allowlist of names).
+    pub restarted: bool,
 }
 
 /// Collects changes keeping, per project, the display name and the lowest and highest
@@ -78,6 +88,7 @@ impl Changes {
                 .collect(),
             invalid_names: self.invalid,
             unlisted: 0,
+            restarted: false,
         }
     }
 }
@@ -119,6 +130,18 @@ pub async fn run(
     let (cfg, state) = (cfg.clone(), state.clone());
     tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
         let mut state = lock(&state);
+        let forgotten = state.forget_serials_beyond(plan.feed_serial)?;
+        if forgotten > 0 {
+            tracing::warn!(
+                "{forgotten} projects were recorded at serials beyond upstream's {}; their \
+                 serials are forgotten so that upstream's next changes to them are not skipped",
+                plan.feed_serial
+            );
+        }
+        if plan.restarted && cfg.filters.listed_projects().is_some() {
+            // Which of them changed while the feed serial was wrong is unknown: all of them.
+            state.requeue(&plan.changes)?;
+        }
         let queued = state.enqueue(&plan.changes, plan.feed_serial)?;
         if let Some(change) = &filter_change {
             // After the feed's changes are queued: a crash in between re-detects the change.
@@ -190,16 +213,51 @@ pub async fn plan(
     since: Option<Serial>,
     scope: &Scope,
 ) -> anyhow::Result<Plan> {
-    if let (None, Some(names)) = (since, &scope.only) {
-        return first_run_of(feed, names).await;
+    let (plan, source) = plan_since(feed, state, since, scope).await?;
+    // Nothing since ours: is ours beyond upstream's? (XML-RPC only: the root index compares
+    // serials itself.)
+    let Some(ours) = since.filter(|&s| {
+        source == Some(Source::XmlRpc) && plan.feed_serial == s && plan.changes.is_empty()
+    }) else {
+        return Ok(plan);
+    };
+    let upstream_serial = match feed.upstream().changelog_last_serial().await {
+        Ok(serial) => Serial(serial),
+        Err(e) => {
+            tracing::debug!("cannot check upstream's serial: {e:#}");
+            return Ok(plan);
+        }
+    };
+    if upstream_serial >= ours {
+        return Ok(plan);
     }
-    let (plan, _) = feed
+    tracing::warn!(
+        "the recorded change-feed serial {ours} is beyond upstream's current serial \
+         {upstream_serial} (an absurd answer was recorded, or upstream was restored from a \
+         backup); starting over from upstream's serial: every project is compared again, files \
+         already held are kept"
+    );
+    let (mut plan, _) = plan_since(feed, state, None, scope).await?;
+    plan.restarted = true;
+    Ok(plan)
+}
+
+async fn plan_since(
+    feed: &Feed<'_>,
+    state: &Mutex<State>,
+    since: Option<Serial>,
+    scope: &Scope,
+) -> anyhow::Result<(Plan, Option<Source>)> {
+    if let (None, Some(names)) = (since, &scope.only) {
+        return Ok((first_run_of(feed, names).await?, None));
+    }
+    let (plan, source) = feed
         .pick(
             from_xmlrpc(feed.upstream(), since, scope.relist),
             from_simple_root(feed.upstream(), state, since),
         )
         .await?;
-    Ok(plan)
+    Ok((plan, Some(source)))
 }
 
 /// A first run with an allowlist of names: those projects, and the serial to follow the

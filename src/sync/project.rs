@@ -64,6 +64,7 @@ async fn try_sync(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome> {
         &ctx.metadata_permits,
         &ctx.policy,
         todo,
+        ctx.feed_serial,
         held,
     )
     .await?;

@@ -75,3 +75,58 @@ fn emptying_few_projects_goes_through() {
     assert_eq!(mirror.links("p1").len(), 1);
     mirror.assert_consistent();
 }
+
+/// The JSON API (the only source asked: `simple_json = false`) claims serial 2^64 - 1 for a
+/// project: it is recorded at the feed's serial, so upstream's next release of it is still
+/// mirrored.
+#[test]
+fn an_absurd_project_serial_does_not_freeze_the_project() {
+    let up = FakeUpstream::start();
+    up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", b"one".to_vec())]);
+    up.claim_json_serial("demo", Some(u64::MAX));
+    let mirror = Mirror::with_settings(
+        PYMIRROR,
+        &up.url(),
+        &format!("{TEST_SETTINGS}simple_json = false\n"),
+    );
+    mirror.sync().assert_ok();
+    up.claim_json_serial("demo", None);
+    up.add_release("demo", "2.0", &[("demo-2.0.tar.gz", b"two".to_vec())]);
+    for _ in 0..2 {
+        mirror.sync().assert_ok();
+        assert_eq!(mirror.links("demo").len(), 2);
+        assert_eq!(mirror.status_serial(), up.serial());
+    }
+}
+
+/// A first allowlist-only run is told `changelog_last_serial` = i64::MAX; later runs against
+/// a sane upstream warn that the recorded serial is beyond upstream's and start over.
+#[test]
+fn an_absurd_feed_serial_is_recovered_from() {
+    let up = FakeUpstream::start();
+    up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", b"one".to_vec())]);
+    up.claim_last_serial(Some(i64::MAX));
+    let mirror = Mirror::with_settings(
+        PYMIRROR,
+        &up.url(),
+        &format!("{TEST_SETTINGS}[filters]\nallowlist = [\"demo\"]\n"),
+    );
+    mirror.sync().assert_ok();
+    assert_eq!(mirror.links("demo").len(), 1);
+    up.claim_last_serial(None);
+    up.add_release("demo", "2.0", &[("demo-2.0.tar.gz", b"two".to_vec())]);
+    let run = mirror.sync();
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("beyond upstream's current serial"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mirror.links("demo").len(), 2);
+    up.add_release("demo", "3.0", &[("demo-3.0.tar.gz", b"three".to_vec())]);
+    let run = mirror.sync();
+    run.assert_ok();
+    assert!(!run.stderr.contains("beyond upstream"), "{}", run.stderr);
+    assert_eq!(mirror.links("demo").len(), 3);
+    assert_eq!(mirror.status_serial(), up.serial());
+}

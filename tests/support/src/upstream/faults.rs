@@ -174,6 +174,22 @@ impl FakeUpstream {
         st.journal(&key, Some(version), format!("add {pyver} file {filename}"))
     }
 
+    /// The JSON API claims `serial` (header `X-PyPI-Last-Serial` and `last_serial`) for the
+    /// project from now on; `None` goes back to its real serial.
+    pub fn claim_json_serial(&self, display_name: &str, serial: Option<u64>) {
+        let mut st = self.st();
+        let key = normalize(display_name);
+        match serial {
+            Some(s) => st.json_serial.insert(key, s),
+            None => st.json_serial.remove(&key),
+        };
+    }
+
+    /// `changelog_last_serial` answers `serial` from now on; `None` goes back to the real one.
+    pub fn claim_last_serial(&self, serial: Option<i64>) {
+        self.st().last_serial = serial;
+    }
+
     /// Serve `content` with status 200 for any request to exactly `path` (raw or
     /// percent-decoded), overriding all routes (`/pypi` overrides XML-RPC).
     pub fn serve_raw(&self, path: &str, content: Vec<u8>) {

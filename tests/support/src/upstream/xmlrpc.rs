@@ -92,7 +92,7 @@ pub(super) fn xmlrpc(st: &mut State, body: &[u8]) -> Response {
                 .map(|p| (p.display.clone(), Xv::Int(p.last_serial as i64)))
                 .collect(),
         ),
-        "changelog_last_serial" => Xv::Int(st.serial as i64),
+        "changelog_last_serial" => Xv::Int(st.last_serial.unwrap_or(st.serial as i64)),
         "changelog_since_serial" => {
             let since = match param {
                 Some(Ok(n)) => n,
