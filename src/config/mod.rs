@@ -63,6 +63,8 @@ pub struct Config {
     pub fsync: bool,
     pub max_metadata_bytes: u64,
     pub max_deletions: usize,
+    /// Change-feed (XML-RPC changelog) rows one run reads at most (0: no cap).
+    pub max_feed_rows: u64,
     pub simple_format: SimpleFormat,
     /// Absolute base URL for file links, without a trailing slash (default: relative links).
     pub root_uri: Option<String>,
@@ -111,6 +113,7 @@ const MIRROR_KEYS: &[&str] = &[
     "fsync",
     "max_metadata_bytes",
     "max_deletions",
+    "max_feed_rows",
     "simple_format",
     "root_uri",
     "json",
@@ -220,6 +223,9 @@ impl Config {
                 .integer("max_metadata_bytes", 1024, 1 << 40)?
                 .unwrap_or(256 << 20) as u64,
             max_deletions: keys.integer("max_deletions", 0, i64::MAX)?.unwrap_or(1000) as usize,
+            max_feed_rows: keys
+                .integer("max_feed_rows", 0, i64::MAX)?
+                .unwrap_or(1_000_000) as u64,
             simple_format: match keys.string("simple_format")?.as_deref() {
                 None | Some("all") => SimpleFormat::All,
                 Some("html") => SimpleFormat::Html,

@@ -109,7 +109,7 @@ async fn run_locked(
     let upstream = Arc::new(Upstream::new(cfg)?);
     let guard = Guard::new(cfg, options);
     let mut summary = Summary::default();
-    let pending = plan::run(cfg, guard, &upstream, &state, &mut summary).await?;
+    let pending = plan::run(cfg, guard, &upstream, &state, &mut summary, &stop).await?;
     // 0: not known (a first allowlist-only run without XML-RPC); then nothing is bounded now
     // and the next run's plan forgets what was recorded beyond the feed.
     let feed_serial = (lock(&state).changelog_serial()?)

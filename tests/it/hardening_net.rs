@@ -1,6 +1,8 @@
 //! Hardening against an unreliable network and an untrusted upstream: answers that would
 //! empty the mirror, absurd serials, endless change feeds, trickling answers, huge strings.
 
+use std::time::{Duration, Instant};
+
 use pymirror_testkit::mirror::{Mirror, TEST_SETTINGS};
 use pymirror_testkit::upstream::FakeUpstream;
 
@@ -129,4 +131,64 @@ fn an_absurd_feed_serial_is_recovered_from() {
     assert!(!run.stderr.contains("beyond upstream"), "{}", run.stderr);
     assert_eq!(mirror.links("demo").len(), 3);
     assert_eq!(mirror.status_serial(), up.serial());
+}
+
+/// A change feed that never ends: page after page of new names, each at serial n + 1.
+fn endless_feed(settings: &str) -> (FakeUpstream, Mirror) {
+    let up = FakeUpstream::start();
+    up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", b"one".to_vec())]);
+    let mirror = Mirror::with_settings(PYMIRROR, &up.url(), &format!("{TEST_SETTINGS}{settings}"));
+    mirror.sync().assert_ok();
+    up.set_changelog_page(10);
+    up.endless_changelog(true);
+    (up, mirror)
+}
+
+/// One run reads at most `max_feed_rows` rows, queues what it read (the next run reads on
+/// from there) and ends with an error.
+#[test]
+fn an_endless_change_feed_is_read_only_so_far() {
+    let (up, mirror) = endless_feed("max_feed_rows = 30\n");
+    let started = Instant::now();
+    let run = mirror.sync();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(run.stderr.contains("max_feed_rows = 30"), "{}", run.stderr);
+    let pages = |up: &FakeUpstream| {
+        up.requests()
+            .iter()
+            .filter(|r| r.xmlrpc_method.as_deref() == Some("changelog_since_serial"))
+            .count()
+    };
+    assert_eq!(pages(&up), 3);
+    // What was read is kept: the feed serial advanced past it, the mirror is intact.
+    assert!(mirror.status_serial() >= 1);
+    assert_eq!(mirror.links("demo").len(), 1);
+    mirror.assert_consistent();
+}
+
+/// SIGTERM while an endless feed is read: no further page, the run ends.
+#[test]
+fn sigterm_stops_reading_an_endless_change_feed() {
+    let (up, mirror) = endless_feed("");
+    let mut child = mirror.spawn_sync(&[]);
+    let started = Instant::now();
+    while up.request_count() < 20 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if signalled.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the sync ignored SIGTERM while reading the change feed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_ne!(status.code(), Some(0));
 }

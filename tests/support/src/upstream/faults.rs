@@ -190,6 +190,13 @@ impl FakeUpstream {
         self.st().last_serial = serial;
     }
 
+    /// `changelog_since_serial(n)` answers, from now on (`false`: no longer), a full page
+    /// (`set_changelog_page`) of names never seen before, all at serial n + 1: a feed that
+    /// never ends.
+    pub fn endless_changelog(&self, on: bool) {
+        self.st().endless_changelog = on;
+    }
+
     /// Serve `content` with status 200 for any request to exactly `path` (raw or
     /// percent-decoded), overriding all routes (`/pypi` overrides XML-RPC).
     pub fn serve_raw(&self, path: &str, content: Vec<u8>) {

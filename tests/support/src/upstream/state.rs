@@ -94,6 +94,8 @@ pub(super) struct State {
     pub(super) json_serial: HashMap<String, u64>,
     /// What `changelog_last_serial` claims instead of the journal's serial.
     pub(super) last_serial: Option<i64>,
+    /// `changelog_since_serial(n)` answers a full page of new names, all at serial n + 1.
+    pub(super) endless_changelog: bool,
     // Random faults: the rates, what fired so far, the generator's state.
     pub(super) faults: FaultRates,
     pub(super) injected: FaultCounts,
@@ -132,6 +134,7 @@ impl State {
             raw: HashMap::new(),
             json_serial: HashMap::new(),
             last_serial: None,
+            endless_changelog: false,
             faults: FaultRates::default(),
             injected: FaultCounts::default(),
             rng: 0x9E37_79B9_7F4A_7C15,
