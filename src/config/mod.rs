@@ -62,6 +62,8 @@ pub struct Config {
     pub retry_delay: Duration,
     pub fsync: bool,
     pub max_metadata_bytes: u64,
+    /// One metadata request, all its attempts and its whole body, must be done within this.
+    pub metadata_deadline: Duration,
     pub max_deletions: usize,
     /// Change-feed (XML-RPC changelog) rows one run reads at most (0: no cap).
     pub max_feed_rows: u64,
@@ -112,6 +114,7 @@ const MIRROR_KEYS: &[&str] = &[
     "retry_delay",
     "fsync",
     "max_metadata_bytes",
+    "metadata_deadline",
     "max_deletions",
     "max_feed_rows",
     "simple_format",
@@ -222,6 +225,10 @@ impl Config {
             max_metadata_bytes: keys
                 .integer("max_metadata_bytes", 1024, 1 << 40)?
                 .unwrap_or(256 << 20) as u64,
+            metadata_deadline: keys
+                .seconds("metadata_deadline")?
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(600)),
             max_deletions: keys.integer("max_deletions", 0, i64::MAX)?.unwrap_or(1000) as usize,
             max_feed_rows: keys
                 .integer("max_feed_rows", 0, i64::MAX)?

@@ -192,3 +192,29 @@ fn sigterm_stops_reading_an_endless_change_feed() {
     };
     assert_ne!(status.code(), Some(0));
 }
+
+/// A JSON API answer trickling one byte every 300 ms (well under the read timeout) is cut at
+/// `metadata_deadline`; the project stays queued with why, the run ends.
+#[test]
+fn a_trickling_metadata_answer_is_cut_at_the_deadline() {
+    let up = FakeUpstream::start();
+    up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", b"one".to_vec())]);
+    up.add_release("slow", "1.0", &[("slow-1.0.tar.gz", b"slow".to_vec())]);
+    up.trickle("/pypi/slow/json", Duration::from_millis(300));
+    let mirror = Mirror::with_settings(
+        PYMIRROR,
+        &up.url(),
+        &format!("{TEST_SETTINGS}metadata_deadline = 2\n"),
+    );
+    let started = Instant::now();
+    let run = mirror.sync();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("metadata_deadline = 2"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mirror.links("demo").len(), 1);
+    assert!(mirror.page("slow").is_none());
+}

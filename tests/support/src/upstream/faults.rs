@@ -197,6 +197,12 @@ impl FakeUpstream {
         self.st().endless_changelog = on;
     }
 
+    /// Answers to exactly `path` (`/pypi` for XML-RPC) send their body one byte every
+    /// `every` (status and headers at once), for ever slower than any sane deadline.
+    pub fn trickle(&self, path: &str, every: Duration) {
+        self.st().trickle.insert(path.to_owned(), every);
+    }
+
     /// Serve `content` with status 200 for any request to exactly `path` (raw or
     /// percent-decoded), overriding all routes (`/pypi` overrides XML-RPC).
     pub fn serve_raw(&self, path: &str, content: Vec<u8>) {
@@ -220,6 +226,27 @@ impl FakeUpstream {
         };
         self.st().raw.insert(path, answer);
     }
+}
+
+/// `resp` with its body sent one byte every `every`.
+pub(super) async fn trickled(resp: Response, every: Duration) -> Response {
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let stream = futures::stream::unfold(0usize, move |i| {
+        let bytes = bytes.clone();
+        async move {
+            if i >= bytes.len() {
+                return None;
+            }
+            tokio::time::sleep(every).await;
+            Some((Ok::<_, std::io::Error>(bytes.slice(i..i + 1)), i + 1))
+        }
+    });
+    let mut resp = Response::from_parts(parts, axum::body::Body::from_stream(stream));
+    resp.headers_mut().remove(header::CONTENT_LENGTH);
+    resp
 }
 
 // ---- connection layer: truncated downloads ----

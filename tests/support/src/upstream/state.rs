@@ -96,6 +96,8 @@ pub(super) struct State {
     pub(super) last_serial: Option<i64>,
     /// `changelog_since_serial(n)` answers a full page of new names, all at serial n + 1.
     pub(super) endless_changelog: bool,
+    /// Answers to these paths are sent one byte every so often.
+    pub(super) trickle: HashMap<String, Duration>,
     // Random faults: the rates, what fired so far, the generator's state.
     pub(super) faults: FaultRates,
     pub(super) injected: FaultCounts,
@@ -135,6 +137,7 @@ impl State {
             json_serial: HashMap::new(),
             last_serial: None,
             endless_changelog: false,
+            trickle: HashMap::new(),
             faults: FaultRates::default(),
             injected: FaultCounts::default(),
             rng: 0x9E37_79B9_7F4A_7C15,
