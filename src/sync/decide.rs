@@ -84,7 +84,7 @@ pub async fn look(
         return Ok((decide(&cfg.filters, None, Vec::new()), None));
     };
     for why in &snapshot.refused {
-        tracing::warn!("{why}");
+        tracing::warn!("{}", crate::types::text::shown(why));
     }
     let held = held.await?;
     Ok((decide(&cfg.filters, Some(snapshot), held), json))

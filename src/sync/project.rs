@@ -40,7 +40,9 @@ pub async fn sync(ctx: &Arc<Ctx>, todo: Todo) -> Outcome {
     match try_sync(ctx, &todo).await {
         Ok(outcome) => outcome,
         Err(error) => {
-            let msg = format!("{error:#}");
+            // Upstream's text inside (a value serde quotes, a fault string): cut and escaped
+            // before it reaches the log, `last_error` and `status`.
+            let msg = crate::types::text::shown(&format!("{error:#}"));
             let (state, name) = (ctx.state.clone(), todo.name.clone());
             let m = msg.clone();
             let _ =

@@ -456,7 +456,8 @@ fn last_serial(headers: &HeaderMap) -> Option<u64> {
 fn parse_json<T: serde::de::DeserializeOwned>(url: &Url, body: &[u8]) -> Result<T, UpstreamError> {
     serde_json::from_slice(body).map_err(|e| UpstreamError::Json {
         url: url.to_string(),
-        message: e.to_string(),
+        // serde quotes the offending value: upstream's text, cut and escaped.
+        message: crate::types::text::shown(&e.to_string()),
     })
 }
 

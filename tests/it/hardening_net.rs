@@ -218,3 +218,49 @@ fn a_trickling_metadata_answer_is_cut_at_the_deadline() {
     assert_eq!(mirror.links("demo").len(), 1);
     assert!(mirror.page("slow").is_none());
 }
+
+/// Upstream text reaches the log, `last_error` and `status` cut and escaped: a 5 MB `size`
+/// string, a `faultString` with newlines that would forge log lines.
+#[test]
+fn upstream_text_is_cut_and_escaped() {
+    let up = FakeUpstream::start();
+    up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", b"one".to_vec())]);
+    up.inject_file_json(
+        "huge",
+        "1.0",
+        serde_json::json!({"filename": "huge-1.0.tar.gz", "size": "A".repeat(5 << 20)}),
+    );
+    let mirror = Mirror::new(PYMIRROR, &up.url());
+    let run = mirror.sync();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let longest = run.stderr.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096, "a {longest}-byte log line");
+    assert!(run.stderr.contains("more bytes"), "{}", run.stderr);
+    let status = mirror.run(&["status", "--config", mirror.config.to_str().unwrap()]);
+    assert!(
+        status.stdout.len() < 8192,
+        "{} bytes of status",
+        status.stdout.len()
+    );
+
+    let forged = "<?xml version=\"1.0\"?><methodResponse><fault><value><struct>\
+        <member><name>faultCode</name><value><int>1</int></value></member>\
+        <member><name>faultString</name><value><string>boom\n2026-01-01T00:00:00Z ERROR forged line</string></value></member>\
+        </struct></value></fault></methodResponse>";
+    up.serve_response(
+        "/pypi",
+        pymirror_testkit::upstream::RawAnswer {
+            status: 200,
+            headers: vec![("content-type".into(), "text/xml".into())],
+            body: forged.as_bytes().to_vec(),
+        },
+    );
+    let run = mirror.sync();
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("boom\\n2026"), "{}", run.stderr);
+    assert!(
+        !run.stderr.lines().any(|l| l.starts_with("2026-01-01")),
+        "{}",
+        run.stderr
+    );
+}
