@@ -89,6 +89,9 @@ pub struct Config {
     pub min_download_rate: u64,
     /// Files larger than this are refused (0: no cap).
     pub max_file_bytes: u64,
+    /// A project listing more files / releases than this is refused whole (0: no cap).
+    pub max_project_files: usize,
+    pub max_project_releases: usize,
     /// What the mirror holds of upstream (`[filters]`; empty: everything).
     pub filters: crate::filter::Filters,
 }
@@ -129,6 +132,8 @@ const MIRROR_KEYS: &[&str] = &[
     "max_connections_per_host",
     "min_download_rate",
     "max_file_bytes",
+    "max_project_files",
+    "max_project_releases",
 ];
 
 impl Config {
@@ -269,6 +274,12 @@ impl Config {
                 .integer("min_download_rate", 1, 1 << 40)?
                 .unwrap_or(16 * 1024) as u64,
             max_file_bytes: keys.integer("max_file_bytes", 0, i64::MAX)?.unwrap_or(0) as u64,
+            max_project_files: keys
+                .integer("max_project_files", 0, i64::MAX)?
+                .unwrap_or(200_000) as usize,
+            max_project_releases: keys
+                .integer("max_project_releases", 0, i64::MAX)?
+                .unwrap_or(100_000) as usize,
             filters: filters::parse(table.get("filters"), base)?,
         })
     }

@@ -264,3 +264,35 @@ fn upstream_text_is_cut_and_escaped() {
         run.stderr
     );
 }
+
+/// A project listing more files than `max_project_files` is refused whole with a line naming
+/// the key; the others go on.
+#[test]
+fn a_project_with_too_many_files_is_refused() {
+    let up = FakeUpstream::start();
+    up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", b"one".to_vec())]);
+    up.add_release(
+        "many",
+        "1.0",
+        &[
+            ("many-1.0.tar.gz", b"a".to_vec()),
+            ("many-1.0.zip", b"b".to_vec()),
+            ("many-1.0-py3-none-any.whl", b"c".to_vec()),
+        ],
+    );
+    let mirror = Mirror::with_settings(
+        PYMIRROR,
+        &up.url(),
+        &format!("{TEST_SETTINGS}max_project_files = 2\n"),
+    );
+    let run = mirror.sync();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("upstream lists 3 files, more than max_project_files = 2"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mirror.links("demo").len(), 1);
+    assert!(mirror.page("many").is_none());
+}
