@@ -134,7 +134,8 @@ fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {
 }
 
 fn fatal(message: String) -> ExitCode {
-    tracing::error!("{message}");
+    // Upstream's text may be inside: cut and escaped.
+    tracing::error!("{}", pymirror::types::text::shown(&message));
     ExitCode::from(2)
 }
 

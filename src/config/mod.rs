@@ -62,7 +62,11 @@ pub struct Config {
     pub retry_delay: Duration,
     pub fsync: bool,
     pub max_metadata_bytes: u64,
+    /// One metadata request, all its attempts and its whole body, must be done within this.
+    pub metadata_deadline: Duration,
     pub max_deletions: usize,
+    /// Change-feed (XML-RPC changelog) rows one run reads at most (0: no cap).
+    pub max_feed_rows: u64,
     pub simple_format: SimpleFormat,
     /// Absolute base URL for file links, without a trailing slash (default: relative links).
     pub root_uri: Option<String>,
@@ -85,6 +89,9 @@ pub struct Config {
     pub min_download_rate: u64,
     /// Files larger than this are refused (0: no cap).
     pub max_file_bytes: u64,
+    /// A project listing more files / releases than this is refused whole (0: no cap).
+    pub max_project_files: usize,
+    pub max_project_releases: usize,
     /// What the mirror holds of upstream (`[filters]`; empty: everything).
     pub filters: crate::filter::Filters,
 }
@@ -110,7 +117,9 @@ const MIRROR_KEYS: &[&str] = &[
     "retry_delay",
     "fsync",
     "max_metadata_bytes",
+    "metadata_deadline",
     "max_deletions",
+    "max_feed_rows",
     "simple_format",
     "root_uri",
     "json",
@@ -123,6 +132,8 @@ const MIRROR_KEYS: &[&str] = &[
     "max_connections_per_host",
     "min_download_rate",
     "max_file_bytes",
+    "max_project_files",
+    "max_project_releases",
 ];
 
 impl Config {
@@ -219,7 +230,14 @@ impl Config {
             max_metadata_bytes: keys
                 .integer("max_metadata_bytes", 1024, 1 << 40)?
                 .unwrap_or(256 << 20) as u64,
+            metadata_deadline: keys
+                .seconds("metadata_deadline")?
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(600)),
             max_deletions: keys.integer("max_deletions", 0, i64::MAX)?.unwrap_or(1000) as usize,
+            max_feed_rows: keys
+                .integer("max_feed_rows", 0, i64::MAX)?
+                .unwrap_or(1_000_000) as u64,
             simple_format: match keys.string("simple_format")?.as_deref() {
                 None | Some("all") => SimpleFormat::All,
                 Some("html") => SimpleFormat::Html,
@@ -256,6 +274,12 @@ impl Config {
                 .integer("min_download_rate", 1, 1 << 40)?
                 .unwrap_or(16 * 1024) as u64,
             max_file_bytes: keys.integer("max_file_bytes", 0, i64::MAX)?.unwrap_or(0) as u64,
+            max_project_files: keys
+                .integer("max_project_files", 0, i64::MAX)?
+                .unwrap_or(200_000) as usize,
+            max_project_releases: keys
+                .integer("max_project_releases", 0, i64::MAX)?
+                .unwrap_or(100_000) as usize,
             filters: filters::parse(table.get("filters"), base)?,
         })
     }

@@ -23,6 +23,16 @@ impl State {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Forget the serial of every project recorded beyond `feed` (an absurd answer recorded
+    /// before answers were bounded, or upstream restored from an older backup): set to 0, so
+    /// upstream's next change to it is queued rather than skipped. How many.
+    pub fn forget_serials_beyond(&mut self, feed: Serial) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE projects SET serial = 0 WHERE serial > ?1",
+            [feed.to_db()],
+        )?)
+    }
+
     pub fn project_serial(&self, name: &ProjectName) -> Result<Option<Serial>> {
         Ok(self
             .conn

@@ -171,6 +171,9 @@ pub struct Downloader {
 /// Bytes held in memory before they are written out in one blocking call.
 const SPOOL_BATCH: usize = 1024 * 1024;
 
+/// The longest any download attempt may take, however large the file says it is.
+const MAX_DOWNLOAD_DEADLINE: Duration = Duration::from_secs(6 * 3600);
+
 impl Downloader {
     pub fn new(
         storage: Arc<Storage>,
@@ -269,7 +272,9 @@ impl Downloader {
 
     async fn place_from(&self, target: &Target, url: &Url) -> Result<u64, DownloadError> {
         let size = target.size.unwrap_or(1 << 20);
-        let deadline = self.timeout + Duration::from_secs_f64(size as f64 / self.min_rate as f64);
+        // Bounded whatever size upstream declares (max_file_bytes may be 0: no cap).
+        let deadline = (self.timeout + Duration::from_secs_f64(size as f64 / self.min_rate as f64))
+            .min(MAX_DOWNLOAD_DEADLINE);
         let mut partial = None;
         let mut attempt = 0;
         loop {

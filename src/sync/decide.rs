@@ -52,26 +52,39 @@ pub enum Decision {
     Remove { removal: Removal, serial: Serial },
 }
 
+impl Decision {
+    /// Whether applying it leaves a project the mirror holds files of without any file:
+    /// upstream still lists the project but no file of it. Guarded like a removal (an answer
+    /// such as `{"releases": {"1.0": []}}` must not empty a mirror).
+    pub fn empties(&self) -> bool {
+        matches!(self, Decision::Keep { snapshot, delete, .. }
+            if snapshot.files.is_empty() && !delete.is_empty())
+    }
+}
+
 /// Look at a queued project: left out by name (no request), or fetched and decided against
 /// `held` (the files the mirror holds of it, read only when upstream answered). With
-/// `json = true`, also upstream's JSON API document.
+/// `json = true`, also upstream's JSON API document. `announced`: the change feed's serial
+/// (no answer is recorded beyond it).
 pub async fn look(
     cfg: &Config,
     upstream: &Upstream,
     permits: &Semaphore,
     policy: &UrlPolicy,
     todo: &Todo,
+    announced: Serial,
     held: impl Future<Output = anyhow::Result<Vec<FileRecord>>>,
 ) -> anyhow::Result<(Decision, Option<serde_json::Value>)> {
     if let Some(decision) = by_name(&cfg.filters, todo) {
         return Ok((decision, None));
     }
-    let Some((snapshot, json)) = fetch::fetch_fresh(cfg, upstream, permits, policy, todo).await?
+    let Some((snapshot, json)) =
+        fetch::fetch_fresh(cfg, upstream, permits, policy, todo, announced).await?
     else {
         return Ok((decide(&cfg.filters, None, Vec::new()), None));
     };
     for why in &snapshot.refused {
-        tracing::warn!("{why}");
+        tracing::warn!("{}", crate::types::text::shown(why));
     }
     let held = held.await?;
     Ok((decide(&cfg.filters, Some(snapshot), held), json))
@@ -206,6 +219,25 @@ mod tests {
             .collect();
         assert_eq!(names, [changed.path.relative()]);
         assert_eq!(delete, [c, b]);
+    }
+
+    #[test]
+    fn a_project_left_without_files_is_an_emptying() {
+        let held = record("demo-1.0.tar.gz", 1);
+        let emptied = decide(
+            &Filters::default(),
+            Some(snapshot(vec![])),
+            vec![held.clone()],
+        );
+        assert!(emptied.empties());
+        let kept = decide(
+            &Filters::default(),
+            Some(snapshot(vec![held.clone()])),
+            vec![held],
+        );
+        assert!(!kept.empties());
+        let new = decide(&Filters::default(), Some(snapshot(vec![])), vec![]);
+        assert!(!new.empties());
     }
 
     #[test]

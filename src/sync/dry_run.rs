@@ -46,6 +46,8 @@ pub struct DryRun {
     pub failures: u64,
     /// Projects gone upstream (the mass-delete guard counts them).
     gone: u64,
+    /// Projects upstream lists without any file (the guard counts them too).
+    emptied: u64,
 }
 
 pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow::Result<DryRun> {
@@ -66,7 +68,7 @@ pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow
             notes.push(format!("a sync would stop before changing anything: {e}"));
         }
     }
-    let plan = plan::read(cfg, &upstream, &state, since, filter_change.as_ref()).await?;
+    let plan = plan::read(cfg, &upstream, &state, since, filter_change.as_ref(), None).await?;
     if let Some(why) = guard.unlisted(plan.unlisted) {
         notes.push(format!("a sync would stop before changing anything: {why}"));
     }
@@ -117,6 +119,7 @@ pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow
         permits: Semaphore::new(cfg.metadata_workers),
         policy: UrlPolicy::new(cfg),
         state: &state,
+        feed_serial: plan.feed_serial,
     };
     let mut report = DryRun::default();
     // The queue a page at a time (each project merged with what the feed adds), then the rest.
@@ -149,6 +152,9 @@ pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow
     if let Some(why) = guard.gone(report.gone) {
         notes.push(format!("{why}: a sync would hold their removal back"));
     }
+    if let Some(why) = guard.emptied(report.emptied) {
+        notes.push(format!("{why}: a sync would hold emptying them back"));
+    }
     let total = |(n, b): (u64, u64)| format!("{n} files, {b} bytes ({})", HumanBytes(b));
     writeln!(out, "would download {}", total(report.download))?;
     writeln!(out, "would keep {}", total(report.keep))?;
@@ -172,6 +178,7 @@ struct Look<'a> {
     permits: Semaphore,
     policy: UrlPolicy,
     state: &'a Mutex<State>,
+    feed_serial: Serial,
 }
 
 impl Look<'_> {
@@ -195,6 +202,7 @@ impl Look<'_> {
                     &self.permits,
                     &self.policy,
                     &todo,
+                    self.feed_serial,
                     held,
                 )
                 .await;
@@ -232,14 +240,16 @@ impl Look<'_> {
                         delete(out, report, name, f)?;
                     }
                 }
-                Ok((
-                    Decision::Keep {
+                Ok((decision @ Decision::Keep { .. }, _)) => {
+                    report.emptied += u64::from(decision.empties());
+                    let Decision::Keep {
                         snapshot,
                         download,
                         delete: gone,
-                    },
-                    _,
-                )) => {
+                    } = decision
+                    else {
+                        unreachable!("matched above");
+                    };
                     for p in download.iter().filter(|p| !p.sidecar) {
                         let f = &snapshot.files[p.file].record;
                         report.download.0 += 1;

@@ -5,6 +5,10 @@
 //! on the upstream's retry policy, `stale_retries` times. The result is validated into a
 //! [`ProjectSnapshot`] at the older of the two answers' serials, so what the newer one adds is
 //! fetched again next time rather than recorded as mirrored.
+//!
+//! An answer's serial beyond what the change feed announced (`announced`, the feed serial of
+//! this run) is not believed: the project is recorded at the feed's serial, so one absurd
+//! `X-PyPI-Last-Serial` (say 2^64 - 1) cannot make the mirror skip its later changes.
 
 use tokio::sync::Semaphore;
 
@@ -25,7 +29,9 @@ pub async fn fetch_fresh(
     permits: &Semaphore,
     policy: &UrlPolicy,
     todo: &Todo,
+    announced: Serial,
 ) -> anyhow::Result<Fetched> {
+    let bound = announced.max(todo.serial);
     let retry = upstream.retry_policy().with_retries(cfg.stale_retries);
     let mut attempt = 0;
     loop {
@@ -54,11 +60,12 @@ pub async fn fetch_fresh(
             if json_serial.is_none() && page_serial.is_none() {
                 return Ok(None);
             }
-            let serial = json_serial
+            let answered = json_serial
                 .into_iter()
                 .chain(page_serial)
                 .min()
                 .unwrap_or_default();
+            let serial = believable(&todo.display_name, answered, bound);
             let (page, page_url) = match page {
                 Some((p, _, url)) => (Some(p), Some(url)),
                 None => (None, None),
@@ -101,5 +108,36 @@ pub async fn fetch_fresh(
         );
         tokio::time::sleep(wait).await;
         attempt += 1;
+    }
+}
+
+/// How far beyond the feed's serial an answer may be before it is worth a warning: a project
+/// changed while the run went on is a little beyond, an absurd serial is far beyond.
+const FAR_BEYOND: u64 = 10_000_000;
+
+/// The serial to record for an answer at `answered` when the feed announced up to `bound`:
+/// never beyond `bound`.
+fn believable(display_name: &str, answered: Serial, bound: Serial) -> Serial {
+    if answered <= bound {
+        return answered;
+    }
+    if answered.0 - bound.0 > FAR_BEYOND {
+        tracing::warn!(
+            "{display_name}: upstream answered serial {answered}, far beyond the change feed's {bound}; \
+             recorded at {bound}"
+        );
+    }
+    bound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_serial_beyond_the_feed_is_recorded_at_the_feed() {
+        assert_eq!(believable("demo", Serial(5), Serial(7)), Serial(5));
+        assert_eq!(believable("demo", Serial(9), Serial(7)), Serial(7));
+        assert_eq!(believable("demo", Serial(u64::MAX), Serial(7)), Serial(7));
     }
 }

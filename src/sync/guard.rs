@@ -1,7 +1,8 @@
 //! The mass-delete guard: a run that would take more than `max_deletions` projects away
 //! (upstream's listing lacks them, upstream answers 404 for them, or a filter change leaves
-//! them out) removes none of them unless the operator says `--allow-mass-delete`. One rule
-//! for the sync and its dry run.
+//! them out), or leave more than `max_deletions` mirrored projects without any file
+//! (upstream still lists them, with no file), removes or empties none of them unless the
+//! operator says `--allow-mass-delete`. One rule for the sync and its dry run.
 
 use indicatif::HumanBytes;
 
@@ -68,6 +69,18 @@ impl Guard {
         self.holds(gone).then(|| {
             format!(
                 "{gone} projects are gone upstream, more than max_deletions = {}",
+                self.max_deletions
+            )
+        })
+    }
+
+    /// Projects upstream still lists but without any of the files the mirror holds: why
+    /// emptying them is held back, when it is.
+    pub fn emptied(&self, emptied: u64) -> Option<String> {
+        self.holds(emptied).then(|| {
+            format!(
+                "{emptied} mirrored projects would be left without any file (upstream lists none), \
+                 more than max_deletions = {}",
                 self.max_deletions
             )
         })

@@ -66,6 +66,8 @@ struct Ctx {
     downloader: Arc<Downloader>,
     metadata_permits: Semaphore,
     progress: Arc<Progress>,
+    /// The change feed's serial this run: no project is recorded beyond it.
+    feed_serial: crate::types::Serial,
 }
 
 pub async fn run(
@@ -109,7 +111,12 @@ async fn run_locked(
     let upstream = Arc::new(Upstream::new(cfg)?);
     let guard = Guard::new(cfg, options);
     let mut summary = Summary::default();
-    let pending = plan::run(cfg, guard, &upstream, &state, &mut summary).await?;
+    let pending = plan::run(cfg, guard, &upstream, &state, &mut summary, &stop).await?;
+    // 0: not known (a first allowlist-only run without XML-RPC); then nothing is bounded now
+    // and the next run's plan forgets what was recorded beyond the feed.
+    let feed_serial = (lock(&state).changelog_serial()?)
+        .filter(|s| s.0 > 0)
+        .unwrap_or(crate::types::Serial(u64::MAX));
 
     let progress = Arc::new(Progress::new(multi));
     progress.set_projects(pending);
@@ -127,10 +134,12 @@ async fn run_locked(
         upstream,
         metadata_permits: Semaphore::new(cfg.metadata_workers),
         progress: progress.clone(),
+        feed_serial,
     });
-    let removed = sync_queue(ctx, &stop, multi.is_none(), pending, &mut summary).await;
+    let removed = sync_queue(ctx.clone(), &stop, multi.is_none(), pending, &mut summary).await;
     progress.finish();
-    let removed = removed?;
+    let (removed, emptied) = removed?;
+    empty(&ctx, guard, emptied, &mut summary).await?;
     summary.interrupted = stop.load(Ordering::Relaxed) && summary.disk_error.is_none();
 
     let summary = blocking({
@@ -150,16 +159,18 @@ async fn run_locked(
 
 /// Every queued project through fetch → decide → place → publish, `metadata_workers +
 /// workers` at a time: enough that downloads never wait for metadata, few enough that memory
-/// stays bounded however long the queue is. Returns the projects to remove.
+/// stays bounded however long the queue is. Returns the projects to remove and those to
+/// empty (both behind the mass-delete guard).
 async fn sync_queue(
     ctx: Arc<Ctx>,
     stop: &Arc<AtomicBool>,
     log_progress: bool,
     pending: u64,
     summary: &mut Summary,
-) -> anyhow::Result<Vec<(crate::state::Todo, decide::Removal, crate::types::Serial)>> {
+) -> anyhow::Result<(Vec<Removed>, Vec<Emptied>)> {
     let in_flight = ctx.cfg.metadata_workers + ctx.cfg.workers;
     let mut removed = Vec::new();
+    let mut emptied = Vec::new();
     let mut heartbeat = Heartbeat::new(log_progress);
     let mut done = 0u64;
     let progress = ctx.progress.clone();
@@ -195,6 +206,11 @@ async fn sync_queue(
                 removal,
                 serial,
             } => removed.push((todo, removal, serial)),
+            Outcome::Emptied {
+                todo,
+                snapshot,
+                upstream_json,
+            } => emptied.push((todo, snapshot, upstream_json)),
             Outcome::Failed { error, disk } => {
                 summary.projects_failed += 1;
                 if disk && summary.disk_error.is_none() {
@@ -220,7 +236,66 @@ async fn sync_queue(
     if let Some(e) = queue_error.lock().expect("slot lock poisoned").take() {
         return Err(anyhow::Error::new(e).context("cannot read the queue of projects to sync"));
     }
-    Ok(removed)
+    Ok((removed, emptied))
+}
+
+type Removed = (crate::state::Todo, decide::Removal, crate::types::Serial);
+type Emptied = (
+    crate::state::Todo,
+    crate::types::ProjectSnapshot,
+    Option<serde_json::Value>,
+);
+
+/// Projects upstream still lists without any file: emptied once the queue is through, unless
+/// there are more than `max_deletions` of them (then none is, each stays queued with why).
+async fn empty(
+    ctx: &Arc<Ctx>,
+    guard: Guard,
+    emptied: Vec<Emptied>,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    if let Some(why) = guard.emptied(emptied.len() as u64) {
+        tracing::error!(
+            "{why}; none was emptied. If upstream really removed their files, run again with --allow-mass-delete"
+        );
+        summary.deletions_refused += emptied.len() as u64;
+        let state = ctx.state.clone();
+        return blocking(move || {
+            let mut state = lock(&state);
+            for (todo, ..) in &emptied {
+                state.record_failure(
+                    &todo.name,
+                    "held back by the mass-delete guard: upstream lists no file of it any more",
+                )?;
+            }
+            Ok(())
+        })
+        .await;
+    }
+    for (todo, snapshot, upstream_json) in emptied {
+        tracing::info!(
+            "{}: upstream lists no file of it any more; emptying it",
+            todo.name
+        );
+        let ctx = ctx.clone();
+        let name = todo.name.clone();
+        let published = blocking(move || {
+            let result = publish::publish(&ctx, &snapshot, upstream_json.as_ref());
+            if let Err(e) = &result {
+                lock(&ctx.state).record_failure(&todo.name, &format!("{e:#}"))?;
+            }
+            Ok(result)
+        })
+        .await?;
+        match published {
+            Ok(()) => summary.projects_synced += 1,
+            Err(e) => {
+                summary.projects_failed += 1;
+                tracing::warn!("{name}: {e:#}; left queued for the next run");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Database and file work off the async runtime's worker threads.

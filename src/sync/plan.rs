@@ -1,7 +1,10 @@
 //! Plan: read upstream's change feed since the recorded serial and queue what changed.
 //!
 //! - XML-RPC, first run: `list_packages_with_serial` (everything, with each project's serial).
-//! - XML-RPC, later runs: `changelog_since_serial`, paged until a page is empty.
+//! - XML-RPC, later runs: `changelog_since_serial`, paged until a page is empty, at most
+//!   `max_feed_rows` rows a run (a feed that never ends is not read forever: what was read is
+//!   queued, the run ends with an error, the next one reads on), and no further page once the
+//!   run is told to stop.
 //! - PEP 691 root index: each project's `_last-serial` against the one recorded; projects the
 //!   mirror holds but the listing lacks are queued too (their metadata fetch answers 404 and
 //!   the sync removes them). Used when configured, or when XML-RPC answers 404/405.
@@ -10,10 +13,18 @@
 //! alone: `changelog_last_serial` for the feed serial (no listing), then the changelog as
 //! usual, whose rows for other projects the sync drops.
 //!
+//! A recorded feed serial beyond upstream's current one (an absurd answer was once believed,
+//! or upstream was restored from a backup) would make every later run see no change. When
+//! the changelog answers nothing, upstream's `changelog_last_serial` is asked: if it is behind
+//! ours, the run warns and starts over as a first run (the listing, or every allowlisted
+//! project, compared again; files already held are kept), and project serials beyond the
+//! feed are forgotten.
+//!
 //! The queue and the new feed serial are committed together ([`State::enqueue`]), so the
 //! feed is never read past work that was not saved.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::Summary;
@@ -24,7 +35,7 @@ use crate::config::Config;
 
 use crate::state::{Change, State};
 use crate::types::{ProjectName, Serial};
-use crate::upstream::feed::Feed;
+use crate::upstream::feed::{Feed, Source};
 use crate::upstream::{Upstream, UpstreamError};
 
 #[derive(Debug)]
@@ -35,6 +46,11 @@ pub struct Plan {
     pub invalid_names: Vec<String>,
     /// Projects the mirror holds that a full listing (PEP 691 root) lacks: likely removals.
     pub unlisted: usize,
+    /// The feed was not read to its end (`max_feed_rows`): why. What was read is queued.
+    pub incomplete: Option<String>,
+    /// The recorded feed serial was beyond upstream's: this plan starts over (every change
+    /// is queued, mirrored or not, when the scope is an allowlist of names).
+    pub restarted: bool,
 }
 
 /// Collects changes keeping, per project, the display name and the lowest and highest
@@ -78,6 +94,8 @@ impl Changes {
                 .collect(),
             invalid_names: self.invalid,
             unlisted: 0,
+            incomplete: None,
+            restarted: false,
         }
     }
 }
@@ -91,6 +109,7 @@ pub async fn run(
     upstream: &Upstream,
     state: &Arc<Mutex<State>>,
     summary: &mut Summary,
+    stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<u64> {
     let (since, filter_change) = {
         let (cfg, state) = (cfg.clone(), state.clone());
@@ -108,7 +127,19 @@ pub async fn run(
         })
         .await??
     };
-    let plan = read(cfg, upstream, state, since, filter_change.as_ref()).await?;
+    let mut plan = read(
+        cfg,
+        upstream,
+        state,
+        since,
+        filter_change.as_ref(),
+        Some(stop.clone()),
+    )
+    .await?;
+    if let Some(why) = plan.incomplete.take() {
+        tracing::error!("{why}");
+        summary.feed_incomplete = Some(why);
+    }
     for name in &plan.invalid_names {
         tracing::warn!("upstream lists {name:?}, which is not a valid project name; skipped");
     }
@@ -119,6 +150,18 @@ pub async fn run(
     let (cfg, state) = (cfg.clone(), state.clone());
     tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
         let mut state = lock(&state);
+        let forgotten = state.forget_serials_beyond(plan.feed_serial)?;
+        if forgotten > 0 {
+            tracing::warn!(
+                "{forgotten} projects were recorded at serials beyond upstream's {}; their \
+                 serials are forgotten so that upstream's next changes to them are not skipped",
+                plan.feed_serial
+            );
+        }
+        if plan.restarted && cfg.filters.listed_projects().is_some() {
+            // Which of them changed while the feed serial was wrong is unknown: all of them.
+            state.requeue(&plan.changes)?;
+        }
         let queued = state.enqueue(&plan.changes, plan.feed_serial)?;
         if let Some(change) = &filter_change {
             // After the feed's changes are queued: a crash in between re-detects the change.
@@ -157,13 +200,19 @@ pub async fn read(
     state: &Mutex<State>,
     since: Option<Serial>,
     filter_change: Option<&FilterChange>,
+    stop: Option<Arc<AtomicBool>>,
 ) -> anyhow::Result<Plan> {
     let only = cfg.filters.listed_projects();
     // With an allowlist of names, projects newly listed are requeued by name instead.
     let relist = since.is_some()
         && only.is_none()
         && filter_change.is_some_and(|c| c.may_add_projects(&cfg.filters));
-    let scope = Scope { only, relist };
+    let scope = Scope {
+        only,
+        relist,
+        max_rows: cfg.max_feed_rows,
+        stop,
+    };
     let feed = Feed::new(upstream, cfg.change_feed);
     let mut plan = plan(&feed, state, since, &scope).await.map_err(|e| {
         e.context("cannot read upstream's change feed; nothing was changed, try again later")
@@ -181,6 +230,10 @@ pub struct Scope {
     /// Read the full XML-RPC listing besides the changelog, to find projects a filter change
     /// lets in (the PEP 691 root listing is read every run anyway).
     pub relist: bool,
+    /// Changelog rows one run reads at most (`max_feed_rows`; 0: no cap).
+    pub max_rows: u64,
+    /// Set on SIGINT/SIGTERM: read no further page, keep what was read.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Ask upstream what changed since `since` (`None`: never synced).
@@ -190,16 +243,51 @@ pub async fn plan(
     since: Option<Serial>,
     scope: &Scope,
 ) -> anyhow::Result<Plan> {
-    if let (None, Some(names)) = (since, &scope.only) {
-        return first_run_of(feed, names).await;
+    let (plan, source) = plan_since(feed, state, since, scope).await?;
+    // Nothing since ours: is ours beyond upstream's? (XML-RPC only: the root index compares
+    // serials itself.)
+    let Some(ours) = since.filter(|&s| {
+        source == Some(Source::XmlRpc) && plan.feed_serial == s && plan.changes.is_empty()
+    }) else {
+        return Ok(plan);
+    };
+    let upstream_serial = match feed.upstream().changelog_last_serial().await {
+        Ok(serial) => Serial(serial),
+        Err(e) => {
+            tracing::debug!("cannot check upstream's serial: {e:#}");
+            return Ok(plan);
+        }
+    };
+    if upstream_serial >= ours {
+        return Ok(plan);
     }
-    let (plan, _) = feed
+    tracing::warn!(
+        "the recorded change-feed serial {ours} is beyond upstream's current serial \
+         {upstream_serial} (an absurd answer was recorded, or upstream was restored from a \
+         backup); starting over from upstream's serial: every project is compared again, files \
+         already held are kept"
+    );
+    let (mut plan, _) = plan_since(feed, state, None, scope).await?;
+    plan.restarted = true;
+    Ok(plan)
+}
+
+async fn plan_since(
+    feed: &Feed<'_>,
+    state: &Mutex<State>,
+    since: Option<Serial>,
+    scope: &Scope,
+) -> anyhow::Result<(Plan, Option<Source>)> {
+    if let (None, Some(names)) = (since, &scope.only) {
+        return Ok((first_run_of(feed, names).await?, None));
+    }
+    let (plan, source) = feed
         .pick(
-            from_xmlrpc(feed.upstream(), since, scope.relist),
+            from_xmlrpc(feed.upstream(), since, scope),
             from_simple_root(feed.upstream(), state, since),
         )
         .await?;
-    Ok(plan)
+    Ok((plan, Some(source)))
 }
 
 /// A first run with an allowlist of names: those projects, and the serial to follow the
@@ -219,7 +307,7 @@ async fn first_run_of(feed: &Feed<'_>, names: &[ProjectName]) -> anyhow::Result<
 async fn from_xmlrpc(
     upstream: &Upstream,
     since: Option<Serial>,
-    relist: bool,
+    scope: &Scope,
 ) -> Result<Plan, UpstreamError> {
     let mut changes = Changes::default();
     let Some(since) = since else {
@@ -234,9 +322,20 @@ async fn from_xmlrpc(
     // (50,000 rows): correct whatever page size upstream uses, for one extra request only
     // when there were changes.
     let mut cursor = since;
+    let mut read = 0u64;
+    let mut incomplete = None;
     loop {
+        if scope
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
+            tracing::info!("stopping: the change feed is read up to serial {cursor}");
+            break;
+        }
         let rows = upstream.changelog_since_serial(cursor.0).await?;
         let before = cursor;
+        read += rows.len() as u64;
         for row in rows {
             changes.add(row.name, Serial(row.serial));
             cursor = cursor.max(Serial(row.serial));
@@ -246,13 +345,25 @@ async fn from_xmlrpc(
         if cursor == before {
             break;
         }
+        if scope.max_rows > 0 && read >= scope.max_rows {
+            incomplete = Some(format!(
+                "the change feed did not end within max_feed_rows = {} rows (read from serial \
+                 {since} to {cursor}); what was read is queued and the feed is read on from \
+                 there next run. If upstream really has that many changes, raise max_feed_rows",
+                scope.max_rows
+            ));
+            break;
+        }
     }
-    if relist {
+    if scope.relist && incomplete.is_none() {
         for (display, serial) in upstream.list_packages_with_serial().await? {
             changes.add(display, Serial(serial));
         }
     }
-    Ok(changes.into_plan(cursor))
+    Ok(Plan {
+        incomplete,
+        ..changes.into_plan(cursor)
+    })
 }
 
 async fn from_simple_root(

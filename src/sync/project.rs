@@ -8,7 +8,7 @@ use super::decide::{self, Decision, Removal};
 use super::{Ctx, lock, place, publish};
 use crate::state::Todo;
 use crate::storage::download::DownloadError;
-use crate::types::Serial;
+use crate::types::{ProjectSnapshot, Serial};
 
 pub enum Outcome {
     Synced {
@@ -27,13 +27,22 @@ pub enum Outcome {
         error: String,
         disk: bool,
     },
+    /// Upstream still lists it but no file of it: published (emptied) only once the whole
+    /// queue is through, behind the mass-delete guard.
+    Emptied {
+        todo: Todo,
+        snapshot: ProjectSnapshot,
+        upstream_json: Option<serde_json::Value>,
+    },
 }
 
 pub async fn sync(ctx: &Arc<Ctx>, todo: Todo) -> Outcome {
     match try_sync(ctx, &todo).await {
         Ok(outcome) => outcome,
         Err(error) => {
-            let msg = format!("{error:#}");
+            // Upstream's text inside (a value serde quotes, a fault string): cut and escaped
+            // before it reaches the log, `last_error` and `status`.
+            let msg = crate::types::text::shown(&format!("{error:#}"));
             let (state, name) = (ctx.state.clone(), todo.name.clone());
             let m = msg.clone();
             let _ =
@@ -57,9 +66,20 @@ async fn try_sync(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome> {
         &ctx.metadata_permits,
         &ctx.policy,
         todo,
+        ctx.feed_serial,
         held,
     )
     .await?;
+    if decision.empties() {
+        let Decision::Keep { snapshot, .. } = decision else {
+            unreachable!("only a kept project is emptied");
+        };
+        return Ok(Outcome::Emptied {
+            todo: todo.clone(),
+            snapshot,
+            upstream_json,
+        });
+    }
     match decision {
         Decision::Remove { removal, serial } => Ok(Outcome::Removed {
             todo: todo.clone(),

@@ -22,6 +22,8 @@ pub struct Summary {
     pub deletions_refused: u64,
     /// The disk error that stopped the run.
     pub disk_error: Option<String>,
+    /// Why the change feed was not read to its end (`max_feed_rows`).
+    pub feed_incomplete: Option<String>,
 }
 
 impl Summary {
@@ -31,6 +33,7 @@ impl Summary {
             && !self.interrupted
             && self.deletions_refused == 0
             && self.disk_error.is_none()
+            && self.feed_incomplete.is_none()
     }
 
     pub fn outcome(&self) -> &'static str {

@@ -10,6 +10,7 @@ mod package_path;
 pub mod problem;
 mod record;
 mod serial;
+pub mod text;
 
 pub use digest::{Blake2b256, InvalidDigest, Sha256};
 pub use name::{InvalidName, ProjectName, is_valid_display_name};

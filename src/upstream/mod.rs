@@ -47,6 +47,11 @@ pub enum UpstreamError {
         "{url}: body larger than the {limit}-byte limit (raise max_metadata_bytes if this is real)"
     )]
     TooLarge { url: String, limit: u64 },
+    #[error(
+        "{url}: no complete answer within metadata_deadline = {secs} s (upstream too slow, or \
+         trickling); raise metadata_deadline if this is real"
+    )]
+    Deadline { url: String, secs: u64 },
     #[error("{url}: invalid JSON: {message}")]
     Json { url: String, message: String },
     #[error("{url}: {error}")]
@@ -112,6 +117,7 @@ pub struct Upstream {
     master: Url,
     retry: retry::Policy,
     max_metadata_bytes: u64,
+    metadata_deadline: Duration,
 }
 
 impl Upstream {
@@ -147,6 +153,7 @@ impl Upstream {
                 delay: cfg.retry_delay,
             },
             max_metadata_bytes: cfg.max_metadata_bytes,
+            metadata_deadline: cfg.metadata_deadline,
         })
     }
 
@@ -172,8 +179,25 @@ impl Upstream {
 
     /// One metadata request, whole: status, headers, final URL and body. Connection errors,
     /// timeouts, a body cut short, 5xx and 429 are retried (honouring `Retry-After`); any other
-    /// answer, and a body over the cap, is final.
+    /// answer, and a body over the cap, is final. All attempts together get
+    /// `metadata_deadline`: an answer trickling in just faster than the read timeout cannot
+    /// hold a worker (or the change feed) for ever.
     async fn fetch(
+        &self,
+        url: &Url,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Answer, UpstreamError> {
+        tokio::time::timeout(self.metadata_deadline, self.attempts(url, build))
+            .await
+            .unwrap_or_else(|_| {
+                Err(UpstreamError::Deadline {
+                    url: url.to_string(),
+                    secs: self.metadata_deadline.as_secs(),
+                })
+            })
+    }
+
+    async fn attempts(
         &self,
         url: &Url,
         build: impl Fn() -> RequestBuilder,
@@ -432,7 +456,8 @@ fn last_serial(headers: &HeaderMap) -> Option<u64> {
 fn parse_json<T: serde::de::DeserializeOwned>(url: &Url, body: &[u8]) -> Result<T, UpstreamError> {
     serde_json::from_slice(body).map_err(|e| UpstreamError::Json {
         url: url.to_string(),
-        message: e.to_string(),
+        // serde quotes the offending value: upstream's text, cut and escaped.
+        message: crate::types::text::shown(&e.to_string()),
     })
 }
 

@@ -22,6 +22,17 @@ use crate::upstream::simple::{PageFile, ProjectPage};
 pub enum MetadataError {
     #[error("upstream answered for project {got:?} when asked for {want}")]
     WrongProject { want: ProjectName, got: String },
+    #[error(
+        "{project}: upstream lists {count} {what}, more than {key} = {limit}; refused \
+         (raise {key} if this is real)"
+    )]
+    TooMany {
+        project: ProjectName,
+        count: usize,
+        what: &'static str,
+        key: &'static str,
+        limit: usize,
+    },
 }
 
 /// Where file URLs may point, beyond the fixed rules (https when the metadata came over
@@ -35,6 +46,10 @@ pub struct UrlPolicy {
     pub file_hosts: Vec<String>,
     /// Files larger than this are refused (0: no cap).
     pub max_file_bytes: u64,
+    /// A project listing more files than this is refused whole (0: no cap).
+    pub max_project_files: usize,
+    /// A project listing more releases than this is refused whole (0: no cap).
+    pub max_project_releases: usize,
 }
 
 impl UrlPolicy {
@@ -43,6 +58,8 @@ impl UrlPolicy {
             allow_internal: crate::upstream::address::is_internal_host(&cfg.master),
             file_hosts: cfg.file_hosts.clone(),
             max_file_bytes: cfg.max_file_bytes,
+            max_project_files: cfg.max_project_files,
+            max_project_releases: cfg.max_project_releases,
         }
     }
 
@@ -93,6 +110,36 @@ pub fn snapshot(
             want: want.clone(),
             got: page.name.chars().take(200).collect(),
         });
+    }
+    let json_files = answers
+        .json
+        .as_ref()
+        .map_or(0, |(j, _)| j.releases.values().map(Vec::len).sum::<usize>());
+    let page_files = answers.page.as_ref().map_or(0, |(p, _)| p.files.len());
+    let releases = answers.json.as_ref().map_or(0, |(j, _)| j.releases.len());
+    for (count, what, key, limit) in [
+        (
+            json_files.max(page_files),
+            "files",
+            "max_project_files",
+            policy.max_project_files,
+        ),
+        (
+            releases,
+            "releases",
+            "max_project_releases",
+            policy.max_project_releases,
+        ),
+    ] {
+        if limit > 0 && count > limit {
+            return Err(MetadataError::TooMany {
+                project: want.clone(),
+                count,
+                what,
+                key,
+                limit,
+            });
+        }
     }
     let mut snap = ProjectSnapshot {
         name: want.clone(),
@@ -507,6 +554,7 @@ mod tests {
             allow_internal: false,
             file_hosts: vec!["files.example".into()],
             max_file_bytes: 2,
+            ..UrlPolicy::default()
         };
         for (host, size) in [
             ("169.254.169.254", 1),

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use crate::types::text::shown;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Int(i64),
@@ -105,14 +107,19 @@ pub fn parse_response(body: &str) -> Result<Value, XmlRpcError> {
                 Some(Value::Str(s)) => s,
                 _ => String::from("(no message)"),
             };
-            Err(XmlRpcError::Fault { code, message })
+            Err(XmlRpcError::Fault {
+                code,
+                message: shown(&message),
+            })
         }
         other => Err(malformed(format!("unexpected <{other}> in methodResponse"))),
     }
 }
 
+/// Every message quoting upstream's XML goes through [`shown`]: cut, control characters
+/// escaped.
 fn malformed(s: impl Into<String>) -> XmlRpcError {
-    XmlRpcError::Malformed(s.into())
+    XmlRpcError::Malformed(shown(&s.into()))
 }
 
 #[derive(Debug, PartialEq)]

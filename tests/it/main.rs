@@ -5,6 +5,7 @@ mod consistency;
 mod e2e;
 mod filters;
 mod hardening_fs;
+mod hardening_net;
 mod hostile;
 mod index;
 mod network;

@@ -174,6 +174,35 @@ impl FakeUpstream {
         st.journal(&key, Some(version), format!("add {pyver} file {filename}"))
     }
 
+    /// The JSON API claims `serial` (header `X-PyPI-Last-Serial` and `last_serial`) for the
+    /// project from now on; `None` goes back to its real serial.
+    pub fn claim_json_serial(&self, display_name: &str, serial: Option<u64>) {
+        let mut st = self.st();
+        let key = normalize(display_name);
+        match serial {
+            Some(s) => st.json_serial.insert(key, s),
+            None => st.json_serial.remove(&key),
+        };
+    }
+
+    /// `changelog_last_serial` answers `serial` from now on; `None` goes back to the real one.
+    pub fn claim_last_serial(&self, serial: Option<i64>) {
+        self.st().last_serial = serial;
+    }
+
+    /// `changelog_since_serial(n)` answers, from now on (`false`: no longer), a full page
+    /// (`set_changelog_page`) of names never seen before, all at serial n + 1: a feed that
+    /// never ends.
+    pub fn endless_changelog(&self, on: bool) {
+        self.st().endless_changelog = on;
+    }
+
+    /// Answers to exactly `path` (`/pypi` for XML-RPC) send their body one byte every
+    /// `every` (status and headers at once), for ever slower than any sane deadline.
+    pub fn trickle(&self, path: &str, every: Duration) {
+        self.st().trickle.insert(path.to_owned(), every);
+    }
+
     /// Serve `content` with status 200 for any request to exactly `path` (raw or
     /// percent-decoded), overriding all routes (`/pypi` overrides XML-RPC).
     pub fn serve_raw(&self, path: &str, content: Vec<u8>) {
@@ -197,6 +226,27 @@ impl FakeUpstream {
         };
         self.st().raw.insert(path, answer);
     }
+}
+
+/// `resp` with its body sent one byte every `every`.
+pub(super) async fn trickled(resp: Response, every: Duration) -> Response {
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let stream = futures::stream::unfold(0usize, move |i| {
+        let bytes = bytes.clone();
+        async move {
+            if i >= bytes.len() {
+                return None;
+            }
+            tokio::time::sleep(every).await;
+            Some((Ok::<_, std::io::Error>(bytes.slice(i..i + 1)), i + 1))
+        }
+    });
+    let mut resp = Response::from_parts(parts, axum::body::Body::from_stream(stream));
+    resp.headers_mut().remove(header::CONTENT_LENGTH);
+    resp
 }
 
 // ---- connection layer: truncated downloads ----

@@ -51,14 +51,15 @@ pub(super) fn json_api(st: &mut State, name: &str, q: &str) -> Response {
         .releases
         .get(&latest)
         .and_then(|r| r.files.values().find_map(|f| f.requires_python.clone()));
+    let serial = st.json_serial.get(&key).copied().unwrap_or(p.last_serial);
     let body = json!({
         "info": {"name": p.display, "version": latest, "requires_python": requires_python, "summary": ""},
-        "last_serial": p.last_serial,
+        "last_serial": serial,
         "releases": releases,
         "urls": urls,
         "vulnerabilities": [],
     });
-    json_response(&body, "application/json", p.last_serial)
+    json_response(&body, "application/json", serial)
 }
 
 fn file_json(base: &str, f: &FileRec, rel: &Release) -> Value {

@@ -18,7 +18,10 @@
 //! (an HTTP status), `stale_metadata` (the JSON API serves the project's previous snapshot),
 //! `set_xmlrpc_status` (XML-RPC disabled with 404/405...), `inject_file_json` (hostile file
 //! entries in the JSON API), `serve_raw` / `serve_response` (arbitrary bytes, or any status,
-//! headers and body, at an arbitrary path), `set_fault_rates` (seeded random 5xx, 429 with
+//! headers and body, at an arbitrary path), `endless_changelog` (a change feed that never ends),
+//! `trickle` (an answer sent a byte at a time),
+//! `claim_json_serial` / `claim_last_serial` (absurd serials
+//! from the JSON API or `changelog_last_serial`), `set_fault_rates` (seeded random 5xx, 429 with
 //! `Retry-After`, truncation, corruption and latency, for mixtures).
 //! Download faults are keyed by the URL's last segment (`<file>.metadata` for PEP 658 files),
 //! apply to GET only (not HEAD), and are checked in the order fail, truncate, corrupt. The

@@ -91,7 +91,8 @@ async fn handle(
         let text = String::from_utf8_lossy(b);
         between(&text, "<methodName>", "</methodName>").map(|m| m.trim().to_string())
     });
-    let (resp, latency) = {
+    let path_of_request = path.clone();
+    let (resp, latency, trickle) = {
         let mut st = lock(&shared);
         st.in_flight += 1;
         st.max_in_flight = st.max_in_flight.max(st.in_flight);
@@ -124,13 +125,17 @@ async fn handle(
             xmlrpc_method,
             at,
         });
-        (resp, st.latency + extra_latency)
+        let trickle = st.trickle.get(&path_of_request).copied();
+        (resp, st.latency + extra_latency, trickle)
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     lock(&shared).in_flight -= 1;
-    resp
+    match trickle {
+        Some(every) => faults::trickled(resp, every).await,
+        None => resp,
+    }
 }
 
 /// What routing needs from a request.

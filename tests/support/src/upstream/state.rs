@@ -90,6 +90,14 @@ pub(super) struct State {
     pub(super) stale: HashMap<String, u32>,
     pub(super) xmlrpc_status: Option<u16>,
     pub(super) raw: HashMap<String, RawAnswer>,
+    /// `X-PyPI-Last-Serial` (and `last_serial`) the JSON API claims, by normalized name.
+    pub(super) json_serial: HashMap<String, u64>,
+    /// What `changelog_last_serial` claims instead of the journal's serial.
+    pub(super) last_serial: Option<i64>,
+    /// `changelog_since_serial(n)` answers a full page of new names, all at serial n + 1.
+    pub(super) endless_changelog: bool,
+    /// Answers to these paths are sent one byte every so often.
+    pub(super) trickle: HashMap<String, Duration>,
     // Random faults: the rates, what fired so far, the generator's state.
     pub(super) faults: FaultRates,
     pub(super) injected: FaultCounts,
@@ -126,6 +134,10 @@ impl State {
             stale: HashMap::new(),
             xmlrpc_status: None,
             raw: HashMap::new(),
+            json_serial: HashMap::new(),
+            last_serial: None,
+            endless_changelog: false,
+            trickle: HashMap::new(),
             faults: FaultRates::default(),
             injected: FaultCounts::default(),
             rng: 0x9E37_79B9_7F4A_7C15,

@@ -92,12 +92,27 @@ pub(super) fn xmlrpc(st: &mut State, body: &[u8]) -> Response {
                 .map(|p| (p.display.clone(), Xv::Int(p.last_serial as i64)))
                 .collect(),
         ),
-        "changelog_last_serial" => Xv::Int(st.serial as i64),
+        "changelog_last_serial" => Xv::Int(st.last_serial.unwrap_or(st.serial as i64)),
         "changelog_since_serial" => {
             let since = match param {
                 Some(Ok(n)) => n,
                 _ => return xml_fault(-32602, "server error; invalid method params"),
             };
+            if st.endless_changelog {
+                let next = since.saturating_add(1);
+                let rows = (0..st.changelog_page)
+                    .map(|i| {
+                        Xv::Array(vec![
+                            Xv::Str(format!("endless-{next}-{i}")),
+                            Xv::Str("1.0".into()),
+                            Xv::Int(0),
+                            Xv::Str("new release".into()),
+                            Xv::Int(next),
+                        ])
+                    })
+                    .collect();
+                return xml_ok(Xv::Array(rows));
+            }
             let rows = st
                 .journal
                 .iter()
