@@ -236,7 +236,7 @@ impl Checker<'_> {
                 orphans.push(orphan(&rel, e.meta.kind));
                 continue;
             }
-            for entry in self.storage.list(&rel)?.unwrap_or_default() {
+            for entry in self.storage.list_within(prefix, &e)?.unwrap_or_default() {
                 let what = match entry.meta.kind {
                     Kind::File => What::File(entry.meta.size),
                     Kind::Dir => What::Dir,
