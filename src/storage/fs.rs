@@ -200,13 +200,19 @@ impl Storage {
     /// itself is a symlink (`O_NOFOLLOW`), or when it is not a regular file (`O_NONBLOCK`, so
     /// a fifo cannot hang the open; a device such as /dev/zero is never read).
     pub fn open(&self, key: &str) -> std::io::Result<File> {
-        let path = self.path(key);
         if self.through_symlink(key) {
             return Err(symlink_refused(format!(
                 "not reading {}: a directory on its way is a symlink",
-                path.display()
+                self.describe(key)
             )));
         }
+        self.open_listed(key)
+    }
+
+    /// [`Storage::open`] for a key just met in a listing of its directory (which checked the
+    /// way there): only the key itself is checked (`O_NOFOLLOW`, a regular file).
+    pub fn open_listed(&self, key: &str) -> std::io::Result<File> {
+        let path = self.path(key);
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -230,9 +236,13 @@ impl Storage {
     /// than the length it had when opened (and one byte more, so growth shows as a length
     /// mismatch).
     pub fn hash(&self, key: &str, buf: &mut [u8]) -> std::io::Result<Hashes> {
-        let file = self.open(key)?;
-        let len = file.metadata()?.len();
-        hash_reader(file.take(len.saturating_add(1)), buf)
+        hash_file(self.open(key)?, buf)
+    }
+
+    /// [`Storage::hash`] of a key just met in a listing of its directory (see
+    /// [`Storage::open_listed`]).
+    pub fn hash_listed(&self, key: &str, buf: &mut [u8]) -> std::io::Result<Hashes> {
+        hash_file(self.open_listed(key)?, buf)
     }
 
     /// The entries directly under the directory `prefix` (`""`: the root), sorted by name;
@@ -441,6 +451,13 @@ impl Storage {
         }
         Ok(())
     }
+}
+
+/// Both digests of an open file, no further than the length it had when opened (and one byte
+/// more, so growth shows as a length mismatch).
+fn hash_file(file: File, buf: &mut [u8]) -> std::io::Result<Hashes> {
+    let len = file.metadata()?.len();
+    hash_reader(file.take(len.saturating_add(1)), buf)
 }
 
 /// Writes the same bytes to several staged objects.

@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::state::{ExpectedFile, State, VerifyCounts};
 
 use crate::storage::Storage;
-use crate::storage::fs::Kind;
+use crate::storage::fs::{Entry, Kind};
 use crate::types::problem::{Kind as ProblemKind, Problem};
 
 pub const SHARDS: u32 = 256 * 256;
@@ -102,12 +102,12 @@ impl Checker<'_> {
         // reports anything else), from one listing of `aa` rather than a stat per shard.
         let aa_rel = shard_prefix(first);
         let aa_rel = &aa_rel[..aa_rel.len() - 3];
-        let present: Vec<String> = match self.storage.list(aa_rel) {
+        let present: Vec<(String, Entry)> = match self.storage.list(aa_rel) {
             Ok(entries) => entries
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|e| e.meta.is_dir() && is_hex(&e.name, 2))
-                .map(|e| format!("{aa_rel}{}/", e.name))
+                .map(|e| (format!("{aa_rel}{}/", e.name), e))
                 .collect(),
             Err(e) => {
                 out.counts.unchecked += 1;
@@ -117,10 +117,10 @@ impl Checker<'_> {
         };
         for shard in first..=last {
             let prefix = shard_prefix(shard);
-            if present.binary_search(&prefix).is_err() {
+            let Ok(i) = present.binary_search_by(|(p, _)| p.cmp(&prefix)) else {
                 continue;
-            }
-            match self.walk_shard(&prefix, &mut out.problems) {
+            };
+            match self.walk_shard(aa_rel, &present[i].1, &mut out.problems) {
                 Ok(files) => found.extend(files),
                 Err(e) => {
                     // Its files can be told neither missing nor present: left out.
@@ -212,7 +212,7 @@ impl Checker<'_> {
             return None;
         }
         let bad = |detail: String| Some(Problem::new(ProblemKind::BadHash, web(&e.path), detail));
-        match self.storage.hash(&e.path, &mut w.buf) {
+        match self.storage.hash_listed(&e.path, &mut w.buf) {
             Err(err) => bad(format!("cannot read it: {err}")),
             Ok(h) if h.sha256.to_hex() != e.sha256 => {
                 bad(format!("sha256 is {}, expected {}", h.sha256, e.sha256))
@@ -228,9 +228,15 @@ impl Checker<'_> {
 
     /// The files under a shard's 60-hex directories, sorted by path; anything else in the
     /// shard is an orphan, reported as it is met.
-    fn walk_shard(&self, prefix: &str, orphans: &mut Vec<Problem>) -> io::Result<Vec<Found>> {
+    fn walk_shard(
+        &self,
+        aa_rel: &str,
+        bb: &Entry,
+        orphans: &mut Vec<Problem>,
+    ) -> io::Result<Vec<Found>> {
+        let prefix = &format!("{aa_rel}{}/", bb.name);
         let mut found = Vec::new();
-        for e in self.storage.list(prefix)?.unwrap_or_default() {
+        for e in self.storage.list_within(aa_rel, bb)?.unwrap_or_default() {
             let rel = format!("{prefix}{}", e.name);
             if !(e.meta.is_dir() && is_hex(&e.name, 60)) {
                 orphans.push(orphan(&rel, e.meta.kind));
