@@ -24,11 +24,12 @@ use crate::upstream::snapshot::UrlPolicy;
 /// Why a project leaves the mirror.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Removal {
-    /// Upstream answered 404: removed behind the mass-delete guard.
+    /// Upstream answered 404: removed behind the mass-delete guard, with its queue entry.
     Gone,
-    /// The filters leave it out (why): not guarded again, a filter change is guarded before
-    /// it is applied.
-    Excluded(String),
+    /// The filters leave it out (`why`): not guarded again, a filter change is guarded
+    /// before it is applied. Its queue entry goes up to `serial` (the answer's; left out by
+    /// name, before any answer: every entry).
+    Excluded { why: String, serial: Serial },
 }
 
 /// One file (or sidecar) to put in place.
@@ -48,8 +49,8 @@ pub enum Decision {
         /// Held files the project no longer lists (or lists with other content).
         delete: Vec<FileRecord>,
     },
-    /// Remove the project, with its queue entry up to `serial`.
-    Remove { removal: Removal, serial: Serial },
+    /// Remove the project.
+    Remove(Removal),
 }
 
 impl Decision {
@@ -92,13 +93,12 @@ pub async fn look(
 
 /// Left out by name: decided before any request.
 fn by_name(filters: &Filters, todo: &Todo) -> Option<Decision> {
-    filters
-        .allows_project(&todo.name)
-        .err()
-        .map(|why| Decision::Remove {
-            removal: Removal::Excluded(why),
+    filters.allows_project(&todo.name).err().map(|why| {
+        Decision::Remove(Removal::Excluded {
+            why,
             serial: Serial(u64::MAX),
         })
+    })
 }
 
 /// The decision for a project upstream answered for (`None`: 404), given the files the mirror
@@ -109,18 +109,15 @@ pub fn decide(
     held: Vec<FileRecord>,
 ) -> Decision {
     let Some(mut snapshot) = fetched else {
-        return Decision::Remove {
-            removal: Removal::Gone,
-            serial: Serial(0),
-        };
+        return Decision::Remove(Removal::Gone);
     };
     // Before anything is downloaded: what the filters leave out is never fetched, recorded
     // or listed.
     if let Err(why) = filters.apply(&mut snapshot) {
-        return Decision::Remove {
-            removal: Removal::Excluded(why),
+        return Decision::Remove(Removal::Excluded {
+            why,
             serial: snapshot.serial,
-        };
+        });
     }
     let mut held: HashMap<_, FileRecord> =
         held.into_iter().map(|f| (f.filename.clone(), f)).collect();
@@ -244,10 +241,7 @@ mod tests {
     fn upstream_without_the_project_removes_it() {
         assert!(matches!(
             decide(&Filters::default(), None, vec![]),
-            Decision::Remove {
-                removal: Removal::Gone,
-                ..
-            }
+            Decision::Remove(Removal::Gone)
         ));
     }
 }

@@ -218,14 +218,16 @@ impl Look<'_> {
                     report.failures += 1;
                     writeln!(out, "error {name} {e:#}")?;
                 }
-                Ok((Decision::Remove { removal, .. }, _)) => {
+                Ok((Decision::Remove(removal), _)) => {
                     let state = lock(self.state);
                     if state.project_serial(name)?.is_none() {
                         continue;
                     }
                     let why = match &removal {
                         Removal::Gone => "upstream no longer has it".to_owned(),
-                        Removal::Excluded(why) => format!("left out by the filters: {why}"),
+                        Removal::Excluded { why, .. } => {
+                            format!("left out by the filters: {why}")
+                        }
                     };
                     report.gone += u64::from(removal == Removal::Gone);
                     report.removed_projects += 1;

@@ -201,11 +201,7 @@ async fn sync_queue(
                 summary.bytes_downloaded += bytes;
                 summary.refused += refused;
             }
-            Outcome::Removed {
-                todo,
-                removal,
-                serial,
-            } => removed.push((todo, removal, serial)),
+            Outcome::Removed { todo, removal } => removed.push((todo, removal)),
             Outcome::Emptied {
                 todo,
                 snapshot,
@@ -239,7 +235,7 @@ async fn sync_queue(
     Ok((removed, emptied))
 }
 
-type Removed = (crate::state::Todo, decide::Removal, crate::types::Serial);
+type Removed = (crate::state::Todo, decide::Removal);
 type Emptied = (
     crate::state::Todo,
     crate::types::ProjectSnapshot,

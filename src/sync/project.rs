@@ -8,7 +8,7 @@ use super::decide::{self, Decision, Removal};
 use super::{Ctx, lock, place, publish};
 use crate::state::Todo;
 use crate::storage::download::DownloadError;
-use crate::types::{ProjectSnapshot, Serial};
+use crate::types::ProjectSnapshot;
 
 pub enum Outcome {
     Synced {
@@ -17,11 +17,10 @@ pub enum Outcome {
         refused: u64,
     },
     /// Removed once the whole queue is through (behind the mass-delete guard when gone
-    /// upstream), with its queue entry up to `serial`.
+    /// upstream).
     Removed {
         todo: Todo,
         removal: Removal,
-        serial: Serial,
     },
     Failed {
         error: String,
@@ -81,10 +80,9 @@ async fn try_sync(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome> {
         });
     }
     match decision {
-        Decision::Remove { removal, serial } => Ok(Outcome::Removed {
+        Decision::Remove(removal) => Ok(Outcome::Removed {
             todo: todo.clone(),
             removal,
-            serial,
         }),
         Decision::Keep {
             mut snapshot,

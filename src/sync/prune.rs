@@ -8,20 +8,19 @@ use super::decide::Removal;
 use super::guard::Guard;
 use super::{Summary, lock};
 use crate::state::{State, Todo};
-use crate::types::Serial;
 
 /// Blocking: run it off the async workers.
 pub fn prune(
     state: &Mutex<State>,
     guard: Guard,
-    removed: &[(Todo, Removal, Serial)],
+    removed: &[(Todo, Removal)],
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
     let mut state = lock(state);
     let gone: Vec<&Todo> = removed
         .iter()
-        .filter(|(_, r, _)| *r == Removal::Gone)
-        .map(|(t, ..)| t)
+        .filter(|(_, r)| *r == Removal::Gone)
+        .map(|(t, _)| t)
         .collect();
     if let Some(why) = guard.gone(gone.len() as u64) {
         tracing::error!(
@@ -42,8 +41,8 @@ pub fn prune(
             }
         }
     }
-    for (todo, removal, serial) in removed {
-        let Removal::Excluded(why) = removal else {
+    for (todo, removal) in removed {
+        let Removal::Excluded { why, serial } = removal else {
             continue;
         };
         if state.remove_project(&todo.name, *serial)? {
