@@ -271,10 +271,8 @@ impl Downloader {
     }
 
     async fn place_from(&self, target: &Target, url: &Url) -> Result<u64, DownloadError> {
-        let size = target.size.unwrap_or(1 << 20);
-        // Bounded whatever size upstream declares (max_file_bytes may be 0: no cap).
-        let deadline = (self.timeout + Duration::from_secs_f64(size as f64 / self.min_rate as f64))
-            .min(MAX_DOWNLOAD_DEADLINE);
+        let deadline =
+            attempt_deadline(self.timeout, target.size.unwrap_or(1 << 20), self.min_rate);
         let mut partial = None;
         let mut attempt = 0;
         loop {
@@ -452,6 +450,15 @@ impl Downloader {
     }
 }
 
+/// How long one attempt at a file of `size` bytes may take: `timeout` plus the size at
+/// `min_rate` bytes/s, bounded whatever size upstream declares (`max_file_bytes` may be 0: no
+/// cap), and never a panic on an absurd one.
+fn attempt_deadline(timeout: Duration, size: u64, min_rate: u64) -> Duration {
+    let transfer = Duration::try_from_secs_f64(size as f64 / min_rate.max(1) as f64)
+        .unwrap_or(MAX_DOWNLOAD_DEADLINE);
+    timeout.saturating_add(transfer).min(MAX_DOWNLOAD_DEADLINE)
+}
+
 /// The first byte a 206 answer's `Content-Range: bytes N-M/T` starts at.
 fn range_start(headers: &HeaderMap) -> Option<u64> {
     let value = headers.get(CONTENT_RANGE)?.to_str().ok()?;
@@ -508,5 +515,28 @@ impl Spool {
         storage
             .commit(self.staged, key)
             .map_err(|e| (storage.describe(key), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_deadline_scales_with_size_and_is_capped() {
+        let timeout = Duration::from_secs(30);
+        assert_eq!(
+            attempt_deadline(timeout, 10_000_000, 100_000),
+            Duration::from_secs(130)
+        );
+        // A file declared at 10^12 bytes, or at 2^64 - 1, at 1 byte/s: six hours, no panic.
+        assert_eq!(
+            attempt_deadline(timeout, 1_000_000_000_000, 1),
+            MAX_DOWNLOAD_DEADLINE
+        );
+        assert_eq!(
+            attempt_deadline(timeout, u64::MAX, 0),
+            MAX_DOWNLOAD_DEADLINE
+        );
     }
 }
