@@ -12,7 +12,8 @@
 //! - per queued project (read from `todo` a page at a time, failed ones first; `queue`):
 //!   **fetch** fresh metadata, **decide** what to download, keep and delete (or remove the
 //!   project), **place** the new files, **publish** its pages and record it.
-//! - **prune**: projects gone upstream (behind the guard) or left out by the filters.
+//! - **prune**: projects upstream lists without any file (emptied), gone upstream (both behind
+//!   the guard) or left out by the filters.
 //! - **finish**: root pages, `trash`, `status`.
 //!
 //! A project whose metadata is stale or whose files fail stays queued with its error and is
@@ -139,7 +140,7 @@ async fn run_locked(
     let removed = sync_queue(ctx.clone(), &stop, multi.is_none(), pending, &mut summary).await;
     progress.finish();
     let (removed, emptied) = removed?;
-    empty(&ctx, guard, emptied, &mut summary).await?;
+    prune::empty(&ctx, guard, emptied, &mut summary).await?;
     summary.interrupted = stop.load(Ordering::Relaxed) && summary.disk_error.is_none();
 
     let summary = blocking({
@@ -236,63 +237,11 @@ async fn sync_queue(
 }
 
 type Removed = (crate::state::Todo, decide::Removal);
-type Emptied = (
+pub(crate) type Emptied = (
     crate::state::Todo,
     crate::types::ProjectSnapshot,
     Option<serde_json::Value>,
 );
-
-/// Projects upstream still lists without any file: emptied once the queue is through, unless
-/// there are more than `max_deletions` of them (then none is, each stays queued with why).
-async fn empty(
-    ctx: &Arc<Ctx>,
-    guard: Guard,
-    emptied: Vec<Emptied>,
-    summary: &mut Summary,
-) -> anyhow::Result<()> {
-    if let Some(why) = guard.emptied(emptied.len() as u64) {
-        tracing::error!(
-            "{why}; none was emptied. If upstream really removed their files, run again with --allow-mass-delete"
-        );
-        summary.deletions_refused += emptied.len() as u64;
-        let state = ctx.state.clone();
-        return blocking(move || {
-            let mut state = lock(&state);
-            for (todo, ..) in &emptied {
-                state.record_failure(
-                    &todo.name,
-                    "held back by the mass-delete guard: upstream lists no file of it any more",
-                )?;
-            }
-            Ok(())
-        })
-        .await;
-    }
-    for (todo, snapshot, upstream_json) in emptied {
-        tracing::info!(
-            "{}: upstream lists no file of it any more; emptying it",
-            todo.name
-        );
-        let ctx = ctx.clone();
-        let name = todo.name.clone();
-        let published = blocking(move || {
-            let result = publish::publish(&ctx, &snapshot, upstream_json.as_ref());
-            if let Err(e) = &result {
-                lock(&ctx.state).record_failure(&todo.name, &format!("{e:#}"))?;
-            }
-            Ok(result)
-        })
-        .await?;
-        match published {
-            Ok(()) => summary.projects_synced += 1,
-            Err(e) => {
-                summary.projects_failed += 1;
-                tracing::warn!("{name}: {e:#}; left queued for the next run");
-            }
-        }
-    }
-    Ok(())
-}
 
 /// Database and file work off the async runtime's worker threads.
 async fn blocking<T: Send + 'static>(
