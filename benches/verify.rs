@@ -150,6 +150,7 @@ fn build(root: &Path, a: &Args) -> (u64, u64) {
                     extra_hashes: Default::default(),
                 },
                 url: format!("https://files.invalid{url_path}").parse().unwrap(),
+                unknown: Default::default(),
             });
         }
         let mut versions: Vec<String> = remote.iter().map(|r| r.record.version.clone()).collect();
@@ -162,6 +163,7 @@ fn build(root: &Path, a: &Args) -> (u64, u64) {
             files: remote,
             status: None,
             refused: Vec::new(),
+            validators: None,
         };
         state.record_project(&snap).unwrap();
         let records: Vec<&FileRecord> = snap.files.iter().map(|f| &f.record).collect();

@@ -30,6 +30,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0005_verify.sql",
         include_str!("../../migrations/0005_verify.sql"),
     ),
+    (
+        6,
+        "0006_page_validators.sql",
+        include_str!("../../migrations/0006_page_validators.sql"),
+    ),
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -337,6 +337,7 @@ mod tests {
             display_name: "Demo".into(),
             serial: Serial(7),
             first_serial: Serial(5),
+            conditional: false,
         };
         state.enqueue(&[change], Serial(9)).unwrap();
         let run = state.start_run().unwrap();
@@ -414,13 +415,17 @@ mod tests {
     fn readers_refuse_an_older_schema_saying_what_to_run_and_leave_it_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
         let db = synced_db(dir.path());
-        set_schema(&db, "DELETE FROM schema_migrations WHERE version = 5");
-        let before = snapshot(&db);
         let known = migrate::latest();
+        set_schema(
+            &db,
+            &format!("DELETE FROM schema_migrations WHERE version = {known}"),
+        );
+        let before = snapshot(&db);
         let expected = format!(
-            "the mirror database at {} has schema version 4, this pymirror needs {known}; \
+            "the mirror database at {} has schema version {}, this pymirror needs {known}; \
              run `pymirror sync` once to upgrade it",
-            db.display()
+            db.display(),
+            known - 1
         );
         let err = State::open_read_only(&db).err().unwrap();
         assert_eq!(err.to_string(), expected);

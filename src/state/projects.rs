@@ -10,7 +10,7 @@ use super::meta::set_root_dirty;
 use super::trash::{paths_of, put_in_trash, unreferenced, unstaged};
 use super::{Result, State, StateError};
 use crate::types::keys;
-use crate::types::{FileRecord, ProjectSnapshot};
+use crate::types::{FileRecord, PageValidators, ProjectSnapshot};
 use crate::types::{Filename, PackagePath, ProjectName, Serial, Sha256};
 
 impl State {
@@ -200,12 +200,65 @@ impl State {
             "DELETE FROM todo WHERE name = ?1 AND serial <= ?2",
             params![snap.name.as_str(), snap.serial.to_db()],
         )?;
+        match &snap.validators {
+            Some(v) => tx.execute(
+                "INSERT OR REPLACE INTO page_validators (name, etag, last_modified, digest)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    snap.name.as_str(),
+                    v.etag,
+                    v.last_modified,
+                    v.digest.to_hex()
+                ],
+            )?,
+            None => tx.execute(
+                "DELETE FROM page_validators WHERE name = ?1",
+                [snap.name.as_str()],
+            )?,
+        };
         let mut gone = unreferenced(&tx, old_paths)?;
         gone.extend(unstaged(&tx, &snap.name)?);
         put_in_trash(&tx, &gone)?;
         set_root_dirty(&tx)?;
         tx.commit()?;
         Ok(gone)
+    }
+
+    /// What `name`'s page was when it was last mirrored (serial-less feeds).
+    pub fn page_validators(&self, name: &ProjectName) -> Result<Option<PageValidators>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT etag, last_modified, digest FROM page_validators WHERE name = ?1",
+                [name.as_str()],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((etag, last_modified, digest)) = row else {
+            return Ok(None);
+        };
+        let digest =
+            Sha256::from_hex(&digest).map_err(|e| StateError::InvalidRow(e.to_string()))?;
+        Ok(Some(PageValidators {
+            etag,
+            last_modified,
+            digest,
+        }))
+    }
+
+    /// Upstream's page of a project queued conditionally is as mirrored: done, nothing to do.
+    pub fn unchanged(&mut self, name: &ProjectName, serial: Serial) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM todo WHERE name = ?1 AND serial <= ?2 AND conditional",
+            params![name.as_str(), serial.to_db()],
+        )?;
+        Ok(())
     }
 
     /// Note files about to be placed for `name`, before they reach disk (see `staged`).
@@ -229,6 +282,10 @@ impl State {
         let tx = self.conn.transaction()?;
         let old_paths = paths_of(&tx, name)?;
         let removed = tx.execute("DELETE FROM projects WHERE name = ?1", [name.as_str()])? > 0;
+        tx.execute(
+            "DELETE FROM page_validators WHERE name = ?1",
+            [name.as_str()],
+        )?;
         tx.execute(
             "DELETE FROM todo WHERE name = ?1 AND serial <= ?2",
             params![name.as_str(), serial.to_db()],

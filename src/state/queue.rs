@@ -14,6 +14,9 @@ pub struct Todo {
     pub display_name: String,
     pub serial: Serial,
     pub attempts: u32,
+    /// Queued by a serial-less feed: done without a change when upstream's page is as
+    /// mirrored.
+    pub conditional: bool,
 }
 
 /// Where a walk of the queue stands: projects that failed before, then the others, each in
@@ -32,6 +35,9 @@ pub struct Change {
     pub display_name: String,
     pub serial: Serial,
     pub first_serial: Serial,
+    /// From a feed that cannot tell whether the project changed: ask upstream's page
+    /// conditionally. Merged with an unconditional entry, unconditional wins.
+    pub conditional: bool,
 }
 
 /// A queued project as `pymirror status` shows it.
@@ -82,7 +88,7 @@ impl State {
     /// again; projects queued behind the cursor are left for the next run.
     pub fn todo_page(&self, cursor: &mut TodoCursor, limit: usize) -> Result<Vec<Todo>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT name, display_name, serial, attempts FROM todo
+            "SELECT name, display_name, serial, attempts, conditional FROM todo
              WHERE (attempts = 0) = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
         )?;
         loop {
@@ -92,11 +98,12 @@ impl State {
                     r.get::<_, String>(1)?,
                     r.get::<_, i64>(2)?,
                     r.get::<_, i64>(3)?,
+                    r.get::<_, bool>(4)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (name, display_name, serial, attempts) = row?;
+                let (name, display_name, serial, attempts, conditional) = row?;
                 let name =
                     ProjectName::new(&name).map_err(|e| StateError::InvalidRow(e.to_string()))?;
                 out.push(Todo {
@@ -104,6 +111,7 @@ impl State {
                     display_name,
                     serial: Serial::from_db(serial),
                     attempts: attempts as u32,
+                    conditional,
                 });
             }
             match out.last() {
@@ -162,10 +170,12 @@ fn put_todo(
 ) -> Result<usize> {
     let mut have = tx.prepare_cached("SELECT serial FROM projects WHERE name = ?1")?;
     let mut put = tx.prepare_cached(
-        "INSERT INTO todo (name, display_name, serial, first_serial) VALUES (?1, ?2, ?3, ?4)
+        "INSERT INTO todo (name, display_name, serial, first_serial, conditional)
+         VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (name) DO UPDATE SET serial = MAX(serial, excluded.serial),
              first_serial = MIN(COALESCE(first_serial, serial), excluded.first_serial),
-             display_name = excluded.display_name",
+             display_name = excluded.display_name,
+             conditional = conditional AND excluded.conditional",
     )?;
     let mut queued = 0;
     for c in changes {
@@ -180,7 +190,8 @@ fn put_todo(
             c.name.as_str(),
             c.display_name,
             c.serial.to_db(),
-            c.first_serial.to_db()
+            c.first_serial.to_db(),
+            c.conditional
         ])?;
         queued += 1;
     }
@@ -197,6 +208,7 @@ mod tests {
             display_name: name.to_owned(),
             serial: Serial(serial),
             first_serial: Serial(serial),
+            conditional: false,
         }
     }
 

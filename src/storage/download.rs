@@ -33,9 +33,9 @@ use tokio::sync::Semaphore;
 use super::fs::{Staged, Storage, is_symlink_refused};
 use crate::config::Config;
 use crate::progress::Progress;
-use crate::types::RemoteFile;
 use crate::types::hashing::{FileHasher, Hashes};
 use crate::types::{Blake2b256, Sha256};
+use crate::types::{Filename, PackagePath, RemoteFile};
 use crate::upstream::{Upstream, retry};
 
 #[derive(Debug, thiserror::Error)]
@@ -103,29 +103,67 @@ impl DownloadError {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub url: Url,
-    /// Path under `web/`, from a validated [`crate::types::PackagePath`].
-    pub relative: String,
+    pub key: Key,
+    /// Unknown for a sidecar, or a file upstream gave no size for (then capped instead).
     pub size: Option<u64>,
     pub sha256: Sha256,
     pub blake2b: Option<Blake2b256>,
 }
 
+/// Where a target goes under `web/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    /// A known path, from a validated [`PackagePath`] (or its sidecar).
+    At(String),
+    /// PyPI's path for these bytes: `packages/aa/bb/<rest>/<filename>` from the BLAKE2b-256
+    /// computed while they stream, known only once they are verified.
+    ByContent(Filename),
+}
+
+impl Key {
+    /// The path, when known before the download.
+    pub fn known(&self) -> Option<&str> {
+        match self {
+            Key::At(key) => Some(key),
+            Key::ByContent(_) => None,
+        }
+    }
+
+    fn resolve(&self, blake2b: Blake2b256) -> String {
+        match self {
+            Key::At(key) => key.clone(),
+            Key::ByContent(filename) => PackagePath::new(blake2b, filename.clone()).relative(),
+        }
+    }
+}
+
+/// Told a [`Key::ByContent`] target's path once its bytes are verified, before they are put
+/// there (the sync stages it in the database, so a crash cannot leave it unaccounted for).
+pub type OnKey = Arc<dyn Fn(&str) -> std::io::Result<()> + Send + Sync>;
+
 impl Target {
     pub fn file(f: &RemoteFile) -> Target {
         Target {
             url: f.url.clone(),
-            relative: f.record.path.relative(),
-            size: Some(f.record.size),
+            key: match f.unknown.blake2b {
+                true => Key::ByContent(f.record.filename.clone()),
+                false => Key::At(f.record.path.relative()),
+            },
+            size: (!f.unknown.size).then_some(f.record.size),
             sha256: f.record.sha256,
-            blake2b: Some(f.record.blake2b()),
+            blake2b: (!f.unknown.blake2b).then(|| f.record.blake2b()),
         }
     }
 
-    /// The file's PEP 658 sidecar, when upstream promises one with a hash.
+    /// The file's PEP 658 sidecar, when upstream promises one with a hash. `None` too while
+    /// the file's own path is unknown: the sidecar is placed beside it once it is.
     pub fn sidecar(f: &RemoteFile) -> Option<Target> {
+        if f.unknown.blake2b {
+            return None;
+        }
         Some(Target {
             url: f.metadata_url(),
-            relative: format!("{}.metadata", f.record.path.relative()),
+            key: Key::At(format!("{}.metadata", f.record.path.relative())),
             size: None,
             sha256: f.record.core_metadata?,
             blake2b: None,
@@ -139,11 +177,15 @@ impl Target {
     }
 }
 
-/// What it took to get a file in place.
+/// What it took to get a file in place, and what its bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placed {
-    Downloaded { bytes: u64 },
-    Adopted,
+pub struct Placed {
+    /// A file already there was kept: nothing transferred.
+    pub adopted: bool,
+    /// Bytes transferred.
+    pub downloaded: u64,
+    pub size: u64,
+    pub blake2b: Blake2b256,
 }
 
 /// A body cut short, kept for the next attempt to resume with a Range request.
@@ -152,7 +194,7 @@ struct Partial {
     hasher: FileHasher,
 }
 
-type Attempt = Result<u64, (DownloadError, Option<Partial>)>;
+type Attempt = Result<Hashes, (DownloadError, Option<Partial>)>;
 
 pub struct Downloader {
     storage: Arc<Storage>,
@@ -161,8 +203,10 @@ pub struct Downloader {
     retry: retry::Policy,
     timeout: Duration,
     min_rate: u64,
-    /// Length cap for targets without a known size.
+    /// Length cap for sidecars (`max_metadata_bytes`).
     max_unsized: u64,
+    /// Length cap for files of unknown size (`max_file_bytes`, 0: none).
+    max_file: u64,
     download_mirror: Option<Url>,
     mirror_only: bool,
     progress: Arc<Progress>,
@@ -189,6 +233,10 @@ impl Downloader {
             timeout: cfg.timeout,
             min_rate: cfg.min_download_rate,
             max_unsized: cfg.max_metadata_bytes,
+            max_file: match cfg.max_file_bytes {
+                0 => u64::MAX,
+                n => n,
+            },
             download_mirror: cfg.download_mirror.clone(),
             mirror_only: cfg.download_mirror_no_fallback,
             progress,
@@ -198,15 +246,22 @@ impl Downloader {
     /// Make sure `target` is at its final path, verified. `absent`: the caller has just seen
     /// that nothing is there (checking a whole project's paths in one blocking call is cheaper
     /// than one per file), so there is nothing to adopt.
-    pub async fn place(&self, target: &Target, absent: bool) -> Result<Placed, DownloadError> {
+    /// `on_key` is told a [`Key::ByContent`] target's path before its bytes are put there.
+    pub async fn place(
+        &self,
+        target: &Target,
+        absent: bool,
+        on_key: Option<OnKey>,
+    ) -> Result<Placed, DownloadError> {
         // One blocking call: stat, and hash only if something is there.
         // Only a regular file of the expected size is hashed (never a symlink, a device or a
         // file larger than the target can be): reads stay bounded by what is expected.
-        let (storage, key) = (self.storage.clone(), target.relative.clone());
-        let (size, cap) = (target.size, self.max_unsized);
-        let present = match absent {
-            true => None,
-            false => tokio::task::spawn_blocking(move || match storage.stat(&key) {
+        let (storage, key) = (self.storage.clone(), target.key.known().map(str::to_owned));
+        let (size, cap) = (target.size, self.limit(target));
+        let present = match key {
+            None => None,
+            Some(_) if absent => None,
+            Some(key) => tokio::task::spawn_blocking(move || match storage.stat(&key) {
                 Ok(None) => None,
                 Ok(Some(m)) if m.is_file() && size.map_or(m.size <= cap, |s| s == m.size) => {
                     Some(storage.hash(&key, &mut vec![0u8; 256 * 1024]))
@@ -225,22 +280,37 @@ impl Downloader {
             .await
             .expect("hashing panicked"),
         };
+        let shown = || {
+            self.storage
+                .describe(target.key.known().unwrap_or_default())
+        };
         match present {
-            Some(Ok(h)) if target.matches(&h) => return Ok(Placed::Adopted),
+            Some(Ok(h)) if target.matches(&h) => {
+                return Ok(Placed {
+                    adopted: true,
+                    downloaded: 0,
+                    size: h.len,
+                    blake2b: h.blake2b,
+                });
+            }
             Some(Ok(_)) => tracing::warn!(
                 "{}: does not match its metadata; downloading it again",
-                self.storage.describe(&target.relative)
+                shown()
             ),
-            Some(Err(e)) => tracing::warn!(
-                "{}: not adopted ({e}); downloading it again",
-                self.storage.describe(&target.relative)
-            ),
+            Some(Err(e)) => tracing::warn!("{}: not adopted ({e}); downloading it again", shown()),
             None => {}
         }
         let mut last = None;
         for url in self.sources(target) {
-            match self.place_from(target, &url).await {
-                Ok(bytes) => return Ok(Placed::Downloaded { bytes }),
+            match self.place_from(target, &url, on_key.clone()).await {
+                Ok(h) => {
+                    return Ok(Placed {
+                        adopted: false,
+                        downloaded: h.len,
+                        size: h.len,
+                        blake2b: h.blake2b,
+                    });
+                }
                 Err(e) if e.is_disk() || matches!(e, DownloadError::Symlink { .. }) => {
                     return Err(e);
                 }
@@ -253,15 +323,22 @@ impl Downloader {
         Err(last.expect("at least one source"))
     }
 
-    /// The `download_mirror` copy first (same relative path), then upstream unless told not to.
+    /// The most bytes `target` may have.
+    fn limit(&self, target: &Target) -> u64 {
+        match (target.size, &target.key, target.blake2b) {
+            (Some(size), _, _) => size,
+            // A file (content-addressed, or with a BLAKE2b) of unknown size.
+            (None, Key::ByContent(_), _) | (None, _, Some(_)) => self.max_file,
+            (None, Key::At(_), None) => self.max_unsized,
+        }
+    }
+
+    /// The `download_mirror` copy first (same relative path; only for a path known
+    /// beforehand), then upstream unless told not to.
     fn sources(&self, target: &Target) -> Vec<Url> {
         let mirror = self.download_mirror.as_ref().and_then(|m| {
-            Url::parse(&format!(
-                "{}/{}",
-                m.as_str().trim_end_matches('/'),
-                target.relative
-            ))
-            .ok()
+            let key = target.key.known()?;
+            Url::parse(&format!("{}/{key}", m.as_str().trim_end_matches('/'))).ok()
         });
         match mirror {
             Some(m) if self.mirror_only => vec![m],
@@ -270,9 +347,17 @@ impl Downloader {
         }
     }
 
-    async fn place_from(&self, target: &Target, url: &Url) -> Result<u64, DownloadError> {
-        let deadline =
-            attempt_deadline(self.timeout, target.size.unwrap_or(1 << 20), self.min_rate);
+    async fn place_from(
+        &self,
+        target: &Target,
+        url: &Url,
+        on_key: Option<OnKey>,
+    ) -> Result<Hashes, DownloadError> {
+        let deadline = attempt_deadline(
+            self.timeout,
+            target.size.unwrap_or_else(|| self.limit(target)),
+            self.min_rate,
+        );
         let mut partial = None;
         let mut attempt = 0;
         loop {
@@ -283,8 +368,8 @@ impl Downloader {
                     .await
                     .expect("semaphore never closed");
                 let _host = self.upstream.host_permit(url).await;
-                match tokio::time::timeout(deadline, self.fetch(target, url, partial.take())).await
-                {
+                let fetch = self.fetch(target, url, partial.take(), on_key.clone());
+                match tokio::time::timeout(deadline, fetch).await {
                     Ok(result) => result,
                     Err(_) => Err((
                         DownloadError::TimedOut {
@@ -296,7 +381,7 @@ impl Downloader {
                 }
             };
             let (e, keep) = match result {
-                Ok(bytes) => return Ok(bytes),
+                Ok(hashes) => return Ok(hashes),
                 Err(failed) => failed,
             };
             let wait = match e.worth_retrying() {
@@ -320,14 +405,20 @@ impl Downloader {
         }
     }
 
-    async fn fetch(&self, target: &Target, url: &Url, partial: Option<Partial>) -> Attempt {
+    async fn fetch(
+        &self,
+        target: &Target,
+        url: &Url,
+        partial: Option<Partial>,
+        on_key: Option<OnKey>,
+    ) -> Attempt {
         let shown = || url.to_string();
         let net = |error| DownloadError::Network {
             url: shown(),
             error,
         };
         let disk = |path: String, error| DownloadError::Disk { path, error };
-        let limit = target.size.unwrap_or(self.max_unsized);
+        let limit = self.limit(target);
         let mut request = self
             .upstream
             .files()
@@ -438,15 +529,21 @@ impl Downloader {
                 None,
             ));
         }
-        let (storage, key) = (self.storage.clone(), target.relative.clone());
-        tokio::task::spawn_blocking(move || spool.finish(&storage, &key))
-            .await
-            .expect("file writer panicked")
-            .map_err(|(path, error)| match is_symlink_refused(&error) {
-                true => (DownloadError::Symlink { error }, None),
-                false => (disk(path, error), None),
-            })?;
-        Ok(got.len)
+        let (storage, key) = (self.storage.clone(), target.key.resolve(got.blake2b));
+        let on_key = on_key.filter(|_| matches!(target.key, Key::ByContent(_)));
+        tokio::task::spawn_blocking(move || {
+            if let Some(on_key) = on_key {
+                on_key(&key).map_err(|e| (storage.describe(&key), e))?;
+            }
+            spool.finish(&storage, &key)
+        })
+        .await
+        .expect("file writer panicked")
+        .map_err(|(path, error)| match is_symlink_refused(&error) {
+            true => (DownloadError::Symlink { error }, None),
+            false => (disk(path, error), None),
+        })?;
+        Ok(got)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Decide: the one per-project decision, from what upstream offers now (through the filters)
-//! and what the mirror holds. The sync applies it, `sync --dry-run` prints it, and
-//! `verify --repair` asks the same question of a damaged file ([`same_file`]).
+//! and what the mirror holds. The sync applies it, and `sync --dry-run` prints it. Whether a
+//! held file is the one offered is [`crate::types::RemoteFile::is_held_as`]: then it is in place already,
+//! no request, no re-hash.
 //!
 //! - **remove** the project: upstream no longer has it, or the filters leave it out;
 //! - otherwise **download** each file (and PEP 658 sidecar) not held as it is offered,
@@ -12,12 +13,12 @@ use std::future::Future;
 
 use tokio::sync::Semaphore;
 
-use super::fetch;
+use super::fetch::{self, Fetched};
 use crate::config::Config;
 use crate::filter::Filters;
 use crate::state::Todo;
 use crate::storage::download::Target;
-use crate::types::{FileRecord, ProjectSnapshot, Serial};
+use crate::types::{FileRecord, PageValidators, ProjectSnapshot, Serial};
 use crate::upstream::Upstream;
 use crate::upstream::snapshot::UrlPolicy;
 
@@ -42,6 +43,8 @@ pub struct Placement {
 }
 
 #[derive(Debug)]
+// One at a time per project, moved, never stored in bulk: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Decision {
     Keep {
         snapshot: ProjectSnapshot,
@@ -51,6 +54,8 @@ pub enum Decision {
     },
     /// Remove the project.
     Remove(Removal),
+    /// Queued conditionally, and upstream's page is as mirrored: nothing to do.
+    Unchanged,
 }
 
 impl Decision {
@@ -66,7 +71,9 @@ impl Decision {
 /// Look at a queued project: left out by name (no request), or fetched and decided against
 /// `held` (the files the mirror holds of it, read only when upstream answered). With
 /// `json = true`, also upstream's JSON API document. `announced`: the change feed's serial
-/// (no answer is recorded beyond it).
+/// (no answer is recorded beyond it). `known`: for a conditional entry, what the project's
+/// page was when last mirrored.
+#[allow(clippy::too_many_arguments)]
 pub async fn look(
     cfg: &Config,
     upstream: &Upstream,
@@ -74,16 +81,18 @@ pub async fn look(
     policy: &UrlPolicy,
     todo: &Todo,
     announced: Serial,
+    known: Option<&PageValidators>,
     held: impl Future<Output = anyhow::Result<Vec<FileRecord>>>,
 ) -> anyhow::Result<(Decision, Option<serde_json::Value>)> {
     if let Some(decision) = by_name(&cfg.filters, todo) {
         return Ok((decision, None));
     }
-    let Some((snapshot, json)) =
-        fetch::fetch_fresh(cfg, upstream, permits, policy, todo, announced).await?
-    else {
-        return Ok((decide(&cfg.filters, None, Vec::new()), None));
-    };
+    let (snapshot, json) =
+        match fetch::fetch_fresh(cfg, upstream, permits, policy, todo, announced, known).await? {
+            Fetched::Gone => return Ok((decide(&cfg.filters, None, Vec::new()), None)),
+            Fetched::Unchanged => return Ok((Decision::Unchanged, None)),
+            Fetched::Found(snapshot, json) => (snapshot, json),
+        };
     for why in &snapshot.refused {
         tracing::warn!("{}", crate::types::text::shown(why));
     }
@@ -123,9 +132,13 @@ pub fn decide(
         held.into_iter().map(|f| (f.filename.clone(), f)).collect();
     let mut download = Vec::new();
     let mut kept_paths = Vec::new();
-    for (i, f) in snapshot.files.iter().enumerate() {
+    for (i, f) in snapshot.files.iter_mut().enumerate() {
         let old = held.get(&f.record.filename);
-        let same = old.is_some_and(|o| same_file(o, &f.record));
+        let same = old.is_some_and(|o| f.is_held_as(o));
+        if let Some(o) = old.filter(|_| same) {
+            // What upstream left out (size, path) is what the mirror holds.
+            f.learn(o.size, o.blake2b());
+        }
         let same_sidecar = same && old.is_some_and(|o| o.core_metadata == f.record.core_metadata);
         if !same {
             download.push(Placement {
@@ -141,7 +154,7 @@ pub fn decide(
                 target,
             });
         }
-        if old.is_some_and(|o| o.path == f.record.path) {
+        if old.is_some_and(|o| o.path == f.record.path && !f.unknown.blake2b) {
             kept_paths.push(f.record.filename.clone());
         }
     }
@@ -155,12 +168,6 @@ pub fn decide(
         download,
         delete,
     }
-}
-
-/// Whether the file the mirror holds is the one offered: same path (its BLAKE2b-256), size and
-/// SHA-256. Then it is in place already: no request, no re-hash.
-pub fn same_file(held: &FileRecord, offered: &FileRecord) -> bool {
-    held.path == offered.path && held.size == offered.size && held.sha256 == offered.sha256
 }
 
 #[cfg(test)]
@@ -180,15 +187,14 @@ mod tests {
             versions: vec!["1.0".into()],
             files: files
                 .into_iter()
-                .map(|record| RemoteFile {
-                    url: format!("https://files.example/{}", record.path.relative())
-                        .parse()
-                        .unwrap(),
-                    record,
+                .map(|record| {
+                    let url = format!("https://files.example/{}", record.path.relative());
+                    RemoteFile::known(record, url.parse().unwrap())
                 })
                 .collect(),
             status: None,
             refused: Vec::new(),
+            validators: None,
         }
     }
 
@@ -212,7 +218,7 @@ mod tests {
         };
         let names: Vec<&str> = download
             .iter()
-            .map(|p| p.target.relative.as_str())
+            .filter_map(|p| p.target.key.known())
             .collect();
         assert_eq!(names, [changed.path.relative()]);
         assert_eq!(delete, [c, b]);

@@ -84,6 +84,7 @@ pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow
                 display_name,
                 serial,
                 attempts: 0,
+                conditional: false,
             });
             entry.serial = entry.serial.max(serial);
         };
@@ -203,6 +204,7 @@ impl Look<'_> {
                     &self.policy,
                     &todo,
                     self.feed_serial,
+                    None,
                     held,
                 )
                 .await;
@@ -218,6 +220,7 @@ impl Look<'_> {
                     report.failures += 1;
                     writeln!(out, "error {name} {e:#}")?;
                 }
+                Ok((Decision::Unchanged, _)) => {}
                 Ok((Decision::Remove(removal), _)) => {
                     let state = lock(self.state);
                     if state.project_serial(name)?.is_none() {

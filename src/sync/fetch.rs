@@ -1,6 +1,9 @@
 //! Fetch: a queued project's metadata, at least as new as the serial the feed promised.
 //!
-//! The JSON API and (with `simple_json`) the PEP 691 page are asked together. An answer older
+//! The JSON API and (with `simple_json`, or when upstream has no JSON API) the project page
+//! (PEP 691 JSON, or PEP 503 HTML) are asked together. A project a serial-less feed queued
+//! is asked conditionally: its page first, with what it was when last mirrored (`ETag`,
+//! `Last-Modified`, digest), and an unchanged page ends there. An answer older
 //! than the feed's serial is a stale CDN copy: it is asked again with a cache-busting query,
 //! on the upstream's retry policy, `stale_retries` times. The result is validated into a
 //! [`ProjectSnapshot`] at the older of the two answers' serials, so what the newer one adds is
@@ -10,19 +13,150 @@
 //! this run) is not believed: the project is recorded at the feed's serial, so one absurd
 //! `X-PyPI-Last-Serial` (say 2^64 - 1) cannot make the mirror skip its later changes.
 
+use reqwest::Url;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::state::Todo;
-use crate::types::{ProjectSnapshot, Serial};
+use crate::types::{PageValidators, ProjectName, ProjectSnapshot, Serial};
+use crate::upstream::json_api::ProjectJson;
+use crate::upstream::simple::ProjectPage;
 use crate::upstream::snapshot::{self, UrlPolicy};
-use crate::upstream::{ProjectFetch, Upstream};
+use crate::upstream::{PageAnswer, ProjectFetch, Upstream, UpstreamError};
 
-/// What upstream has for a project now: `None` when it has no such project (404 from every
-/// source asked). With `json = true`, also upstream's JSON API document, for the JSON API
-/// mirror.
-pub type Fetched = Option<(ProjectSnapshot, Option<serde_json::Value>)>;
+/// What upstream has for a project now.
+// One at a time per project, moved, never stored in bulk: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Fetched {
+    /// No such project (404 from every source asked).
+    Gone,
+    /// Asked conditionally (a serial-less feed), its page is as mirrored.
+    Unchanged,
+    /// With `json = true`, also upstream's JSON API document, for the JSON API mirror.
+    Found(ProjectSnapshot, Option<serde_json::Value>),
+}
 
+/// The answers of one look at upstream.
+// One at a time per project, moved, never stored in bulk: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Asked {
+    Unchanged,
+    Answers {
+        json: ProjectFetch,
+        page: Option<(ProjectPage, Option<u64>, Url, PageValidators)>,
+    },
+}
+
+impl Asked {
+    /// The older of the answers' serials (0 without any).
+    pub fn serial(&self) -> Serial {
+        let (json, page) = self.serials();
+        json.into_iter().chain(page).min().unwrap_or_default()
+    }
+
+    /// Each answer's serial (no serial at all counts as 0); none when upstream has neither.
+    fn serials(&self) -> (Option<Serial>, Option<Serial>) {
+        let Asked::Answers { json, page } = self else {
+            return (None, None);
+        };
+        let json = match json {
+            ProjectFetch::Found { serial, .. } => Some(Serial(serial.unwrap_or(0))),
+            ProjectFetch::NotFound => None,
+        };
+        (
+            json,
+            page.as_ref().map(|(_, s, _, _)| Serial(s.unwrap_or(0))),
+        )
+    }
+}
+
+/// One look at upstream: the JSON API, and the project page with `simple_json` or when the
+/// JSON API has nothing (an index without one). With `known` (a conditional entry), the page
+/// is asked first, conditionally, and an unchanged page ends the look there.
+pub async fn ask(
+    cfg: &Config,
+    upstream: &Upstream,
+    name: &ProjectName,
+    display_name: &str,
+    bust: Option<u64>,
+    known: Option<&PageValidators>,
+) -> Result<Asked, UpstreamError> {
+    let page_of = |answer: PageAnswer| match answer {
+        PageAnswer::Page {
+            page,
+            serial,
+            url,
+            validators,
+        } => Some((page, serial, url, validators)),
+        PageAnswer::Missing | PageAnswer::Unchanged => None,
+    };
+    if let Some(known) = known {
+        let page = match upstream.project_page(name, bust, Some(known)).await? {
+            PageAnswer::Unchanged => return Ok(Asked::Unchanged),
+            answer => page_of(answer),
+        };
+        let json = upstream.project_json(display_name, bust).await?;
+        return Ok(Asked::Answers { json, page });
+    }
+    let page = async {
+        match cfg.simple_json {
+            true => upstream.project_page(name, bust, None).await.map(page_of),
+            false => Ok(None),
+        }
+    };
+    let (json, page) = tokio::join!(upstream.project_json(display_name, bust), page);
+    let (json, mut page) = (json?, page?);
+    if matches!(json, ProjectFetch::NotFound) && !cfg.simple_json {
+        page = page_of(upstream.project_page(name, bust, None).await?);
+    }
+    Ok(Asked::Answers { json, page })
+}
+
+/// Validate a look's answers into a snapshot at `serial` (`None`: upstream has neither), and
+/// with `json = true` keep the JSON API document.
+pub fn validate(
+    cfg: &Config,
+    policy: &UrlPolicy,
+    name: &ProjectName,
+    display_name: &str,
+    asked: Asked,
+    serial: Serial,
+) -> anyhow::Result<Fetched> {
+    let Asked::Answers { json, page } = asked else {
+        return Ok(Fetched::Unchanged);
+    };
+    let (page, page_url, validators) = match page {
+        Some((p, _, url, v)) => (Some(p), Some(url), Some(v)),
+        None => (None, None, None),
+    };
+    let (json, url, raw): (Option<ProjectJson>, _, _) = match json {
+        ProjectFetch::Found {
+            json, url, body, ..
+        } => {
+            let raw = match cfg.json {
+                true => Some(serde_json::from_slice(&body).map_err(|e| {
+                    anyhow::anyhow!("{url}: invalid JSON for the JSON API mirror: {e}")
+                })?),
+                false => None,
+            };
+            (Some(json), Some(url), raw)
+        }
+        ProjectFetch::NotFound => (None, None, None),
+    };
+    if json.is_none() && page.is_none() {
+        return Ok(Fetched::Gone);
+    }
+    let answers = snapshot::Answers {
+        json: json.zip(url.as_ref()),
+        page: page.zip(page_url.as_ref()),
+    };
+    let mut snap = snapshot::snapshot(name, display_name, answers, serial, policy)?;
+    snap.validators = validators;
+    Ok(Fetched::Found(snap, raw))
+}
+
+/// Look at a queued project until the answers are at least as new as the serial the feed
+/// promised (`known`: the page as last mirrored, for a conditional entry).
 pub async fn fetch_fresh(
     cfg: &Config,
     upstream: &Upstream,
@@ -30,69 +164,25 @@ pub async fn fetch_fresh(
     policy: &UrlPolicy,
     todo: &Todo,
     announced: Serial,
+    known: Option<&PageValidators>,
 ) -> anyhow::Result<Fetched> {
     let bound = announced.max(todo.serial);
     let retry = upstream.retry_policy().with_retries(cfg.stale_retries);
     let mut attempt = 0;
     loop {
-        let (json, page) = {
+        let asked = {
             let _permit = permits.acquire().await?;
             let bust = (attempt > 0).then_some(todo.serial.0);
-            let page = async {
-                match cfg.simple_json {
-                    true => upstream.project_page(&todo.name, bust).await,
-                    false => Ok(None),
-                }
-            };
-            let (json, page) = tokio::join!(upstream.project_json(&todo.display_name, bust), page);
-            (json?, page?)
+            ask(cfg, upstream, &todo.name, &todo.display_name, bust, known).await?
         };
-        let json_serial = match &json {
-            ProjectFetch::Found { serial, .. } => Some(Serial(serial.unwrap_or(0))),
-            ProjectFetch::NotFound => None,
-        };
-        let page_serial = page.as_ref().map(|(_, s, _)| Serial(s.unwrap_or(0)));
+        let (json_serial, page_serial) = asked.serials();
         let stale = [json_serial, page_serial]
             .into_iter()
             .flatten()
             .find(|&s| s < todo.serial);
         let Some(serial) = stale else {
-            if json_serial.is_none() && page_serial.is_none() {
-                return Ok(None);
-            }
-            let answered = json_serial
-                .into_iter()
-                .chain(page_serial)
-                .min()
-                .unwrap_or_default();
-            let serial = believable(&todo.display_name, answered, bound);
-            let (page, page_url) = match page {
-                Some((p, _, url)) => (Some(p), Some(url)),
-                None => (None, None),
-            };
-            let (json, url, raw) = match json {
-                ProjectFetch::Found {
-                    json, url, body, ..
-                } => {
-                    let raw = if cfg.json {
-                        Some(serde_json::from_slice(&body).map_err(|e| {
-                            anyhow::anyhow!("{url}: invalid JSON for the JSON API mirror: {e}")
-                        })?)
-                    } else {
-                        None
-                    };
-                    (Some(json), Some(url), raw)
-                }
-                ProjectFetch::NotFound => (None, None, None),
-            };
-            let answers = snapshot::Answers {
-                json: json.zip(url.as_ref()),
-                page: page.zip(page_url.as_ref()),
-            };
-            return Ok(Some((
-                snapshot::snapshot(&todo.name, &todo.display_name, answers, serial, policy)?,
-                raw,
-            )));
+            let serial = believable(&todo.display_name, asked.serial(), bound);
+            return validate(cfg, policy, &todo.name, &todo.display_name, asked, serial);
         };
         let Some(wait) = retry.next(attempt, None) else {
             anyhow::bail!(

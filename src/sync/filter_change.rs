@@ -153,6 +153,7 @@ impl FilterChange {
             display_name,
             serial,
             first_serial,
+            conditional: false,
         };
         while !cursor.mirrored_done {
             let page = next_page(state, &mut cursor.after)?;

@@ -202,6 +202,7 @@ async fn sync_queue(
                 summary.bytes_downloaded += bytes;
                 summary.refused += refused;
             }
+            Outcome::Unchanged => summary.projects_unchanged += 1,
             Outcome::Removed { todo, removal } => removed.push((todo, removal)),
             Outcome::Emptied {
                 todo,

@@ -1,11 +1,16 @@
 //! Place: put every file a project's decision downloads at its key, verified (the strategy
 //! is `storage::download`'s). Downloads of all projects share one `workers` bound.
+//!
+//! A file whose path upstream did not give (no BLAKE2b-256: devpi's `+f/` URLs, a download
+//! handler) goes to PyPI's path for its bytes, known once they are verified; its PEP 658
+//! sidecar is placed beside it after, in a second round. What the bytes tell (size, path)
+//! is filled into the snapshot, so the pages and the database record them.
 
 use std::sync::Arc;
 
 use super::decide::Placement;
 use super::{Ctx, lock};
-use crate::storage::download::Placed;
+use crate::storage::download::{DownloadError, OnKey, Target};
 use crate::types::ProjectSnapshot;
 
 /// What placing a project's files took.
@@ -26,13 +31,50 @@ pub async fn place(
     download: Vec<Placement>,
 ) -> anyhow::Result<Transfer> {
     let mut done = Transfer::default();
+    let by_content: Vec<usize> = download
+        .iter()
+        .filter(|p| p.target.key.known().is_none())
+        .map(|p| p.file)
+        .collect();
+    let mut failures = round(ctx, snapshot, download, &mut done).await?;
+    // The sidecars of files whose path is known only now.
+    let sidecars: Vec<Placement> = by_content
+        .into_iter()
+        .filter(|&i| !snapshot.files[i].unknown.any())
+        .filter_map(|i| {
+            Some(Placement {
+                file: i,
+                sidecar: true,
+                target: Target::sidecar(&snapshot.files[i])?,
+            })
+        })
+        .collect();
+    failures.extend(round(ctx, snapshot, sidecars, &mut done).await?);
+    let failed = failures.len();
+    if let Some(e) = failures.into_iter().next() {
+        return Err(anyhow::Error::new(e).context(format!("{failed} of its files failed")));
+    }
+    Ok(done)
+}
+
+/// One round of downloads, all at once; the failures that fail the project.
+async fn round(
+    ctx: &Arc<Ctx>,
+    snapshot: &mut ProjectSnapshot,
+    download: Vec<Placement>,
+    done: &mut Transfer,
+) -> anyhow::Result<Vec<DownloadError>> {
     if download.is_empty() {
-        return Ok(done);
+        return Ok(Vec::new());
     }
     // Known to the database before they reach disk, so a project that fails or disappears
     // after some of its files were placed cannot leave them behind unaccounted for. In the
-    // same blocking call, which keys are empty (nothing there to adopt).
-    let keys: Vec<String> = download.iter().map(|p| p.target.relative.clone()).collect();
+    // same blocking call, which keys are empty (nothing there to adopt). A path known only
+    // from the bytes is staged by `on_key` just before they are put there.
+    let keys: Vec<String> = download
+        .iter()
+        .filter_map(|p| p.target.key.known().map(str::to_owned))
+        .collect();
     let (state, storage, name) = (
         ctx.state.clone(),
         ctx.storage.clone(),
@@ -43,13 +85,23 @@ pub async fn place(
         lock(&state).stage(&name, &keys).map(|()| absent)
     })
     .await??;
+    let on_key: OnKey = {
+        let (state, name) = (ctx.state.clone(), snapshot.name.clone());
+        Arc::new(move |key: &str| {
+            lock(&state)
+                .stage(&name, &[key.to_owned()])
+                .map_err(std::io::Error::other)
+        })
+    };
+    let mut absent = absent.into_iter();
     let tasks: Vec<_> = download
         .into_iter()
-        .zip(absent)
-        .map(|(p, absent)| {
-            let (downloader, progress) = (ctx.downloader.clone(), ctx.progress.clone());
+        .map(|p| {
+            let absent = p.target.key.known().is_some() && absent.next().unwrap_or(false);
+            let (downloader, progress, on_key) =
+                (ctx.downloader.clone(), ctx.progress.clone(), on_key.clone());
             let task = tokio::spawn(async move {
-                let placed = downloader.place(&p.target, absent).await;
+                let placed = downloader.place(&p.target, absent, Some(on_key)).await;
                 if placed.is_ok() && !p.sidecar {
                     progress.file_done();
                 }
@@ -58,14 +110,16 @@ pub async fn place(
             (p.file, p.sidecar, task)
         })
         .collect();
-    let (mut failed, mut first_error) = (0, None);
+    let mut failures = Vec::new();
     for (i, sidecar, task) in tasks {
         match task.await? {
-            Ok(Placed::Downloaded { bytes }) => {
-                done.files += u64::from(!sidecar);
-                done.bytes += bytes;
+            Ok(placed) => {
+                done.bytes += placed.downloaded;
+                if !sidecar {
+                    done.files += u64::from(!placed.adopted);
+                    snapshot.files[i].learn(placed.size, placed.blake2b);
+                }
             }
-            Ok(Placed::Adopted) => {}
             // A bad sidecar counts as refused, so the run says something is wrong upstream.
             // One that could not be fetched (network, 5xx after retries) fails the project
             // like a file would, so the next run tries it again instead of never advertising
@@ -78,14 +132,8 @@ pub async fn place(
                 snapshot.files[i].record.core_metadata = None;
                 done.refused += u64::from(!e.is_not_found());
             }
-            Err(e) => {
-                failed += 1;
-                first_error.get_or_insert(e);
-            }
+            Err(e) => failures.push(e),
         }
     }
-    if let Some(e) = first_error {
-        return Err(anyhow::Error::new(e).context(format!("{failed} of its files failed")));
-    }
-    Ok(done)
+    Ok(failures)
 }

@@ -57,41 +57,44 @@ pub struct Plan {
 /// serial seen.
 #[derive(Default)]
 struct Changes {
-    by_name: BTreeMap<ProjectName, (String, Serial, Serial)>,
+    by_name: BTreeMap<ProjectName, Change>,
     invalid: Vec<String>,
 }
 
 impl Changes {
     fn add(&mut self, display: String, serial: Serial) {
-        match ProjectName::new(&display) {
-            Ok(name) => {
-                let entry = self
-                    .by_name
-                    .entry(name)
-                    .or_insert((display.clone(), serial, serial));
-                entry.1 = entry.1.min(serial);
-                if serial >= entry.2 {
-                    entry.0 = display;
-                    entry.2 = serial;
-                }
-            }
-            Err(_) => self.invalid.push(display.chars().take(200).collect()),
+        self.put(display, serial, false);
+    }
+
+    /// A project a serial-less feed lists: whether it changed is asked of its page.
+    fn add_conditional(&mut self, display: String, serial: Serial) {
+        self.put(display, serial, true);
+    }
+
+    fn put(&mut self, display: String, serial: Serial, conditional: bool) {
+        let Ok(name) = ProjectName::new(&display) else {
+            self.invalid.push(display.chars().take(200).collect());
+            return;
+        };
+        let entry = self.by_name.entry(name.clone()).or_insert(Change {
+            name,
+            display_name: display.clone(),
+            serial,
+            first_serial: serial,
+            conditional,
+        });
+        entry.first_serial = entry.first_serial.min(serial);
+        entry.conditional &= conditional;
+        if serial >= entry.serial {
+            entry.display_name = display;
+            entry.serial = serial;
         }
     }
 
     fn into_plan(self, feed_serial: Serial) -> Plan {
         Plan {
             feed_serial,
-            changes: self
-                .by_name
-                .into_iter()
-                .map(|(name, (display_name, first_serial, serial))| Change {
-                    name,
-                    display_name,
-                    serial,
-                    first_serial,
-                })
-                .collect(),
+            changes: self.by_name.into_values().collect(),
             invalid_names: self.invalid,
             unlisted: 0,
             incomplete: None,
@@ -393,7 +396,7 @@ async fn from_simple_root(
             listed.insert(name.as_str().to_owned());
         }
         let Some(serial) = p.last_serial else {
-            changes.add(p.name, feed_serial);
+            changes.add_conditional(p.name, feed_serial);
             continue;
         };
         let mirrored = ProjectName::new(&p.name)

@@ -10,7 +10,11 @@ use crate::state::Todo;
 use crate::storage::download::DownloadError;
 use crate::types::ProjectSnapshot;
 
+// One at a time per project, moved, never stored in bulk: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
+    /// Upstream's page is as mirrored (a conditional entry): dequeued, nothing else.
+    Unchanged,
     Synced {
         files: u64,
         bytes: u64,
@@ -55,6 +59,13 @@ pub async fn sync(ctx: &Arc<Ctx>, todo: Todo) -> Outcome {
 }
 
 async fn try_sync(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome> {
+    let known = match todo.conditional {
+        true => {
+            let (state, name) = (ctx.state.clone(), todo.name.clone());
+            tokio::task::spawn_blocking(move || lock(&state).page_validators(&name)).await??
+        }
+        false => None,
+    };
     let (state, name) = (ctx.state.clone(), todo.name.clone());
     let held = async move {
         Ok(tokio::task::spawn_blocking(move || lock(&state).project_files(&name)).await??)
@@ -66,6 +77,7 @@ async fn try_sync(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome> {
         &ctx.policy,
         todo,
         ctx.feed_serial,
+        known.as_ref(),
         held,
     )
     .await?;
@@ -80,6 +92,11 @@ async fn try_sync(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome> {
         });
     }
     match decision {
+        Decision::Unchanged => {
+            let (state, name, serial) = (ctx.state.clone(), todo.name.clone(), todo.serial);
+            tokio::task::spawn_blocking(move || lock(&state).unchanged(&name, serial)).await??;
+            Ok(Outcome::Unchanged)
+        }
         Decision::Remove(removal) => Ok(Outcome::Removed {
             todo: todo.clone(),
             removal,

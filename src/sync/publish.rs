@@ -14,6 +14,14 @@ pub fn publish(
     snapshot: &ProjectSnapshot,
     upstream_json: Option<&serde_json::Value>,
 ) -> anyhow::Result<()> {
+    // Every fact upstream left out was learned when the file was placed or found held.
+    if let Some(f) = snapshot.files.iter().find(|f| f.unknown.any()) {
+        anyhow::bail!(
+            "{}: the size or path of {} is still unknown; not published (a bug: please report it)",
+            snapshot.name,
+            f.record.filename
+        );
+    }
     let records: Vec<&FileRecord> = snapshot.files.iter().map(|f| &f.record).collect();
     let view = ProjectView::new(
         &snapshot.name,

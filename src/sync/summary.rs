@@ -9,6 +9,8 @@ use crate::types::Serial;
 #[derive(Debug, Default)]
 pub struct Summary {
     pub projects_synced: u64,
+    /// Asked conditionally (a serial-less feed) and unchanged upstream.
+    pub projects_unchanged: u64,
     pub projects_removed: u64,
     pub projects_failed: u64,
     pub files_downloaded: u64,
@@ -47,8 +49,12 @@ impl Summary {
     }
 
     pub fn line(&self) -> String {
+        let unchanged = match self.projects_unchanged {
+            0 => String::new(),
+            n => format!(" ({n} more asked and unchanged)"),
+        };
         format!(
-            "sync {}: {} projects synced, {} removed, {} files ({}) downloaded, {} failures, serial {} reached, {:.1}s",
+            "sync {}: {} projects synced{unchanged}, {} removed, {} files ({}) downloaded, {} failures, serial {} reached, {:.1}s",
             self.outcome(),
             self.projects_synced,
             self.projects_removed,

@@ -110,6 +110,24 @@ impl PackagePath {
         Ok(PackagePath { blake2b, filename })
     }
 
+    /// The path of a file whose bytes hash to `blake2b`: PyPI's layout, wherever upstream
+    /// served it from.
+    pub fn new(blake2b: Blake2b256, filename: Filename) -> PackagePath {
+        PackagePath { blake2b, filename }
+    }
+
+    /// The BLAKE2b-256 a file URL in PyPI's layout names, under any prefix
+    /// (`/mirror/packages/aa/bb/<60 hex>/<filename>`): a claim, checked when the bytes
+    /// arrive. `None` when the URL has another shape (devpi's `+f/…`, a download handler).
+    pub fn blake2b_in_url(raw_path: &str, expected: &Filename) -> Option<Blake2b256> {
+        let segments: Vec<&str> = raw_path.rsplitn(6, '/').collect();
+        let [name, tail, bb, aa, "packages", ..] = segments[..] else {
+            return None;
+        };
+        let path = format!("/packages/{aa}/{bb}/{tail}/{name}");
+        Self::from_url_path(&path, expected).ok().map(|p| p.blake2b)
+    }
+
     /// The BLAKE2b-256 the path promises: the downloaded bytes must hash to it.
     pub fn blake2b(&self) -> Blake2b256 {
         self.blake2b
@@ -153,6 +171,27 @@ mod tests {
             )
         );
         assert_eq!(path.blake2b().to_hex(), format!("abcd{}", "e".repeat(60)));
+    }
+
+    #[test]
+    fn finds_the_layout_under_any_prefix() {
+        let name = Filename::new("x.whl").unwrap();
+        let e60 = "e".repeat(60);
+        for (raw, found) in [
+            (format!("/packages/ab/cd/{e60}/x.whl"), true),
+            (format!("/packages/packages/ab/cd/{e60}/x.whl"), true),
+            (format!("/api/pypi/r/packages/ab/cd/{e60}/x.whl"), true),
+            (format!("packages/ab/cd/{e60}/x.whl"), true),
+            (format!("/root/pypi/+f/abc/{e60}/x.whl"), false),
+            (format!("/packages/ab/cd/{e60}/y.whl"), false),
+            ("/x.whl".to_owned(), false),
+        ] {
+            assert_eq!(
+                PackagePath::blake2b_in_url(&raw, &name).is_some(),
+                found,
+                "{raw}"
+            );
+        }
     }
 
     #[test]

@@ -70,9 +70,56 @@ impl FileRecord {
 pub struct RemoteFile {
     pub record: FileRecord,
     pub url: Url,
+    /// What upstream did not say about it, learned from its bytes.
+    pub unknown: Unknown,
+}
+
+/// Facts upstream did not give about a file: an HTML page has no size; a file URL outside
+/// PyPI's layout with no `blake2b_256` digest has no BLAKE2b-256, so no path yet. They are
+/// learned from the bytes as they download, or from the file the mirror already holds under
+/// the same name and SHA-256. Until then the record holds placeholders (size 0, a path under
+/// an all-zero BLAKE2b) that are never recorded or published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unknown {
+    pub size: bool,
+    pub blake2b: bool,
+}
+
+impl Unknown {
+    pub fn any(self) -> bool {
+        self.size || self.blake2b
+    }
 }
 
 impl RemoteFile {
+    /// A file with every fact known.
+    pub fn known(record: FileRecord, url: Url) -> RemoteFile {
+        RemoteFile {
+            record,
+            url,
+            unknown: Unknown::default(),
+        }
+    }
+
+    /// Whether `held` (recorded under the same file name) is this file: same SHA-256, and the
+    /// same size and path wherever upstream gave them.
+    pub fn is_held_as(&self, held: &FileRecord) -> bool {
+        held.sha256 == self.record.sha256
+            && (self.unknown.size || held.size == self.record.size)
+            && (self.unknown.blake2b || held.path == self.record.path)
+    }
+
+    /// Fill in what upstream left out, from the bytes (`size`, `blake2b`).
+    pub fn learn(&mut self, size: u64, blake2b: Blake2b256) {
+        if self.unknown.size {
+            self.record.size = size;
+        }
+        if self.unknown.blake2b {
+            self.record.path = PackagePath::new(blake2b, self.record.filename.clone());
+        }
+        self.unknown = Unknown::default();
+    }
+
     /// PEP 658: the sidecar lives at the file's URL plus `.metadata`.
     pub fn metadata_url(&self) -> Url {
         let mut url = self.url.clone();
@@ -106,6 +153,17 @@ pub struct ProjectSnapshot {
     pub status: Option<ProjectStatus>,
     /// Entries left out, each with the reason (logged and counted as failures).
     pub refused: Vec<String>,
+    /// How to ask upstream next time whether the project page changed (serial-less feeds).
+    pub validators: Option<PageValidators>,
+}
+
+/// What a project's page was when it was read: HTTP validators to send back
+/// (`If-None-Match`, `If-Modified-Since`), and the body's digest for upstreams without them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageValidators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub digest: Sha256,
 }
 
 /// What the database knows about a project's JSON API document (`json = true`).

@@ -13,7 +13,7 @@ use super::simple::CoreMetadata;
 #[derive(Debug, Deserialize)]
 pub struct ProjectJson {
     pub info: Info,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::simple::lenient_serial")]
     pub last_serial: Option<u64>,
     /// version → the release's files (an empty list for a release without files).
     #[serde(default)]
@@ -30,7 +30,9 @@ pub struct Info {
 pub struct FileJson {
     pub filename: String,
     pub url: String,
-    pub size: u64,
+    /// Missing only from documents other than Warehouse's: learned while downloading.
+    #[serde(default)]
+    pub size: Option<u64>,
     #[serde(default)]
     pub digests: Digests,
     #[serde(default)]

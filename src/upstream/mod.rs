@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod feed;
+pub mod html;
 pub mod json_api;
 pub mod retry;
 pub mod simple;
@@ -20,11 +21,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use futures::StreamExt;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
+use reqwest::header::{
+    ACCEPT, CONTENT_TYPE, DATE, ETAG, HeaderMap, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+};
 use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
 
 use crate::config::Config;
-use crate::types::ProjectName;
+use crate::types::{PageValidators, ProjectName};
 use json_api::ProjectJson;
 use simple::{ProjectPage, RootIndex};
 use xmlrpc::{ChangelogRow, Value, XmlRpcError};
@@ -91,6 +94,14 @@ struct Answer {
 }
 
 impl Answer {
+    /// A JSON answer (PEP 691), as opposed to HTML (PEP 503).
+    fn is_json(&self) -> bool {
+        self.headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.to_ascii_lowercase().contains("json"))
+    }
+
     fn success(self, asked: &Url) -> Result<Answer, UpstreamError> {
         match self.status.is_success() {
             true => Ok(self),
@@ -114,7 +125,10 @@ pub struct Upstream {
     files: Client,
     rate: RateLimit,
     hosts: HostLimits,
-    master: Url,
+    /// Where the JSON API (`/pypi/<name>/json`) and XML-RPC (`/pypi`) live, no trailing `/`.
+    api_base: String,
+    /// The simple index root, with its trailing `/`.
+    simple_root: String,
     retry: retry::Policy,
     max_metadata_bytes: u64,
     metadata_deadline: Duration,
@@ -147,7 +161,8 @@ impl Upstream {
             files: build(false)?,
             rate: RateLimit::new(cfg.metadata_rate),
             hosts: HostLimits::new(cfg.max_connections_per_host),
-            master: cfg.master.clone(),
+            api_base: api_base(&cfg.master),
+            simple_root: simple_root(&cfg.master),
             retry: retry::Policy {
                 retries: cfg.retries,
                 delay: cfg.retry_delay,
@@ -173,8 +188,12 @@ impl Upstream {
     }
 
     fn endpoint(&self, path: &str) -> Url {
-        let base = self.master.as_str().trim_end_matches('/');
-        Url::parse(&format!("{base}{path}")).expect("master is a valid base URL")
+        Url::parse(&format!("{}{path}", self.api_base)).expect("master is a valid base URL")
+    }
+
+    /// `rest` under the simple index root (`""` for the root itself).
+    fn simple(&self, rest: &str) -> Url {
+        Url::parse(&format!("{}{rest}", self.simple_root)).expect("master is a valid base URL")
     }
 
     /// One metadata request, whole: status, headers, final URL and body. Connection errors,
@@ -342,17 +361,21 @@ impl Upstream {
         })
     }
 
+    /// The root index, as PEP 691 JSON where upstream offers it, else PEP 503 HTML.
     pub async fn simple_root(&self) -> Result<RootIndex, UpstreamError> {
-        let url = self.endpoint("/simple/");
+        let url = self.simple("");
         let answer = self
             .fetch(&url, || {
                 self.metadata
                     .get(url.clone())
-                    .header(ACCEPT, simple::ACCEPT_JSON)
+                    .header(ACCEPT, simple::ACCEPT_ANY)
             })
             .await?
             .success(&url)?;
-        parse_json(&url, &answer.body)
+        match answer.is_json() {
+            true => parse_json(&url, &answer.body),
+            false => Ok(html::root(&String::from_utf8_lossy(&answer.body))),
+        }
     }
 
     /// `GET /pypi/<name>/json`; `cache_bust` adds a query string so a CDN cannot answer from
@@ -381,43 +404,123 @@ impl Upstream {
         })
     }
 
-    /// `GET /simple/<name>/` as PEP 691 JSON, with its serial and final URL (relative file URLs
-    /// resolve against it). `None` when upstream has no
-    /// such page or does not offer it as JSON (an HTML-only index).
+    /// `GET /simple/<name>/`, PEP 691 JSON where upstream offers it, else PEP 503 HTML.
+    /// With `known` (what the page was when last mirrored), asked conditionally: a 304, or a
+    /// body with the same digest, is [`PageAnswer::Unchanged`].
     pub async fn project_page(
         &self,
         name: &ProjectName,
         cache_bust: Option<u64>,
-    ) -> Result<Option<(ProjectPage, Option<u64>, Url)>, UpstreamError> {
-        let mut url = self.endpoint(&format!("/simple/{name}/"));
+        known: Option<&PageValidators>,
+    ) -> Result<PageAnswer, UpstreamError> {
+        let mut url = self.simple(&format!("{name}/"));
         if let Some(n) = cache_bust {
             url.set_query(Some(&format!("serial={n}")));
         }
         let answer = self
             .fetch(&url, || {
-                self.metadata
+                let mut request = self
+                    .metadata
                     .get(url.clone())
-                    .header(ACCEPT, simple::ACCEPT_JSON)
+                    .header(ACCEPT, simple::ACCEPT_ANY);
+                if let Some(etag) = known.and_then(|k| k.etag.as_deref()) {
+                    request = request.header(IF_NONE_MATCH, etag);
+                }
+                if let Some(date) = known.and_then(|k| k.last_modified.as_deref()) {
+                    request = request.header(IF_MODIFIED_SINCE, date);
+                }
+                request
             })
             .await?;
-        if matches!(
-            answer.status,
-            StatusCode::NOT_FOUND | StatusCode::NOT_ACCEPTABLE
-        ) {
-            return Ok(None);
+        match answer.status {
+            StatusCode::NOT_FOUND | StatusCode::NOT_ACCEPTABLE | StatusCode::GONE => {
+                return Ok(PageAnswer::Missing);
+            }
+            StatusCode::NOT_MODIFIED if known.is_some() => return Ok(PageAnswer::Unchanged),
+            _ => {}
         }
         let answer = answer.success(&url)?;
-        let is_json = answer
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|t| t.contains("json"));
-        if !is_json {
-            return Ok(None);
+        let validators = validators(&answer);
+        if known.is_some_and(|k| k.digest == validators.digest) {
+            return Ok(PageAnswer::Unchanged);
         }
-        let page: ProjectPage = parse_json(&url, &answer.body)?;
+        let page: ProjectPage = match answer.is_json() {
+            true => parse_json(&url, &answer.body)?,
+            false => html::project_page(name.as_str(), &String::from_utf8_lossy(&answer.body)),
+        };
         let serial = last_serial(&answer.headers).or(page.meta.last_serial);
-        Ok(Some((page, serial, answer.url)))
+        Ok(PageAnswer::Page {
+            page,
+            serial,
+            url: answer.url,
+            validators,
+        })
+    }
+}
+
+/// A project page as upstream answered it.
+// One per request, moved straight into a snapshot: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum PageAnswer {
+    /// No such page (404, 410), or none in a form we read.
+    Missing,
+    /// As it was when last mirrored (asked conditionally).
+    Unchanged,
+    Page {
+        page: ProjectPage,
+        /// `X-PyPI-Last-Serial`, else the body's.
+        serial: Option<u64>,
+        /// After redirects: relative file URLs resolve against it.
+        url: Url,
+        validators: PageValidators,
+    },
+}
+
+/// What to send back next time to ask whether the page changed. A `Last-Modified` less than
+/// two seconds before the answer's `Date` is not kept: a change within the same second would
+/// keep the same date and be missed.
+fn validators(answer: &Answer) -> PageValidators {
+    let header = |name| {
+        answer
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 200)
+            .map(str::to_owned)
+    };
+    let date = |name| header(name).and_then(|v| httpdate::parse_http_date(&v).ok());
+    let settled = match (date(LAST_MODIFIED), date(DATE)) {
+        (Some(modified), Some(now)) => now
+            .duration_since(modified)
+            .is_ok_and(|d| d >= Duration::from_secs(2)),
+        (Some(modified), None) => std::time::SystemTime::now()
+            .duration_since(modified)
+            .is_ok_and(|d| d >= Duration::from_secs(2)),
+        _ => false,
+    };
+    PageValidators {
+        etag: header(ETAG),
+        last_modified: header(LAST_MODIFIED).filter(|_| settled),
+        digest: crate::types::hashing::sha256(&answer.body),
+    }
+}
+
+/// Where the JSON API and XML-RPC live: the master, or the parent of a master given as the
+/// simple index itself (`…/simple/`, devpi's `…/+simple/`).
+fn api_base(master: &Url) -> String {
+    let base = master.as_str().trim_end_matches('/');
+    match base.rsplit_once('/') {
+        Some((parent, last)) if last == "simple" || last == "+simple" => parent.to_owned(),
+        _ => base.to_owned(),
+    }
+}
+
+/// The simple index root: the master itself when it names one, else `<master>/simple/`.
+fn simple_root(master: &Url) -> String {
+    let base = master.as_str().trim_end_matches('/');
+    match api_base(master) == base {
+        true => format!("{base}/simple/"),
+        false => format!("{base}/"),
     }
 }
 
@@ -544,5 +647,45 @@ impl HostLimits {
             .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
             .clone();
         sem.acquire_owned().await.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_master_may_name_the_index_root_or_the_simple_index_itself() {
+        for (master, api, simple) in [
+            (
+                "https://h.example",
+                "https://h.example",
+                "https://h.example/simple/",
+            ),
+            (
+                "https://h.example/",
+                "https://h.example",
+                "https://h.example/simple/",
+            ),
+            (
+                "https://h.example/api/pypi/repo",
+                "https://h.example/api/pypi/repo",
+                "https://h.example/api/pypi/repo/simple/",
+            ),
+            (
+                "https://h.example/mirror/simple/",
+                "https://h.example/mirror",
+                "https://h.example/mirror/simple/",
+            ),
+            (
+                "http://h.example:3141/root/pypi/+simple/",
+                "http://h.example:3141/root/pypi",
+                "http://h.example:3141/root/pypi/+simple/",
+            ),
+        ] {
+            let url = Url::parse(master).unwrap();
+            assert_eq!(api_base(&url), api, "{master}");
+            assert_eq!(simple_root(&url), simple, "{master}");
+        }
     }
 }

@@ -9,33 +9,49 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-pub const ACCEPT_JSON: &str = "application/vnd.pypi.simple.v1+json";
+/// PEP 691 JSON preferred, PEP 503 HTML accepted (an HTML-only index answers with it).
+pub const ACCEPT_ANY: &str = "application/vnd.pypi.simple.v1+json, \
+                              application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01";
 
 #[derive(Debug, Deserialize)]
 pub struct RootIndex {
+    #[serde(default)]
     pub meta: Meta,
     pub projects: Vec<RootProject>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct Meta {
-    #[serde(rename = "api-version")]
+    /// "1.0" to "1.4" are read alike: what a version adds is optional below.
+    #[serde(rename = "api-version", default)]
     pub api_version: String,
     /// Private to PyPI (and mirrors following it): the newest journal serial.
-    #[serde(rename = "_last-serial", default)]
+    #[serde(rename = "_last-serial", default, deserialize_with = "lenient_serial")]
     pub last_serial: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct RootProject {
     pub name: String,
-    #[serde(rename = "_last-serial", default)]
+    #[serde(rename = "_last-serial", default, deserialize_with = "lenient_serial")]
     pub last_serial: Option<u64>,
 }
 
-/// `GET /simple/<name>/` (JSON).
+/// A serial as upstreams write it: a number, or (some mirrors, api-version 1.1) a
+/// numeric string. Anything else (negative, fractional, text) is no serial at all rather than a
+/// reason to refuse the whole document: the change is then detected without it.
+pub fn lenient_serial<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    })
+}
+
+/// `GET /simple/<name>/` (JSON, or PEP 503 HTML read by [`super::html`]).
 #[derive(Debug, Deserialize)]
 pub struct ProjectPage {
+    #[serde(default)]
     pub meta: Meta,
     pub name: String,
     #[serde(default)]
@@ -60,7 +76,7 @@ pub struct PageFile {
     /// `false`, `true`, or the reason.
     #[serde(default)]
     pub yanked: Option<serde_json::Value>,
-    /// PEP 700 (api-version 1.1).
+    /// PEP 700 (api-version 1.1); learned while downloading when missing.
     #[serde(default)]
     pub size: Option<u64>,
     #[serde(rename = "upload-time", default)]

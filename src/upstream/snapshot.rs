@@ -13,7 +13,7 @@ use reqwest::Url;
 use crate::types::dist::DistFilename;
 use crate::types::{
     Blake2b256, FileRecord, Filename, PackagePath, ProjectName, ProjectSnapshot, ProjectStatus,
-    RemoteFile, Serial, Sha256,
+    RemoteFile, Serial, Sha256, Unknown,
 };
 use crate::upstream::json_api::{FileJson, ProjectJson};
 use crate::upstream::simple::{PageFile, ProjectPage};
@@ -63,7 +63,7 @@ impl UrlPolicy {
         }
     }
 
-    fn check_file_url(&self, url: &Url, size: u64) -> Result<(), String> {
+    fn check_file_url(&self, url: &Url, size: Option<u64>) -> Result<(), String> {
         if !self.allow_internal && crate::upstream::address::is_internal_host(url) {
             return Err(format!("URL {url} points at an internal address; refused"));
         }
@@ -71,7 +71,7 @@ impl UrlPolicy {
         if !self.file_hosts.is_empty() && !self.file_hosts.contains(&host) {
             return Err(format!("host {host:?} is not in file_hosts"));
         }
-        if self.max_file_bytes > 0 && size > self.max_file_bytes {
+        if let Some(size) = size.filter(|&s| self.max_file_bytes > 0 && s > self.max_file_bytes) {
             return Err(format!(
                 "{size} bytes is more than max_file_bytes = {}",
                 self.max_file_bytes
@@ -149,6 +149,7 @@ pub fn snapshot(
         files: Vec::new(),
         status,
         refused: Vec::new(),
+        validators: None,
     };
     let quarantined = snap
         .status
@@ -224,7 +225,7 @@ fn from_page(snap: &mut ProjectSnapshot, page: ProjectPage, source: &Url, policy
         let entry = FileJson {
             filename: f.filename.clone(),
             url: f.url.clone(),
-            size: f.size.unwrap_or(0),
+            size: f.size,
             digests: crate::upstream::json_api::Digests {
                 sha256: f.hashes.get("sha256").cloned(),
                 blake2b_256: None,
@@ -239,13 +240,7 @@ fn from_page(snap: &mut ProjectSnapshot, page: ProjectPage, source: &Url, policy
             core_metadata: f.core_metadata.clone(),
             data_dist_info_metadata: f.data_dist_info_metadata.clone(),
         };
-        let checked = match f.size {
-            None => Err(
-                "the project page gives no size (api-version 1.1 or later is needed)".to_owned(),
-            ),
-            Some(_) => check_file(&version, entry, Some(&f), source, require_https, policy),
-        };
-        match checked {
+        match check_file(&version, entry, Some(&f), source, require_https, policy) {
             Ok(file) if seen.insert(file.record.filename.clone()) => {
                 if !versions.contains(&version) {
                     versions.push(version);
@@ -301,21 +296,46 @@ fn check_file(
     let filename = Filename::new(&f.filename).map_err(|e| e.to_string())?;
     let url = check_url(&f.url, source, require_https)?;
     policy.check_file_url(&url, f.size)?;
-    let path = PackagePath::from_url_path(url.path(), &filename).map_err(|e| e.to_string())?;
+    // Installers name a file by its URL's last segment: a URL that ends otherwise is not one
+    // a legitimate index serves (and a file named twice two ways is refused, not guessed at).
+    let last = url.path().rsplit('/').next().unwrap_or_default();
+    let named = percent_encoding::percent_decode_str(last).decode_utf8_lossy();
+    if named != filename.as_str() {
+        return Err(format!(
+            "URL {:?} does not end in the file name",
+            crate::types::text::shown(url.as_str())
+        ));
+    }
     let sha256 = f
         .digests
         .sha256
         .as_deref()
         .ok_or("no sha256 digest")
         .and_then(|h| Sha256::from_hex(h).map_err(|_| "sha256 digest is not 64 hex characters"))?;
-    if let Some(b2) = f.digests.blake2b_256.as_deref() {
-        let b2 = Blake2b256::from_hex(b2).map_err(|e| e.to_string())?;
-        if b2 != path.blake2b() {
-            return Err(format!(
-                "blake2b_256 {b2} does not match the path it is stored under"
-            ));
+    // The local path is PyPI's, from the BLAKE2b-256 of the bytes: the digest upstream gives,
+    // else the one a PyPI-layout URL names (under any prefix), else learned while
+    // downloading. A claimed one is checked against the bytes before the file is placed.
+    let in_url = PackagePath::blake2b_in_url(url.path(), &filename);
+    let blake2b = match f.digests.blake2b_256.as_deref() {
+        Some(b2) => {
+            let b2 = Blake2b256::from_hex(b2).map_err(|e| e.to_string())?;
+            if in_url.is_some_and(|u| u != b2) {
+                return Err(format!(
+                    "blake2b_256 {b2} does not match the path it is stored under"
+                ));
+            }
+            Some(b2)
         }
-    }
+        None => in_url,
+    };
+    let unknown = Unknown {
+        size: f.size.is_none(),
+        blake2b: blake2b.is_none(),
+    };
+    let path = PackagePath::new(
+        blake2b.unwrap_or(Blake2b256::from_bytes([0; 32])),
+        filename.clone(),
+    );
     let upload_time = f.upload_time_iso_8601.or(f.upload_time);
     let core_metadata = match f.core_metadata.or(f.data_dist_info_metadata) {
         Some(cm) => match cm.sha256() {
@@ -347,7 +367,7 @@ fn check_file(
             version: version.to_owned(),
             filename,
             path,
-            size: f.size,
+            size: f.size.unwrap_or(0),
             sha256,
             upload_time,
             requires_python: f.requires_python.filter(|s| !s.is_empty()),
@@ -360,6 +380,7 @@ fn check_file(
             extra_hashes,
         },
         url,
+        unknown,
     })
 }
 
@@ -444,7 +465,7 @@ mod tests {
         FileJson {
             filename: filename.into(),
             url: url.into(),
-            size: 3,
+            size: Some(3),
             digests: Digests {
                 sha256: Some(SHA.into()),
                 blake2b_256: None,
@@ -498,7 +519,8 @@ mod tests {
                 "demo-1.0.egg",
                 &format!("file:///packages/ab/cd/{e60}/demo-1.0.egg"),
             ),
-            entry("demo-1.0.tar.bz2", "/etc/passwd"),
+            entry("demo-1.0.tar.bz2", "/+f/abc/0123/demo-1.0.tar.bz2"),
+            entry("demo-1.0.tar.lz", "/etc/passwd"),
             FileJson {
                 digests: Digests {
                     sha256: Some("xyz".into()),
@@ -520,8 +542,17 @@ mod tests {
             &UrlPolicy::default(),
         )
         .unwrap();
-        assert_eq!(snap.files.len(), 1);
+        // A URL outside PyPI's layout is fetched (it is on upstream's host), but its local path
+        // comes only from the bytes' BLAKE2b-256.
+        assert_eq!(snap.files.len(), 2);
         assert_eq!(snap.files[0].record.filename.as_str(), "demo-1.0.tar.gz");
+        assert!(!snap.files[0].unknown.any());
+        assert_eq!(snap.files[1].record.filename.as_str(), "demo-1.0.tar.bz2");
+        assert_eq!(
+            snap.files[1].url.as_str(),
+            "https://index.example/+f/abc/0123/demo-1.0.tar.bz2"
+        );
+        assert!(snap.files[1].unknown.blake2b && !snap.files[1].unknown.size);
         assert_eq!(snap.refused.len(), 7, "{:#?}", snap.refused);
         assert_eq!(snap.versions, vec!["1.0".to_owned()]);
     }
@@ -565,7 +596,7 @@ mod tests {
         ] {
             let url = format!("https://{host}/packages/ab/cd/{e60}/demo-1.0.tar.gz");
             let json = project(vec![FileJson {
-                size,
+                size: Some(size),
                 ..entry("demo-1.0.tar.gz", &url)
             }]);
             let snap = snapshot(
@@ -580,7 +611,7 @@ mod tests {
         }
         let url = format!("https://files.example/packages/ab/cd/{e60}/demo-1.0.tar.gz");
         let json = project(vec![FileJson {
-            size: 2,
+            size: Some(2),
             ..entry("demo-1.0.tar.gz", &url)
         }]);
         let snap = snapshot(

@@ -607,10 +607,13 @@ struct Recorder {
     units: u64,
     #[cfg(feature = "test-hooks")]
     hooks: TestHooks,
+    /// Set by the `--test-stop-after` hook only.
+    #[cfg(feature = "test-hooks")]
     stop: Arc<AtomicBool>,
 }
 
 impl Recorder {
+    #[cfg_attr(not(feature = "test-hooks"), allow(unused_variables))]
     fn new(state: State, run: i64, before: VerifyCounts, stop: Arc<AtomicBool>) -> Recorder {
         Recorder {
             state,
@@ -625,6 +628,7 @@ impl Recorder {
             units: 0,
             #[cfg(feature = "test-hooks")]
             hooks: TestHooks::default(),
+            #[cfg(feature = "test-hooks")]
             stop,
         }
     }

@@ -15,10 +15,9 @@ use futures::StreamExt;
 use crate::config::Config;
 use crate::index::{IndexWriter, ProjectView};
 use crate::state::{Change, State};
-use crate::storage::download::{Downloader, Target};
+use crate::storage::download::{Downloader, Key, Target};
 use crate::storage::layout::{Protected, is_real_dir};
 use crate::storage::{Layout, Storage};
-use crate::sync::decide::same_file;
 use crate::types::FileRecord;
 use crate::types::StoredProject;
 use crate::types::keys;
@@ -158,18 +157,22 @@ impl Repairer<'_> {
         for item in items {
             let remote = offered
                 .get(item.file.filename.as_str())
-                .filter(|r| same_file(&item.file, &r.record));
+                .filter(|r| r.is_held_as(&item.file));
+            let key = match item.sidecar {
+                true => format!("{}.metadata", item.file.path.relative()),
+                false => item.file.path.relative(),
+            };
             let target = match (remote, item.sidecar, item.file.core_metadata) {
                 (Some(remote), false, _) => Target {
                     url: remote.url.clone(),
-                    relative: item.file.path.relative(),
+                    key: Key::At(key.clone()),
                     size: Some(item.file.size),
                     sha256: item.file.sha256,
                     blake2b: Some(item.file.blake2b()),
                 },
                 (Some(remote), true, Some(sha256)) => Target {
                     url: remote.metadata_url(),
-                    relative: format!("{}.metadata", item.file.path.relative()),
+                    key: Key::At(key.clone()),
                     size: None,
                     sha256,
                     blake2b: None,
@@ -184,9 +187,9 @@ impl Repairer<'_> {
                     continue;
                 }
             };
-            let outcome = match self.clear_obstacle(&target.relative) {
+            let outcome = match self.clear_obstacle(&key) {
                 Err(why) => format!("not repaired: {why}"),
-                Ok(()) => match self.downloader.place(&target, false).await {
+                Ok(()) => match self.downloader.place(&target, false, None).await {
                     Ok(_) => DONE.to_owned(),
                     Err(e) => format!("not repaired: {e}"),
                 },
@@ -438,6 +441,7 @@ fn requeue(
         display_name,
         serial,
         first_serial: serial,
+        conditional: false,
     }])?;
     Ok(())
 }

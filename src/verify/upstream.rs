@@ -11,10 +11,11 @@ use std::collections::BTreeMap;
 
 use crate::config::Config;
 use crate::index::ProjectView;
+use crate::sync::fetch::{Asked, Fetched as Look, ask, validate};
 use crate::types::{ProjectName, Serial};
 use crate::types::{ProjectSnapshot, StoredProject};
 use crate::upstream::feed::Feed;
-use crate::upstream::snapshot::{self, UrlPolicy};
+use crate::upstream::snapshot::UrlPolicy;
 use crate::upstream::{ProjectFetch, Upstream};
 
 use crate::types::problem::{Kind, Problem};
@@ -31,8 +32,7 @@ pub struct Fetched {
 }
 
 /// One look at upstream for a project, through the same sources, validation and filters as
-/// a sync (JSON API, plus the PEP 691 page with `simple_json`), at the older of the two
-/// answers' serials. Stale answers are not retried: verify compares, it records nothing.
+/// a sync ([`ask`], [`validate`]), at the older of the two answers' serials. Stale answers are not retried: verify compares, it records nothing.
 pub async fn fetch(
     upstream: &Upstream,
     cfg: &Config,
@@ -40,39 +40,25 @@ pub async fn fetch(
     name: &ProjectName,
     display_name: &str,
 ) -> anyhow::Result<Fetched> {
-    let page = async {
-        match cfg.simple_json {
-            true => upstream.project_page(name, None).await,
-            false => Ok(None),
+    let asked = ask(cfg, upstream, name, display_name, None, None).await?;
+    let json_body = match &asked {
+        Asked::Answers {
+            json: ProjectFetch::Found { body, .. },
+            ..
+        } => Some(body.clone()),
+        _ => None,
+    };
+    let serial = asked.serial();
+    let mut snapshot = match validate(cfg, policy, name, display_name, asked, serial)? {
+        Look::Found(snapshot, _) => snapshot,
+        Look::Gone | Look::Unchanged => {
+            return Ok(Fetched {
+                snapshot: None,
+                left_out: None,
+                json_body: None,
+            });
         }
     };
-    let (json, page) = tokio::join!(upstream.project_json(display_name, None), page);
-    let (json, page) = (json?, page?);
-    let (json, json_url, json_serial, json_body) = match json {
-        ProjectFetch::Found {
-            json,
-            serial,
-            url,
-            body,
-        } => (Some(json), Some(url), Some(serial.unwrap_or(0)), Some(body)),
-        ProjectFetch::NotFound => (None, None, None, None),
-    };
-    let (page, page_url, page_serial) = match page {
-        Some((page, serial, url)) => (Some(page), Some(url), Some(serial.unwrap_or(0))),
-        None => (None, None, None),
-    };
-    let Some(serial) = json_serial.into_iter().chain(page_serial).min() else {
-        return Ok(Fetched {
-            snapshot: None,
-            left_out: None,
-            json_body: None,
-        });
-    };
-    let answers = snapshot::Answers {
-        json: json.zip(json_url.as_ref()),
-        page: page.zip(page_url.as_ref()),
-    };
-    let mut snapshot = snapshot::snapshot(name, display_name, answers, Serial(serial), policy)?;
     Ok(match cfg.filters.apply(&mut snapshot) {
         Ok(()) => Fetched {
             snapshot: Some(snapshot),
@@ -215,13 +201,11 @@ mod tests {
             versions: vec!["1.0".into()],
             files: files
                 .into_iter()
-                .map(|record| RemoteFile {
-                    record,
-                    url: "https://files.invalid/x".parse().unwrap(),
-                })
+                .map(|record| RemoteFile::known(record, "https://files.invalid/x".parse().unwrap()))
                 .collect(),
             status: None,
             refused: Vec::new(),
+            validators: None,
         };
         Fetched {
             snapshot: Some(snapshot),

@@ -621,7 +621,7 @@ fn a_schema_from_a_newer_pymirror_is_refused_in_one_line_and_left_alone() {
         let lines: Vec<&str> = run.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{args:?}: {}", run.stderr);
         assert!(
-            lines[0].contains("was written by a newer pymirror (schema 99 > 5)"),
+            lines[0].contains("was written by a newer pymirror (schema 99 > 6)"),
             "{args:?}: {}",
             run.stderr
         );

@@ -395,10 +395,12 @@ fn unsafe_urls_filenames_and_digests_are_refused_and_nothing_escapes() {
             format!("{base}/packages/ab/cd/%2e%2e/{e60}/escape4.tar.gz"),
             sha.clone(),
         ),
-        ("passwd", "/etc/passwd".to_owned(), sha.clone()),
+        // Any path prefix is fine (the local path comes from the bytes), but a URL must end
+        // in the file's name, as installers name files.
+        ("passwd.tar.gz", "/etc/passwd".to_owned(), sha.clone()),
         (
             "elsewhere.tar.gz",
-            format!("{base}/files/ab/cd/{e60}/elsewhere.tar.gz"),
+            format!("{base}/files/ab/cd/{e60}/other.tar.gz"),
             sha.clone(),
         ),
         (
