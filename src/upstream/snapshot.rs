@@ -42,6 +42,8 @@ pub struct UrlPolicy {
     /// Internal addresses (loopback, private, link-local) are allowed only when the master
     /// itself is one.
     pub allow_internal: bool,
+    /// Internal hosts allowed all the same: `internal_hosts` and the configured hosts.
+    pub internal_hosts: crate::upstream::address::InternalHosts,
     /// When not empty, file URLs must be on one of these hosts (lowercase).
     pub file_hosts: Vec<String>,
     /// Files larger than this are refused (0: no cap).
@@ -54,8 +56,10 @@ pub struct UrlPolicy {
 
 impl UrlPolicy {
     pub fn new(cfg: &crate::config::Config) -> UrlPolicy {
+        let trust = crate::upstream::address::Trust::of(cfg);
         UrlPolicy {
-            allow_internal: crate::upstream::address::is_internal_host(&cfg.master),
+            allow_internal: trust.master_internal,
+            internal_hosts: trust.hosts,
             file_hosts: cfg.file_hosts.clone(),
             max_file_bytes: cfg.max_file_bytes,
             max_project_files: cfg.max_project_files,
@@ -64,8 +68,13 @@ impl UrlPolicy {
     }
 
     fn check_file_url(&self, url: &Url, size: u64) -> Result<(), String> {
-        if !self.allow_internal && crate::upstream::address::is_internal_host(url) {
-            return Err(format!("URL {url} points at an internal address; refused"));
+        if !self.allow_internal
+            && crate::upstream::address::is_internal_host(url)
+            && !self.internal_hosts.allows_host(url.host())
+        {
+            return Err(format!(
+                "URL {url} points at an internal address; refused: add its host to [mirror] internal_hosts if it is yours"
+            ));
         }
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         if !self.file_hosts.is_empty() && !self.file_hosts.contains(&host) {
