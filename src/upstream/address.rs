@@ -111,7 +111,7 @@ impl Network {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
-            // Digits only: no sign, no spaces, no leading zeros beyond "0".
+            // Digits only: no sign, no spaces.
             Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => {
                 p.parse().ok().filter(|&n| n <= max)?
             }
