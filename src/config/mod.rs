@@ -78,6 +78,8 @@ pub struct Config {
     pub proxy: Option<Url>,
     /// When not empty, file URLs must be on one of these hosts.
     pub file_hosts: Vec<String>,
+    /// Internal hosts and networks upstream may send us to although the master is public.
+    pub internal_hosts: crate::upstream::address::InternalHosts,
     /// Fetch files from this host first (same `packages/...` paths), then from upstream.
     pub download_mirror: Option<Url>,
     pub download_mirror_no_fallback: bool,
@@ -126,6 +128,7 @@ const MIRROR_KEYS: &[&str] = &[
     "simple_json",
     "proxy",
     "file_hosts",
+    "internal_hosts",
     "download_mirror",
     "download_mirror_no_fallback",
     "metadata_rate",
@@ -259,6 +262,11 @@ impl Config {
                 .map(|p| parse_http_url("proxy", &p))
                 .transpose()?,
             file_hosts: keys.strings("file_hosts")?.unwrap_or_default(),
+            internal_hosts: crate::upstream::address::InternalHosts::parse(
+                &keys
+                    .string_list("internal_hosts", "[\"files.corp.example\", \"10.0.0.0/8\"]")?
+                    .unwrap_or_default(),
+            )?,
             download_mirror: keys
                 .string("download_mirror")?
                 .map(|m| parse_http_url("download_mirror", &m))
@@ -395,6 +403,44 @@ mod tests {
         assert!(parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"http://upstream.example\"\nallow_http = true\n").is_ok());
         assert!(
             parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"ftp://upstream.example\"\n").is_err()
+        );
+    }
+
+    #[test]
+    fn internal_hosts_are_names_addresses_or_networks_and_default_to_none() {
+        let base = "[mirror]\ndirectory = \"/srv\"\nmaster = \"https://u.example\"\n";
+        let c = parse(base).unwrap();
+        assert_eq!(
+            c.internal_hosts,
+            crate::upstream::address::InternalHosts::default()
+        );
+        let c = parse(&format!(
+            "{base}internal_hosts = [\"Files.Corp.Example\", \"10.0.0.0/8\", \"fd00::/8\", \"192.168.1.5\"]\n"
+        ))
+        .unwrap();
+        for (host, allowed) in [
+            ("files.corp.example", true),
+            ("10.200.0.1", true),
+            ("[fd12::1]", true),
+            ("192.168.1.5", true),
+            ("192.168.1.6", false),
+            ("other.corp.example", false),
+        ] {
+            let url = Url::parse(&format!("http://{host}/")).unwrap();
+            assert_eq!(c.internal_hosts.allows_host(url.host()), allowed, "{host}");
+        }
+        let e = parse(&format!("{base}internal_hosts = [\"x/99\"]\n")).unwrap_err();
+        assert!(
+            e.starts_with(
+                "[mirror] internal_hosts: \"x/99\" is not a host name, an IP address or a CIDR network; "
+            ),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "multi-line error: {e}");
+        let e = parse(&format!("{base}internal_hosts = \"10.0.0.0/8\"\n")).unwrap_err();
+        assert!(
+            e.contains("internal_hosts") && e.contains("list of strings"),
+            "{e}"
         );
     }
 

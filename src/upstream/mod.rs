@@ -137,8 +137,9 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(cfg: &Config) -> anyhow::Result<Upstream> {
         // A master on an internal address (a test, or a mirror inside the network) may send us
-        // to internal hosts; a public master may not.
-        let internal_ok = address::is_internal_host(&cfg.master);
+        // to internal hosts; a public master may not, except to the hosts the configuration
+        // names (see `address::Trust`).
+        let resolver = address::Trust::of(cfg).resolver();
         let build = |gzip: bool| -> anyhow::Result<Client> {
             let mut b = Client::builder()
                 .user_agent(USER_AGENT)
@@ -147,8 +148,8 @@ impl Upstream {
                 .pool_max_idle_per_host(cfg.workers.max(cfg.metadata_workers))
                 .redirect(same_host_redirects())
                 .gzip(gzip);
-            if !internal_ok {
-                let resolver: Arc<dyn reqwest::dns::Resolve> = Arc::new(address::PublicOnly);
+            if let Some(guarded) = &resolver {
+                let resolver: Arc<dyn reqwest::dns::Resolve> = Arc::new(guarded.clone());
                 b = b.dns_resolver(resolver);
             }
             if let Some(proxy) = &cfg.proxy {

@@ -42,7 +42,9 @@ pub struct UrlPolicy {
     /// Internal addresses (loopback, private, link-local) are allowed only when the master
     /// itself is one.
     pub allow_internal: bool,
-    /// When not empty, file URLs must be on one of these hosts (lowercase).
+    /// Internal hosts allowed all the same: `internal_hosts` and the configured hosts.
+    pub internal_hosts: crate::upstream::address::InternalHosts,
+    /// When not empty, file URLs must be on one of these hosts (lowercase) or the master's.
     pub file_hosts: Vec<String>,
     /// Files larger than this are refused (0: no cap).
     pub max_file_bytes: u64,
@@ -54,9 +56,19 @@ pub struct UrlPolicy {
 
 impl UrlPolicy {
     pub fn new(cfg: &crate::config::Config) -> UrlPolicy {
+        let trust = crate::upstream::address::Trust::of(cfg);
         UrlPolicy {
-            allow_internal: crate::upstream::address::is_internal_host(&cfg.master),
-            file_hosts: cfg.file_hosts.clone(),
+            allow_internal: trust.master_internal,
+            internal_hosts: trust.hosts,
+            file_hosts: match cfg.file_hosts.is_empty() {
+                true => Vec::new(),
+                false => cfg
+                    .file_hosts
+                    .iter()
+                    .cloned()
+                    .chain(cfg.master.host_str().map(str::to_ascii_lowercase))
+                    .collect(),
+            },
             max_file_bytes: cfg.max_file_bytes,
             max_project_files: cfg.max_project_files,
             max_project_releases: cfg.max_project_releases,
@@ -64,12 +76,20 @@ impl UrlPolicy {
     }
 
     fn check_file_url(&self, url: &Url, size: Option<u64>) -> Result<(), String> {
-        if !self.allow_internal && crate::upstream::address::is_internal_host(url) {
-            return Err(format!("URL {url} points at an internal address; refused"));
+        if !self.allow_internal
+            && crate::upstream::address::is_internal_host(url)
+            && !self.internal_hosts.allows_host(url.host())
+        {
+            return Err(format!(
+                "URL {url} points at an internal address; refused: add its host to [mirror] internal_hosts if it is yours"
+            ));
         }
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         if !self.file_hosts.is_empty() && !self.file_hosts.contains(&host) {
-            return Err(format!("host {host:?} is not in file_hosts"));
+            return Err(format!(
+                "host {host:?} is neither the master's nor in file_hosts; add it to file_hosts \
+                 if it serves this index's files"
+            ));
         }
         if let Some(size) = size.filter(|&s| self.max_file_bytes > 0 && s > self.max_file_bytes) {
             return Err(format!(

@@ -318,3 +318,173 @@ fn a_stalled_upstream_times_out_and_is_retried_instead_of_hanging() {
     // The first attempt and both retries, each cut at the read timeout.
     assert_eq!(up.request_count(), 3, "{:#?}", up.requests());
 }
+
+/// The machine's host name, which must resolve to loopback only (the test VM's /etc/hosts maps
+/// it to 127.0.0.1): a name that is not an IP literal nor `localhost`, but lands inside.
+fn loopback_host_name() -> String {
+    let name = std::process::Command::new("hostname")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|n| n.trim().to_owned())
+        })
+        .expect("cannot read this machine's host name (`hostname`)");
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<std::net::SocketAddr> = (name.as_str(), 0)
+        .to_socket_addrs()
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    assert!(
+        !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()),
+        "this test needs the host name {name:?} to resolve to loopback only (map it to 127.0.0.1 \
+         in /etc/hosts); it resolves to {addrs:?}"
+    );
+    assert!(
+        name.parse::<std::net::IpAddr>().is_err() && !name.eq_ignore_ascii_case("localhost"),
+        "the host name {name:?} is an IP literal or localhost; this test needs another name"
+    );
+    name
+}
+
+#[test]
+fn a_master_named_by_a_host_name_that_resolves_to_loopback_is_trusted_and_internal() {
+    let host = loopback_host_name();
+    let up = FakeUpstream::start();
+    publish(&up);
+    // The fake upstream's file URLs are on 127.0.0.1: allowed because the master, through its
+    // name, is internal, exactly as a master given as 127.0.0.1.
+    let master = up.url().replace("127.0.0.1", &host);
+    let mirror = Mirror::with_settings(
+        PYMIRROR,
+        &master,
+        &format!("{TEST_SETTINGS}allow_http = true\n"),
+    );
+    mirror.sync().assert_ok();
+    let reference = Mirror::new(PYMIRROR, &up.url());
+    reference.sync().assert_ok();
+    assert_eq!(mirror.published(), reference.published());
+    assert_eq!(mirror.links("proj-3").len(), 4);
+    mirror.assert_consistent();
+    // A second run has nothing to do.
+    up.reset_requests();
+    mirror.sync().assert_ok();
+    assert!(
+        up.requests()
+            .iter()
+            .all(|r| !r.path.starts_with("/packages/")),
+        "{:#?}",
+        up.requests()
+    );
+}
+
+/// Through a proxy, a master that does not resolve here is public: its file URLs must not lead
+/// to internal addresses. (On a loopback-only machine a public master can only be simulated
+/// this way: the proxy, the fake upstream, answers for it.)
+#[test]
+fn a_public_master_is_refused_internal_file_urls_unless_internal_hosts_lists_them() {
+    let host = loopback_host_name();
+    let up = FakeUpstream::start();
+    up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", bytes("d", 999))]);
+    let master = format!("http://upstream.invalid:{}", dead_port());
+    // The proxy is named by a host name that resolves inside: configured, so trusted.
+    let proxy = up.url().replace("127.0.0.1", &host);
+    let settings = format!("{TEST_SETTINGS}allow_http = true\nproxy = \"{proxy}\"\n");
+
+    let refused = Mirror::with_settings(PYMIRROR, &master, &settings);
+    let run = refused.sync();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("points at an internal address; refused: add its host to [mirror] internal_hosts if it is yours"),
+        "{}",
+        run.stderr
+    );
+    assert!(refused.links("demo").is_empty());
+    assert!(
+        up.requests()
+            .iter()
+            .all(|r| !r.path.starts_with("/packages/")),
+        "an internal file URL was requested: {:#?}",
+        up.requests()
+    );
+
+    for listed in ["127.0.0.0/8", "127.0.0.1"] {
+        let allowed = Mirror::with_settings(
+            PYMIRROR,
+            &master,
+            &format!("{settings}internal_hosts = [\"{listed}\"]\n"),
+        );
+        allowed.sync().assert_ok();
+        assert_eq!(allowed.links("demo").len(), 1, "{listed}");
+    }
+}
+
+/// A file host named by a host name that resolves only inside is refused by the resolver,
+/// with the option named, unless `internal_hosts` (or `file_hosts`) names it.
+#[test]
+fn a_file_host_that_resolves_inside_is_refused_unless_named() {
+    let host = loopback_host_name();
+    let up = FakeUpstream::start();
+    // The bytes live on the fake upstream (under a project the allowlist leaves out); project
+    // "other" lists them on the host name.
+    up.add_release("source", "1.0", &[("other-1.0.tar.gz", bytes("o", 777))]);
+    let target = up.file_info("other-1.0.tar.gz").unwrap();
+    let port = up.url().rsplit(':').next().unwrap().to_owned();
+    up.inject_file_json(
+        "other",
+        "1.0",
+        serde_json::json!({
+            "filename": "other-1.0.tar.gz",
+            "url": format!("http://{host}:{port}/{}", target.path),
+            "size": target.size,
+            "packagetype": "sdist",
+            "python_version": "source",
+            "digests": {"sha256": target.sha256, "blake2b_256": target.blake2b},
+            "requires_python": null,
+            "yanked": false,
+        }),
+    );
+    let master = format!("http://upstream.invalid:{}", dead_port());
+    // Metadata through the proxy (so the master is public); files on the host name directly.
+    let env = [("HTTP_PROXY", up.url()), ("NO_PROXY", host.clone())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let settings = format!(
+        "{TEST_SETTINGS}allow_http = true\nsimple_json = false\n[filters]\nallowlist = [\"other\"]\n"
+    );
+
+    let refused = Mirror::with_settings(PYMIRROR, &master, &settings);
+    let run = refused.run_env(
+        &["sync", "--config", refused.config.to_str().unwrap()],
+        &env,
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let want = format!(
+        "{host} resolves only to internal addresses (127.0.0.1); refused: add it to [mirror] internal_hosts if it is yours"
+    );
+    assert!(run.stderr.contains(&want), "{}", run.stderr);
+    assert!(
+        refused.page("other").is_none(),
+        "published without its file"
+    );
+
+    for setting in ["internal_hosts", "file_hosts"] {
+        let allowed = Mirror::with_settings(
+            PYMIRROR,
+            &master,
+            &settings.replace(
+                "[filters]",
+                &format!("{setting} = [\"{}\"]\n[filters]", host.to_uppercase()),
+            ),
+        );
+        allowed
+            .run_env(
+                &["sync", "--config", allowed.config.to_str().unwrap()],
+                &env,
+            )
+            .assert_ok();
+        assert_eq!(allowed.links("other").len(), 1, "{setting}");
+    }
+}
