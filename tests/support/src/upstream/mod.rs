@@ -33,6 +33,7 @@
 //!     last changed; `If-Modified-Since` → 304; a change in the second a page was served moves
 //!     it on a second), `Both`;
 //!   * `master`: `IndexRoot` or `SimpleRoot`, what `master_url()` gives.
+//!
 //! Ready-made: `warehouse()`, `mirror_like()`, `devpi_like()`, `artifactory_like()`, and
 //! `.with_host(name)` on any of them.
 //!
