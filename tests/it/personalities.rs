@@ -365,6 +365,8 @@ macro_rules! personality_tests {
 }
 
 personality_tests! {
+    // The baseline: the same scenarios against Warehouse itself.
+    warehouse => Personality::warehouse();
     mirror_like => Personality::mirror_like();
     devpi_like => Personality::devpi_like();
     artifactory_like => Personality::artifactory_like();
