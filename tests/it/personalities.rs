@@ -140,6 +140,14 @@ fn assert_complete(mirror: &Mirror, up: &FakeUpstream, only: Option<&[&str]>) {
     mirror.assert_consistent();
 }
 
+/// A sync that must succeed; its log is printed, so a later failing assertion shows it.
+#[track_caller]
+fn sync_ok(mirror: &Mirror) {
+    let run = mirror.sync();
+    eprintln!("--- sync log ---\n{}", run.stderr);
+    run.assert_ok();
+}
+
 #[track_caller]
 fn assert_verify_clean(mirror: &Mirror) {
     let v = mirror.verify(&["--hash"]);
@@ -196,14 +204,14 @@ fn kind(p: &Personality, r: &Request) -> Kind {
 fn full_then_noop(personality: Personality) {
     let up = catalog(personality.clone());
     let mirror = Mirror::new(PYMIRROR, &up.master_url());
-    mirror.sync().assert_ok();
+    sync_ok(&mirror);
     assert_complete(&mirror, &up, None);
     assert_verify_clean(&mirror);
 
     let before = web_tree(&mirror);
     let served = up.bytes_served();
     up.reset_requests();
-    mirror.sync().assert_ok();
+    sync_ok(&mirror);
     let requests = up.requests();
     let files: Vec<&Request> = requests
         .iter()
@@ -238,7 +246,7 @@ fn full_then_noop(personality: Personality) {
 fn incremental(personality: Personality) {
     let up = catalog(personality);
     let mirror = Mirror::new(PYMIRROR, &up.master_url());
-    mirror.sync().assert_ok();
+    sync_ok(&mirror);
     assert_complete(&mirror, &up, None);
     let removed = ["beta_lib-1.0.tar.gz", "gamma-0.1.tar.gz"].map(|f| local_path(&up, f));
 
@@ -255,8 +263,7 @@ fn incremental(personality: Personality) {
     up.remove_file("Beta.Lib", "beta_lib-1.0.tar.gz");
     up.remove_release("gamma", "0.1");
     up.yank("Beta.Lib", "2.0", Some("broken build"));
-    let run = mirror.sync();
-    run.assert_ok();
+    sync_ok(&mirror);
 
     assert_complete(&mirror, &up, None);
     for path in &removed {
@@ -285,7 +292,7 @@ fn allowlist_only(personality: Personality) {
     let up = catalog(personality.clone());
     let settings = format!("{TEST_SETTINGS}[filters]\nallowlist = [\"Alpha\", \"gamma\"]\n");
     let mirror = Mirror::with_settings(PYMIRROR, &up.master_url(), &settings);
-    mirror.sync().assert_ok();
+    sync_ok(&mirror);
     assert_complete(&mirror, &up, Some(&["alpha", "gamma"]));
     let live = up.live_files();
     let allowed: BTreeSet<String> = ["alpha", "gamma"]
@@ -393,7 +400,7 @@ fn devpi_like_mirror_served_by_nginx_installs_with_pip_and_uv() {
     publish(&up, "beta", "2.0", &dist::wheel("beta", "2.0", &[]));
     up.yank("beta", "2.0", Some("broken build"));
     let mirror = Mirror::new(PYMIRROR, &up.master_url());
-    mirror.sync().assert_ok();
+    sync_ok(&mirror);
     assert_complete(&mirror, &up, None);
     let nginx = Nginx::start(&tools, &mirror);
     let index = format!("{}/simple/", nginx.url());
@@ -446,11 +453,11 @@ fn chain(first_settings: &str) {
     let Some(tools) = Tools::find() else { return };
     let up = catalog(Personality::warehouse());
     let first = Mirror::with_settings(PYMIRROR, &up.master_url(), first_settings);
-    first.sync().assert_ok();
+    sync_ok(&first);
     assert_complete(&first, &up, None);
     let nginx = Nginx::start(&tools, &first);
     let second = Mirror::new(PYMIRROR, &nginx.url());
-    second.sync().assert_ok();
+    sync_ok(&second);
     assert_complete(&second, &up, None);
     assert_verify_clean(&second);
     let packages = |m: &Mirror| {
@@ -467,9 +474,9 @@ fn chain(first_settings: &str) {
     );
     up.remove_file("Beta.Lib", "beta_lib-1.0.tar.gz");
     up.yank("Beta.Lib", "2.0", Some("broken build"));
-    first.sync().assert_ok();
+    sync_ok(&first);
     assert_complete(&first, &up, None);
-    second.sync().assert_ok();
+    sync_ok(&second);
     assert_complete(&second, &up, None);
     for link in second.links("beta-lib") {
         assert_eq!(
