@@ -9,6 +9,7 @@ mod hardening_net;
 mod hostile;
 mod index;
 mod network;
+mod personalities;
 mod sync;
 mod verify;
 

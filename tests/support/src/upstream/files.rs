@@ -1,6 +1,7 @@
-//! Files: their URLs, their PEP 658 metadata field, and downloads of
-//! `/packages/aa/bb/<60hex>/<filename>` (and `<file>.metadata`) with `Range: bytes=N-`, and
-//! the per-file faults (fail, truncate, corrupt) applied to them.
+//! Files: their PEP 658 metadata field, and downloads of the file at
+//! `packages/aa/bb/<60hex>/<filename>` (and `<file>.metadata`; the personality maps the URL it
+//! listed to that path) with `Range: bytes=N-`, and the per-file faults (fail, truncate,
+//! corrupt) applied to them.
 
 use axum::body::Bytes;
 use axum::http::{Method, StatusCode, header};
@@ -8,7 +9,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::faults::take;
-use super::server::{Req, bytes_response, encode_path, not_found, status_code, text, with_header};
+use super::server::{Req, bytes_response, not_found, status_code, text, with_header};
 use super::state::{FileRec, State};
 
 pub(super) fn metadata_json(f: &FileRec) -> Value {
@@ -16,10 +17,6 @@ pub(super) fn metadata_json(f: &FileRec) -> Value {
         Some(h) => json!({ "sha256": h }),
         None => json!(false),
     }
-}
-
-pub(super) fn file_url(base: &str, f: &FileRec) -> String {
-    format!("{base}/{}", encode_path(&f.path))
 }
 
 pub(super) fn download(st: &mut State, req: &Req<'_>, rel_path: &str) -> Response {

@@ -1,5 +1,6 @@
-//! The JSON API, `GET /pypi/{name}/json`: a 301 to the display name, `X-PyPI-Last-Serial`,
-//! and the stale answers of `stale_metadata`.
+//! The JSON API, `GET <prefix>/pypi/{name}/json`: a 301 to the display name,
+//! `X-PyPI-Last-Serial`, the stale answers of `stale_metadata`, and the personality's serial
+//! form, file URLs, digests and validators.
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
@@ -7,11 +8,13 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::faults::take;
-use super::files::{file_url, metadata_json};
-use super::server::{bytes_response, encode_path, json_response, redirect};
+use super::files::metadata_json;
+use super::personality::{Page, answer_page, file_url, serial_value};
+use super::server::{Req, bytes_response, encode_path, redirect};
 use super::state::{FileRec, Release, State, latest_version, normalize};
 
-pub(super) fn json_api(st: &mut State, name: &str, q: &str) -> Response {
+pub(super) fn json_api(st: &mut State, req: &Req<'_>, name: &str, q: &str) -> Response {
+    let prefix = st.personality.prefix.clone();
     let key = normalize(name);
     let current = st
         .projects
@@ -20,7 +23,10 @@ pub(super) fn json_api(st: &mut State, name: &str, q: &str) -> Response {
     if let Some(p) = current
         && p.display != name
     {
-        return redirect(&format!("/pypi/{}/json{q}", encode_path(&p.display)));
+        return redirect(&format!(
+            "{prefix}/pypi/{}/json{q}",
+            encode_path(&p.display)
+        ));
     }
     let project = if take(&mut st.stale, &key) {
         st.previous.get(&key).cloned().flatten()
@@ -34,14 +40,14 @@ pub(super) fn json_api(st: &mut State, name: &str, q: &str) -> Response {
             Bytes::from(r#"{"message": "Not Found"}"#),
         );
     };
-    let base = &st.base_url;
+    let doc_path = format!("{prefix}/pypi/{}/json", p.display);
     let latest = latest_version(&p).unwrap_or_default();
     let mut releases = serde_json::Map::new();
     for (v, rel) in &p.releases {
         let mut files: Vec<Value> = rel
             .files
             .values()
-            .map(|f| file_json(base, f, rel))
+            .map(|f| file_json(st, f, rel, &doc_path))
             .collect();
         files.extend(rel.injected.iter().cloned());
         releases.insert(v.clone(), Value::Array(files));
@@ -52,25 +58,37 @@ pub(super) fn json_api(st: &mut State, name: &str, q: &str) -> Response {
         .get(&latest)
         .and_then(|r| r.files.values().find_map(|f| f.requires_python.clone()));
     let serial = st.json_serial.get(&key).copied().unwrap_or(p.last_serial);
-    let body = json!({
+    let mut body = json!({
         "info": {"name": p.display, "version": latest, "requires_python": requires_python, "summary": ""},
-        "last_serial": serial,
         "releases": releases,
         "urls": urls,
         "vulnerabilities": [],
     });
-    json_response(&body, "application/json", serial)
+    if let Some(s) = serial_value(st, serial) {
+        body["last_serial"] = s;
+    }
+    let page = Page {
+        content_type: "application/json",
+        body: Bytes::from(body.to_string()),
+        serial,
+        key,
+    };
+    answer_page(st, req, page)
 }
 
-fn file_json(base: &str, f: &FileRec, rel: &Release) -> Value {
+fn file_json(st: &State, f: &FileRec, rel: &Release, doc_path: &str) -> Value {
     let meta = metadata_json(f);
+    let mut digests = json!({"md5": f.md5, "sha256": f.sha256});
+    if st.personality.json_api_blake2b {
+        digests["blake2b_256"] = json!(f.blake2b);
+    }
     json!({
         "filename": f.filename,
-        "url": file_url(base, f),
+        "url": file_url(st, f, doc_path),
         "size": f.content.len(),
         "packagetype": f.packagetype,
         "python_version": f.python_version,
-        "digests": {"md5": f.md5, "sha256": f.sha256, "blake2b_256": f.blake2b},
+        "digests": digests,
         "md5_digest": f.md5,
         "requires_python": f.requires_python,
         "upload_time": f.upload_time,

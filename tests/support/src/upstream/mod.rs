@@ -5,9 +5,37 @@
 //!     `changelog_last_serial`, `changelog_since_serial(n)` (paged, 50,000 rows by default);
 //!   * the JSON API `GET /pypi/{name}/json` (301 to the display name, `X-PyPI-Last-Serial`);
 //!   * the Simple API `GET /simple/` and `GET /simple/{normalized}/`, PEP 503 HTML or
-//!     PEP 691 v1.1 JSON depending on `Accept`;
+//!     PEP 691 (api-version 1.4) JSON depending on `Accept`;
 //!   * file downloads `GET /packages/aa/bb/<60hex>/<filename>` (+ PEP 658 `.metadata`),
 //!     with `Range: bytes=N-` support.
+//!
+//! Personalities (`FakeUpstream::start_as(Personality)`; `start()` is
+//! `Personality::warehouse()`, all of the above) make the same index look like other upstreams:
+//!   * `prefix` (everything, XML-RPC and files included, served under e.g. `/root/pypi`) and
+//!     `simple_dir` (`simple`, or devpi's `+simple`); `host` (the name in absolute URLs and
+//!     `master_url`, which must resolve to 127.0.0.1);
+//!   * `xmlrpc = false` (every POST: 405, `Allow: GET,HEAD`, empty body); `json_api = false`
+//!     (404);
+//!   * `root`: `Negotiated`, `HtmlOnly` (whatever `Accept` says), `JsonWithoutSerials`;
+//!     `pages`: `Negotiated` or `HtmlOnly`;
+//!   * `api_version` of JSON pages, `V1_0` (no `size`, `upload-time`, `versions`; only
+//!     `data-dist-info-metadata`, also in HTML, whose `pypi:repository-version` is then 1.0)
+//!     to `V1_4` (1.1 adds those, 1.3 `provenance`, 1.4 `project-status`);
+//!   * `serials`: `Numbers`, `Strings` (`"_last-serial": "123"`, `"last_serial": "123"`) or
+//!     `Absent` (also no `<!--SERIAL n-->`); `serial_headers = false`: no `X-PyPI-Last-Serial`;
+//!   * `file_urls`: `Absolute` or `Relative` to the listing document (root links too);
+//!     `file_layout`: `Warehouse { extra }` (`<prefix><extra>/packages/aa/bb/<60hex>/<f>`, e.g.
+//!     extra `/packages` for `/packages/packages/...`) or `Devpi`
+//!     (`<prefix>/+f/<sha256[0:3]>/<sha256[3:16]>/<f>`); files are served only there (Range and
+//!     `.metadata` as above); `json_api_blake2b = false` drops `blake2b_256` from `digests`;
+//!   * `conditional` on project pages (HTML and JSON) and the JSON API: `None`, `ETag` (strong,
+//!     a digest of the body; `If-None-Match` → 304), `LastModified` (the real time the project
+//!     last changed; `If-Modified-Since` → 304; a change in the second a page was served moves
+//!     it on a second), `Both`;
+//!   * `master`: `IndexRoot` or `SimpleRoot`, what `master_url()` gives.
+//!
+//! Ready-made: `warehouse()`, `mirror_like()`, `devpi_like()`, `artifactory_like()`, and
+//! `.with_host(name)` on any of them.
 //!
 //! Every change goes through a journal like Warehouse's: each row bumps the global serial and
 //! the project's last serial. The server runs on its own thread with its own tokio runtime, so
@@ -28,7 +56,8 @@
 //! "previous snapshot" of `stale_metadata` is the project as it was before the latest helper
 //! call that changed it (a whole `add_release` counts as one change). Truncation is done at the
 //! socket (see `CutIo`) and is HTTP/1.1-only.
-//! Observation: `requests` (method, path, query, Accept, User-Agent, Range, whether it came
+//! Observation: `requests` (method, path, query, Accept, User-Agent, Range, If-None-Match,
+//! If-Modified-Since, whether it came
 //! through a proxy, the XML-RPC method called, status, arrival time), `request_count`,
 //! `reset_requests`, `bytes_served`, `max_in_flight`.
 //!
@@ -39,22 +68,30 @@
 //! odd HTTP input never panics the server.
 //!
 //! The modules split it by concern: `state` (the index and its journal), `server` (HTTP
-//! plumbing and routing), `json_api`, `simple` (PEP 503/691 pages), `files` (downloads),
-//! `xmlrpc`, and `faults` (fault injection, including the connection layer that truncates).
+//! plumbing and routing), `personality` (the knobs above and the helpers that honour them:
+//! file URLs, serial forms, validators and 304s), `json_api`, `simple` (PEP 503/691 pages),
+//! `files` (downloads), `xmlrpc`, and `faults` (fault injection, including the connection
+//! layer that truncates).
 
 mod faults;
 mod files;
 mod json_api;
+mod personality;
 mod server;
 mod simple;
 mod state;
 mod xmlrpc;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use state::{Project, Shared, State, lock, normalize};
 
 pub use faults::{FaultCounts, FaultRates};
+pub use personality::{
+    ApiVersion, Conditional, FileLayout, MasterForm, Pages, Personality, RootIndex, Serials,
+    UrlStyle,
+};
 
 /// One request seen by the server, recorded before latency is applied, with its final status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +102,10 @@ pub struct Request {
     pub accept: Option<String>,
     pub user_agent: Option<String>,
     pub range: Option<String>,
+    /// `If-None-Match` as sent (a conditional request by `ETag`).
+    pub if_none_match: Option<String>,
+    /// `If-Modified-Since` as sent (a conditional request by `Last-Modified`).
+    pub if_modified_since: Option<String>,
     /// The request line carried a whole URL (`GET http://host/...`): it came through a proxy.
     pub absolute_form: bool,
     pub status: u16,
@@ -134,8 +175,14 @@ impl Drop for FakeUpstream {
 }
 
 impl FakeUpstream {
-    /// Binds 127.0.0.1:0 and serves on its own thread with its own 2-worker tokio runtime.
+    /// Binds 127.0.0.1:0 and serves on its own thread with its own 2-worker tokio runtime,
+    /// as Warehouse does (`Personality::warehouse()`).
     pub fn start() -> FakeUpstream {
+        FakeUpstream::start_as(Personality::warehouse())
+    }
+
+    /// Like `start`, presenting itself as `personality`.
+    pub fn start_as(personality: Personality) -> FakeUpstream {
         let listener =
             std::net::TcpListener::bind("127.0.0.1:0").expect("fake upstream: bind 127.0.0.1:0");
         listener
@@ -145,7 +192,8 @@ impl FakeUpstream {
             .local_addr()
             .expect("fake upstream: local_addr")
             .port();
-        let state: Shared = Arc::new(Mutex::new(State::new(format!("http://127.0.0.1:{port}"))));
+        let base_url = format!("http://{}:{port}", personality.host);
+        let state: Shared = Arc::new(Mutex::new(State::new(base_url, personality)));
         let (tx, thread) = server::spawn(listener, port, state.clone());
         FakeUpstream {
             state,
@@ -159,9 +207,35 @@ impl FakeUpstream {
         lock(&self.state)
     }
 
-    /// "http://127.0.0.1:PORT" (no trailing slash).
+    /// "http://127.0.0.1:PORT" (no trailing slash), whatever the personality.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What an operator puts in `master` for this upstream: the index root
+    /// `http://<host>:PORT<prefix>`, or the simple root itself (devpi:
+    /// `http://<host>:PORT/root/pypi/+simple/`), as the personality's `master` says.
+    pub fn master_url(&self) -> String {
+        let st = self.st();
+        let p = &st.personality;
+        match p.master {
+            MasterForm::IndexRoot => format!("{}{}", st.base_url, p.prefix),
+            MasterForm::SimpleRoot => format!("{}{}", st.base_url, p.simple_root()),
+        }
+    }
+
+    /// The personality it was started as.
+    pub fn personality(&self) -> Personality {
+        self.st().personality.clone()
+    }
+
+    /// The absolute path at which this file is served now (not percent-encoded): where the
+    /// personality's file URLs point, e.g. `/root/pypi/+f/abc/…/<filename>` for devpi.
+    pub fn served_path(&self, filename: &str) -> Option<String> {
+        let st = self.st();
+        st.files
+            .get(filename)
+            .map(|f| personality::file_path(&st, f))
     }
 
     /// Publish a release with files (sdist/wheel by extension). Returns the new global serial.
@@ -314,6 +388,20 @@ impl FakeUpstream {
             size: f.content.len() as u64,
             content: f.content.to_vec(),
         })
+    }
+
+    /// What is published now: each visible project (by normalized name, quarantined ones
+    /// left out) with the names of its files.
+    pub fn live_files(&self) -> BTreeMap<String, BTreeSet<String>> {
+        self.st()
+            .projects
+            .iter()
+            .filter(|(_, p)| !p.quarantined())
+            .map(|(key, p)| {
+                let files = p.releases.values().flat_map(|r| r.files.keys().cloned());
+                (key.clone(), files.collect())
+            })
+            .collect()
     }
 
     /// Maximum rows per `changelog_since_serial` answer (default 50,000).

@@ -12,13 +12,13 @@ use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Request as HttpRequest, State as AxState};
 use axum::http::{Method, StatusCode, header};
 use axum::response::Response;
-use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::Request;
 use super::faults::{self, ConnCut, CutListener};
 use super::files::download;
 use super::json_api::json_api;
+use super::personality::{served_file, xmlrpc_off};
 use super::simple::{simple_index, simple_project};
 use super::state::{Shared, State, lock, normalize};
 use super::xmlrpc::{between, xmlrpc};
@@ -80,6 +80,14 @@ async fn handle(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let if_modified_since = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let absolute_form = req.uri().authority().is_some();
     let at = std::time::Instant::now();
     let body = if method == Method::POST {
@@ -106,6 +114,8 @@ async fn handle(
                     query: query.as_deref(),
                     accept: accept.as_deref(),
                     range: range.as_deref(),
+                    if_none_match: if_none_match.as_deref(),
+                    if_modified_since: if_modified_since.as_deref(),
                     body: &body,
                     cut: &cut,
                 };
@@ -120,6 +130,8 @@ async fn handle(
             accept,
             user_agent,
             range,
+            if_none_match,
+            if_modified_since,
             absolute_form,
             status: resp.status().as_u16(),
             xmlrpc_method,
@@ -145,6 +157,8 @@ pub(super) struct Req<'a> {
     pub(super) query: Option<&'a str>,
     pub(super) accept: Option<&'a str>,
     pub(super) range: Option<&'a str>,
+    pub(super) if_none_match: Option<&'a str>,
+    pub(super) if_modified_since: Option<&'a str>,
     pub(super) body: &'a [u8],
     pub(super) cut: &'a ConnCut,
 }
@@ -173,41 +187,54 @@ fn route(st: &mut State, req: &Req<'_>) -> Response {
         }
         return r;
     }
-    if method == Method::POST && matches!(path, "/pypi" | "/pypi/" | "/RPC2") {
+    // Everything lives under the personality's prefix.
+    let prefix = st.personality.prefix.clone();
+    let Some(rest) = decoded
+        .strip_prefix(prefix.as_str())
+        .filter(|r| r.starts_with('/'))
+    else {
+        return not_found();
+    };
+    if method == Method::POST && !st.personality.xmlrpc {
+        return xmlrpc_off();
+    }
+    if method == Method::POST && matches!(rest, "/pypi" | "/pypi/" | "/RPC2") {
         return xmlrpc(st, body);
     }
     if !is_get {
         return not_found();
     }
     let q = query.map(|q| format!("?{q}")).unwrap_or_default();
-    if decoded == "/simple" {
-        return redirect(&format!("/simple/{q}"));
+    let simple_root = st.personality.simple_root();
+    let simple = &simple_root[prefix.len()..];
+    if rest == &simple[..simple.len() - 1] {
+        return redirect(&format!("{simple_root}{q}"));
     }
-    if decoded == "/simple/" {
+    if rest == simple {
         return simple_index(st, accept);
     }
-    if let Some(rest) = decoded.strip_prefix("/simple/") {
-        let name = rest.strip_suffix('/').unwrap_or(rest);
+    if let Some(tail) = rest.strip_prefix(simple) {
+        let name = tail.strip_suffix('/').unwrap_or(tail);
         if name.is_empty() || name.contains('/') {
             return not_found();
         }
         let norm = normalize(name);
-        if name != norm || !rest.ends_with('/') {
-            return redirect(&format!("/simple/{}/{q}", encode_path(&norm)));
+        if name != norm || !tail.ends_with('/') {
+            return redirect(&format!("{simple_root}{}/{q}", encode_path(&norm)));
         }
-        return simple_project(st, &norm, accept);
+        return simple_project(st, req, &norm);
     }
-    if let Some(name) = decoded
+    if let Some(name) = rest
         .strip_prefix("/pypi/")
         .and_then(|r| r.strip_suffix("/json"))
     {
-        if name.is_empty() || name.contains('/') {
+        if name.is_empty() || name.contains('/') || !st.personality.json_api {
             return not_found();
         }
-        return json_api(st, name, &q);
+        return json_api(st, req, name, &q);
     }
-    if decoded.starts_with("/packages/") {
-        return download(st, req, &decoded[1..]);
+    if let Some(rel) = served_file(st, rest) {
+        return download(st, req, &rel);
     }
     not_found()
 }
@@ -245,15 +272,6 @@ pub(super) fn redirect(location: &str) -> Response {
         text(StatusCode::MOVED_PERMANENTLY, "moved"),
         header::LOCATION,
         location,
-    )
-}
-
-pub(super) fn json_response(v: &Value, content_type: &str, serial: u64) -> Response {
-    let r = bytes_response(StatusCode::OK, content_type, Bytes::from(v.to_string()));
-    with_header(
-        r,
-        header::HeaderName::from_static("x-pypi-last-serial"),
-        &serial.to_string(),
     )
 }
 

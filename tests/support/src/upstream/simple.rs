@@ -1,5 +1,6 @@
-//! The Simple API, `GET /simple/` and `GET /simple/{normalized}/`: PEP 503 HTML or PEP 691
-//! v1.1 JSON depending on `Accept`.
+//! The Simple API, `GET <prefix>/<simple>/` and `GET <prefix>/<simple>/{normalized}/`: PEP 503
+//! HTML or PEP 691 JSON depending on `Accept` (or HTML only), in the personality's api-version
+//! and serial form, with its file URLs and validators.
 
 use std::sync::Arc;
 
@@ -8,8 +9,12 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::files::{file_url, metadata_json};
-use super::server::{bytes_response, encode_path, json_response, not_found, with_header};
+use super::files::metadata_json;
+use super::personality::{
+    ApiVersion, Page, Pages, RootIndex, Serials, UrlStyle, answer_page, file_url, link,
+    serial_value,
+};
+use super::server::{Req, bytes_response, encode_path, not_found, with_header};
 use super::state::{FileRec, Release, State, version_key};
 use super::xmlrpc::xml_escape;
 
@@ -30,40 +35,83 @@ fn html_type(accept: Option<&str>) -> &'static str {
 
 const SIMPLE_JSON: &str = "application/vnd.pypi.simple.v1+json";
 
+/// The `pypi:repository-version` of HTML pages.
+fn repository_version(st: &State) -> &'static str {
+    if st.personality.api_version == ApiVersion::V1_0 {
+        "1.0"
+    } else {
+        "1.1"
+    }
+}
+
 pub(super) fn simple_index(st: &State, accept: Option<&str>) -> Response {
-    if wants_json(accept) {
+    let pers = &st.personality;
+    let root_serials = pers.root != RootIndex::JsonWithoutSerials;
+    if wants_json(accept) && pers.root != RootIndex::HtmlOnly {
+        let serial = |n: u64| serial_value(st, n).filter(|_| root_serials);
         let projects: Vec<Value> = st
             .projects
             .values()
             .filter(|p| !p.quarantined())
-            .map(|p| json!({"name": p.display, "_last-serial": p.last_serial}))
+            .map(|p| {
+                let mut v = json!({"name": p.display});
+                if let Some(s) = serial(p.last_serial) {
+                    v["_last-serial"] = s;
+                }
+                v
+            })
             .collect();
-        let body = json!({"meta": {"api-version": "1.4", "_last-serial": st.serial}, "projects": projects});
-        return json_response(&body, SIMPLE_JSON, st.serial);
+        let mut meta = json!({"api-version": pers.api_version.as_str()});
+        if let Some(s) = serial(st.serial) {
+            meta["_last-serial"] = s;
+        }
+        let body = json!({"meta": meta, "projects": projects});
+        let r = bytes_response(StatusCode::OK, SIMPLE_JSON, Bytes::from(body.to_string()));
+        return serial_header(st, r, st.serial);
     }
-    let mut html = String::from(
-        "<!DOCTYPE html>\n<html>\n  <head>\n    <meta name=\"pypi:repository-version\" content=\"1.1\">\n    <title>Simple index</title>\n  </head>\n  <body>\n",
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html>\n  <head>\n    <meta name=\"pypi:repository-version\" content=\"{}\">\n    <title>Simple index</title>\n  </head>\n  <body>\n",
+        repository_version(st)
     );
+    let root = pers.simple_root();
     for (key, p) in &st.projects {
         html.push_str(&format!(
-            "    <a href=\"/simple/{}/\">{}</a>\n",
-            html_escape(&encode_path(key)),
+            "    <a href=\"{}\">{}</a>\n",
+            html_escape(&match pers.file_urls {
+                UrlStyle::Absolute => encode_path(&format!("{root}{key}/")),
+                UrlStyle::Relative => link(st, &format!("{root}{key}/"), &root),
+            }),
             html_escape(&p.display)
         ));
     }
     html.push_str("  </body>\n</html>\n");
-    let r = bytes_response(StatusCode::OK, html_type(accept), Bytes::from(html));
+    let content_type = match pers.root {
+        RootIndex::HtmlOnly => "text/html",
+        _ => html_type(accept),
+    };
+    let r = bytes_response(StatusCode::OK, content_type, Bytes::from(html));
+    serial_header(st, r, st.serial)
+}
+
+fn serial_header(st: &State, r: Response, serial: u64) -> Response {
+    if !st.personality.serial_headers {
+        return r;
+    }
     with_header(
         r,
         header::HeaderName::from_static("x-pypi-last-serial"),
-        &st.serial.to_string(),
+        &serial.to_string(),
     )
 }
 
-pub(super) fn simple_project(st: &State, key: &str, accept: Option<&str>) -> Response {
+pub(super) fn simple_project(st: &mut State, req: &Req<'_>, key: &str) -> Response {
+    let accept = req.accept;
     let Some(p) = st.projects.get(key) else {
         return not_found();
     };
+    let pers = &st.personality;
+    let api = pers.api_version;
+    let doc_path = format!("{}{key}/", pers.simple_root());
     let mut versions: Vec<&String> = p.releases.keys().collect();
     versions.sort_by_key(|v| version_key(v));
     let files: Vec<(&Arc<FileRec>, &Release)> = versions
@@ -80,7 +128,7 @@ pub(super) fn simple_project(st: &State, key: &str, accept: Option<&str>) -> Res
             (y, _) => json!(y),
         }
     };
-    if wants_json(accept) {
+    let (content_type, body) = if wants_json(accept) && pers.pages == Pages::Negotiated {
         let files: Vec<Value> = files
             .iter()
             .map(|(f, rel)| {
@@ -89,78 +137,95 @@ pub(super) fn simple_project(st: &State, key: &str, accept: Option<&str>) -> Res
                 for (name, hex) in &f.extra_hashes {
                     hashes[name] = json!(hex);
                 }
-                let provenance = f.provenance.as_ref().map(|p| {
-                    if p.starts_with('/') {
-                        format!("{}{p}", st.base_url)
-                    } else {
-                        p.clone()
-                    }
-                });
-                json!({
+                let mut v = json!({
                     "filename": f.filename,
-                    "url": file_url(&st.base_url, f),
+                    "url": file_url(st, f, &doc_path),
                     "hashes": hashes,
-                    "provenance": provenance,
                     "requires-python": f.requires_python,
                     "yanked": yanked(rel),
-                    "size": f.content.len(),
-                    "upload-time": f.upload_time_iso,
-                    "core-metadata": meta,
                     "data-dist-info-metadata": meta,
-                })
+                });
+                if api >= ApiVersion::V1_1 {
+                    v["size"] = json!(f.content.len());
+                    v["upload-time"] = json!(f.upload_time_iso);
+                    v["core-metadata"] = meta;
+                }
+                if api >= ApiVersion::V1_3 {
+                    v["provenance"] = json!(f.provenance.as_ref().map(|p| {
+                        if p.starts_with('/') {
+                            format!("{}{p}", st.base_url)
+                        } else {
+                            p.clone()
+                        }
+                    }));
+                }
+                v
             })
             .collect();
-        let mut body = json!({
-            "meta": {"api-version": "1.4", "_last-serial": p.last_serial},
-            "name": key,
-            "files": files,
-            "versions": versions,
-        });
-        if let Some((status, reason)) = &p.status {
+        let mut meta = json!({"api-version": api.as_str()});
+        if let Some(s) = serial_value(st, p.last_serial) {
+            meta["_last-serial"] = s;
+        }
+        let mut body = json!({"meta": meta, "name": key, "files": files});
+        if api >= ApiVersion::V1_1 {
+            body["versions"] = json!(versions);
+        }
+        if api >= ApiVersion::V1_4
+            && let Some((status, reason)) = &p.status
+        {
             body["project-status"] = json!({"status": status, "reason": reason});
         }
-        return json_response(&body, SIMPLE_JSON, p.last_serial);
-    }
-    let title = html_escape(&p.display);
-    let mut html = format!(
-        "<!DOCTYPE html>\n<html>\n  <head>\n    <meta name=\"pypi:repository-version\" content=\"1.1\">\n    <title>Links for {title}</title>\n  </head>\n  <body>\n    <h1>Links for {title}</h1>\n"
-    );
-    for (f, rel) in &files {
-        let mut attrs = String::new();
-        if let Some(rp) = &f.requires_python {
-            attrs.push_str(&format!(" data-requires-python=\"{}\"", html_escape(rp)));
-        }
-        if rel.yanked {
-            attrs.push_str(&format!(
-                " data-yanked=\"{}\"",
-                html_escape(rel.yanked_reason.as_deref().unwrap_or(""))
+        (SIMPLE_JSON, body.to_string())
+    } else {
+        let title = html_escape(&p.display);
+        let mut html = format!(
+            "<!DOCTYPE html>\n<html>\n  <head>\n    <meta name=\"pypi:repository-version\" content=\"{}\">\n    <title>Links for {title}</title>\n  </head>\n  <body>\n    <h1>Links for {title}</h1>\n",
+            repository_version(st)
+        );
+        for (f, rel) in &files {
+            let mut attrs = String::new();
+            if let Some(rp) = &f.requires_python {
+                attrs.push_str(&format!(" data-requires-python=\"{}\"", html_escape(rp)));
+            }
+            if rel.yanked {
+                attrs.push_str(&format!(
+                    " data-yanked=\"{}\"",
+                    html_escape(rel.yanked_reason.as_deref().unwrap_or(""))
+                ));
+            }
+            if let Some(h) = &f.metadata_sha256 {
+                attrs.push_str(&format!(" data-dist-info-metadata=\"sha256={h}\""));
+                if api >= ApiVersion::V1_1 {
+                    attrs.push_str(&format!(" data-core-metadata=\"sha256={h}\""));
+                }
+            }
+            let href = html_escape(&format!(
+                "{}#sha256={}",
+                file_url(st, f, &doc_path),
+                f.sha256
+            ));
+            html.push_str(&format!(
+                "    <a href=\"{href}\"{attrs}>{}</a><br />\n",
+                html_escape(&f.filename)
             ));
         }
-        if let Some(h) = &f.metadata_sha256 {
-            attrs.push_str(&format!(
-                " data-dist-info-metadata=\"sha256={h}\" data-core-metadata=\"sha256={h}\""
-            ));
+        html.push_str("  </body>\n</html>\n");
+        if pers.serials != Serials::Absent {
+            html.push_str(&format!("<!--SERIAL {}-->", p.last_serial));
         }
-        let href = html_escape(&format!(
-            "{}#sha256={}",
-            file_url(&st.base_url, f),
-            f.sha256
-        ));
-        html.push_str(&format!(
-            "    <a href=\"{href}\"{attrs}>{}</a><br />\n",
-            html_escape(&f.filename)
-        ));
-    }
-    html.push_str(&format!(
-        "  </body>\n</html>\n<!--SERIAL {}-->",
-        p.last_serial
-    ));
-    let r = bytes_response(StatusCode::OK, html_type(accept), Bytes::from(html));
-    with_header(
-        r,
-        header::HeaderName::from_static("x-pypi-last-serial"),
-        &p.last_serial.to_string(),
-    )
+        let content_type = match pers.pages {
+            Pages::HtmlOnly => "text/html",
+            Pages::Negotiated => html_type(accept),
+        };
+        (content_type, html)
+    };
+    let page = Page {
+        content_type,
+        body: Bytes::from(body),
+        serial: p.last_serial,
+        key: key.to_string(),
+    };
+    answer_page(st, req, page)
 }
 
 fn html_escape(s: &str) -> String {

@@ -13,6 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::faults::{FaultCounts, FaultRates};
+use super::personality::{Personality, unix_now};
 use super::{FileOpts, RawAnswer, Request};
 
 pub(super) struct FileRec {
@@ -51,6 +52,11 @@ pub(super) struct Project {
     pub(super) releases: BTreeMap<String, Release>,
     /// PEP 792 status and reason; `quarantined` hides the project like PyPI does.
     pub(super) status: Option<(String, Option<String>)>,
+    /// When it last changed, real seconds since the epoch (`Last-Modified`); a change after
+    /// this time was served moves it on by at least a second, so a client's
+    /// `If-Modified-Since` never hides a change made within the same second.
+    pub(super) modified: u64,
+    pub(super) modified_served: bool,
 }
 
 impl Project {
@@ -70,7 +76,9 @@ pub(super) struct JournalRow {
 }
 
 pub(super) struct State {
+    /// `http://<host>:<port>`, the origin of absolute URLs.
     pub(super) base_url: String,
+    pub(super) personality: Personality,
     pub(super) serial: u64,
     pub(super) journal: Vec<JournalRow>,
     /// Live projects by PEP 503 normalized name.
@@ -116,10 +124,11 @@ pub(super) fn lock(s: &Shared) -> MutexGuard<'_, State> {
 }
 
 impl State {
-    /// An empty index served at `base_url`, with no faults armed.
-    pub(super) fn new(base_url: String) -> State {
+    /// An empty index served at `base_url` as `personality`, with no faults armed.
+    pub(super) fn new(base_url: String, personality: Personality) -> State {
         State {
             base_url,
+            personality,
             serial: 0,
             journal: Vec::new(),
             projects: BTreeMap::new(),
@@ -165,6 +174,13 @@ impl State {
         let name = match self.projects.get_mut(key) {
             Some(p) => {
                 p.last_serial = serial;
+                let now = unix_now();
+                p.modified = if p.modified_served {
+                    now.max(p.modified + 1)
+                } else {
+                    now.max(p.modified)
+                };
+                p.modified_served = false;
                 p.display.clone()
             }
             None => key.to_string(),
@@ -187,6 +203,8 @@ impl State {
                 last_serial: 0,
                 releases: BTreeMap::new(),
                 status: None,
+                modified: 0,
+                modified_served: false,
             };
             self.projects.insert(key.clone(), p);
             self.journal(&key, None, "create".into());
@@ -348,7 +366,7 @@ fn fake_time(serial: u64) -> (String, String) {
 }
 
 /// Howard Hinnant's days-since-1970 to (year, month, day).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(super) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
