@@ -346,7 +346,15 @@ fn parse_root_uri(raw: &str) -> Result<String, String> {
 
 pub fn host_is_loopback(url: &Url) -> bool {
     match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        // A name that resolves to loopback addresses only (`/etc/hosts`, a local DNS): the
+        // traffic never leaves the machine either.
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost")
+                || std::net::ToSocketAddrs::to_socket_addrs(&(d, 80)).is_ok_and(|addrs| {
+                    let addrs: Vec<_> = addrs.collect();
+                    !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+                })
+        }
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
         None => false,

@@ -179,7 +179,8 @@ fn put_todo(
     )?;
     let mut queued = 0;
     for c in changes {
-        if skip_mirrored {
+        // A conditional change says nothing about the serial: its page is asked.
+        if skip_mirrored && !c.conditional {
             let mirrored: Option<i64> =
                 have.query_row([c.name.as_str()], |r| r.get(0)).optional()?;
             if mirrored.is_some_and(|s| Serial::from_db(s) >= c.serial) {

@@ -153,7 +153,12 @@ pub async fn run(
     let (cfg, state) = (cfg.clone(), state.clone());
     tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
         let mut state = lock(&state);
-        let forgotten = state.forget_serials_beyond(plan.feed_serial)?;
+        // A feed serial of 0 is none at all (a root index without serials): nothing to
+        // measure project serials against.
+        let forgotten = match plan.feed_serial.0 {
+            0 => 0,
+            feed => state.forget_serials_beyond(Serial(feed))?,
+        };
         if forgotten > 0 {
             tracing::warn!(
                 "{forgotten} projects were recorded at serials beyond upstream's {}; their \

@@ -62,10 +62,18 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// XML-RPC is switched off upstream: the PEP 691 root index is the way to follow it.
+    /// XML-RPC is switched off upstream, or was never there (a static mirror answers a POST
+    /// with 403, 404 or 405): the root index is the way to follow it.
     pub fn is_xmlrpc_unavailable(&self) -> bool {
-        matches!(self, UpstreamError::Status { status, .. }
-            if *status == StatusCode::NOT_FOUND || *status == StatusCode::METHOD_NOT_ALLOWED)
+        matches!(self, UpstreamError::Status { status, .. } if matches!(
+            *status,
+            StatusCode::BAD_REQUEST
+                | StatusCode::FORBIDDEN
+                | StatusCode::NOT_FOUND
+                | StatusCode::METHOD_NOT_ALLOWED
+                | StatusCode::GONE
+                | StatusCode::NOT_IMPLEMENTED
+        ))
     }
 }
 

@@ -258,6 +258,16 @@ fn invalid_project_names_in_the_feed_never_become_paths() {
 fn file_hosts_allowlist_refuses_every_other_host_without_asking_it() {
     let up = FakeUpstream::start();
     good_release(&up);
+    // The same bytes, listed on another host name for the same server.
+    let good = up.file_info("good-1.0.tar.gz").unwrap();
+    let port = up.url().rsplit(':').next().unwrap().to_owned();
+    up.inject_file_json(
+        "other",
+        "1.0",
+        serde_json::json!({"filename": "other-1.0.tar.gz",
+            "url": format!("http://localhost:{port}/elsewhere/other-1.0.tar.gz"),
+            "size": good.size, "digests": {"sha256": good.sha256}}),
+    );
     let mirror = Mirror::with_settings(
         PYMIRROR,
         &up.url(),
@@ -267,22 +277,27 @@ fn file_hosts_allowlist_refuses_every_other_host_without_asking_it() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("host \"127.0.0.1\" is not in file_hosts"),
+            .contains("host \"localhost\" is neither the master's nor in file_hosts"),
         "{}",
         run.stderr
     );
     assert!(
         up.requests()
             .iter()
-            .all(|r| !r.path.starts_with("/packages/"))
+            .all(|r| !r.path.starts_with("/elsewhere/")),
+        "the refused host was asked"
     );
+    // The master's own host serves files whatever file_hosts says.
+    assert_eq!(mirror.links("good").len(), 1);
+    assert!(mirror.links("other").is_empty());
 
     let allowed = Mirror::with_settings(
         PYMIRROR,
         &up.url(),
-        &format!("{TEST_SETTINGS}file_hosts = [\"127.0.0.1\"]\n"),
+        &format!("{TEST_SETTINGS}file_hosts = [\"localhost\"]\n"),
     );
-    allowed.sync().assert_ok();
+    let run = allowed.sync();
+    assert!(!run.stderr.contains("file_hosts"), "{}", run.stderr);
     assert_eq!(allowed.links("good").len(), 1);
 }
 
