@@ -14,7 +14,7 @@ use crate::state::{Pending, RunRecord, State};
 use crate::storage::Layout;
 use crate::types::Serial;
 use crate::upstream::Upstream;
-use crate::upstream::feed::Feed;
+use crate::upstream::feed::{Feed, Source};
 
 /// At most this many pending projects are listed (the count is always exact).
 const PENDING_SHOWN: usize = 100;
@@ -28,6 +28,10 @@ pub struct Report {
     pub feed_serial: Option<Serial>,
     pub upstream_serial: Option<u64>,
     pub upstream_error: Option<String>,
+    /// The change feed the last sync read (`xmlrpc`, `root`, `root-without-serials`,
+    /// `allowlist`), and what it means.
+    pub change_feed: Option<String>,
+    pub change_feed_description: Option<String>,
     pub lag: Option<u64>,
     pub projects: u64,
     pub files: u64,
@@ -58,15 +62,28 @@ pub async fn report(cfg: &Config) -> anyhow::Result<Report> {
                 state.pending_count()?,
                 state.pending(PENDING_SHOWN)?,
                 state.last_run()?,
+                state.change_feed()?,
             ))
         })
     });
-    let (serial, feed_serial, (projects, files, bytes), pending_count, pending, last_run) =
+    let (serial, feed_serial, (projects, files, bytes), pending_count, pending, last_run, feed) =
         read.await??;
-    let (upstream_serial, upstream_error) = match upstream_serial(cfg).await {
-        Ok(n) => (Some(n), None),
-        Err(e) => (None, Some(format!("{e:#}"))),
+    // A feed without serials has none to compare: not worth reading a whole listing for.
+    let serialless = feed
+        .as_deref()
+        .and_then(Source::from_key)
+        .is_some_and(|s| !s.has_serials());
+    let (upstream_serial, upstream_error) = match serialless {
+        true => (None, None),
+        false => match upstream_serial(cfg).await {
+            Ok(n) => (n, None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        },
     };
+    let change_feed_description = feed
+        .as_deref()
+        .and_then(Source::from_key)
+        .map(|s| s.to_string());
     Ok(Report {
         directory: cfg.directory.display().to_string(),
         serial,
@@ -74,6 +91,8 @@ pub async fn report(cfg: &Config) -> anyhow::Result<Report> {
         lag: upstream_serial.map(|u| u.saturating_sub(serial.0)),
         upstream_serial,
         upstream_error,
+        change_feed: feed,
+        change_feed_description,
         projects,
         files,
         bytes,
@@ -83,7 +102,7 @@ pub async fn report(cfg: &Config) -> anyhow::Result<Report> {
     })
 }
 
-async fn upstream_serial(cfg: &Config) -> anyhow::Result<u64> {
+async fn upstream_serial(cfg: &Config) -> anyhow::Result<Option<u64>> {
     let upstream = Upstream::new(cfg)?;
     Feed::new(&upstream, cfg.change_feed).last_serial().await
 }
@@ -105,7 +124,12 @@ impl Report {
             (None, Some(e)) => {
                 let _ = writeln!(out, "upstream:  unreachable: {e}");
             }
-            _ => {}
+            (None, None) => {
+                let _ = writeln!(out, "upstream:  no serials to compare");
+            }
+        }
+        if let Some(feed) = &self.change_feed_description {
+            let _ = writeln!(out, "feed:      {feed}");
         }
         let _ = writeln!(
             out,

@@ -10,6 +10,8 @@ use crate::types::Serial;
 pub(super) const CHANGELOG_SERIAL: &str = "changelog_serial";
 /// The canonical filter configuration the mirror was last evaluated against.
 const FILTERS: &str = "filters";
+/// Which change feed the last plan read (`upstream::feed::Source::key`).
+const CHANGE_FEED: &str = "change_feed";
 
 impl State {
     /// How far the change feed has been read (and queued). `None` before the first sync.
@@ -43,6 +45,22 @@ impl State {
             Some(s) => Serial::from_db(s - 1).min(feed),
             None => feed,
         })
+    }
+
+    /// Which change feed the last plan read, as recorded (`None` before the first).
+    pub fn change_feed(&self) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [CHANGE_FEED],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn set_change_feed(&mut self, key: &str) -> Result<()> {
+        put_meta(&self.conn, CHANGE_FEED, key)
     }
 
     /// The filter configuration (canonical text) the mirror was last evaluated against;

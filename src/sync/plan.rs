@@ -51,6 +51,8 @@ pub struct Plan {
     /// The recorded feed serial was beyond upstream's: this plan starts over (every change
     /// is queued, mirrored or not, when the scope is an allowlist of names).
     pub restarted: bool,
+    /// The feed that answered.
+    pub source: Option<Source>,
 }
 
 /// Collects changes keeping, per project, the display name and the lowest and highest
@@ -99,6 +101,7 @@ impl Changes {
             unlisted: 0,
             incomplete: None,
             restarted: false,
+            source: None,
         }
     }
 }
@@ -171,6 +174,9 @@ pub async fn run(
             state.requeue(&plan.changes)?;
         }
         let queued = state.enqueue(&plan.changes, plan.feed_serial)?;
+        if let Some(source) = plan.source {
+            state.set_change_feed(source.key())?;
+        }
         if let Some(change) = &filter_change {
             // After the feed's changes are queued: a crash in between re-detects the change.
             let first_serial = Serial(plan.feed_serial.0.saturating_add(1));
@@ -190,12 +196,17 @@ pub async fn run(
             }
         }
         let pending = state.pending_count()?;
-        tracing::info!(
-            "upstream serial {}: {} changed projects queued, {} to sync",
-            plan.feed_serial,
-            queued,
-            pending
-        );
+        match plan.source.filter(|s| !s.has_serials()) {
+            Some(source) => tracing::info!(
+                "change feed: {source}: {queued} projects to ask, {pending} queued in all"
+            ),
+            None => tracing::info!(
+                "upstream serial {}: {} changed projects queued, {} to sync",
+                plan.feed_serial,
+                queued,
+                pending
+            ),
+        }
         Ok(pending)
     })
     .await?
@@ -287,21 +298,41 @@ async fn plan_since(
     scope: &Scope,
 ) -> anyhow::Result<(Plan, Option<Source>)> {
     if let (None, Some(names)) = (since, &scope.only) {
-        return Ok((first_run_of(feed, names).await?, None));
+        let plan = first_run_of(feed, names).await?;
+        return Ok((plan, None));
     }
-    let (plan, source) = feed
+    // An allowlist on an upstream known to have no serials: its names, asked conditionally,
+    // rather than a listing of every project (tens of MB) that says nothing about change.
+    let recorded = tokio::task::block_in_place(|| lock(state).change_feed())?;
+    if let (Some(names), Some(Source::RootWithoutSerials | Source::Allowlist)) =
+        (&scope.only, recorded.as_deref().and_then(Source::from_key))
+        && since == Some(Serial(0))
+    {
+        let mut changes = Changes::default();
+        for name in names {
+            changes.add_conditional(name.to_string(), Serial(0));
+        }
+        let plan = Plan {
+            source: Some(Source::Allowlist),
+            ..changes.into_plan(Serial(0))
+        };
+        return Ok((plan, Some(Source::Allowlist)));
+    }
+    let (mut plan, source) = feed
         .pick(
             from_xmlrpc(feed.upstream(), since, scope),
             from_simple_root(feed.upstream(), state, since),
         )
         .await?;
+    let source = *plan.source.get_or_insert(source);
     Ok((plan, Some(source)))
 }
 
 /// A first run with an allowlist of names: those projects, and the serial to follow the
-/// changelog from (without XML-RPC: 0, and the PEP 691 root index from the next run on).
+/// changelog from (without XML-RPC: 0, and the root index from the next run on; where that
+/// has no serials, the allowlisted pages asked conditionally from the run after).
 async fn first_run_of(feed: &Feed<'_>, names: &[ProjectName]) -> anyhow::Result<Plan> {
-    let (serial, _) = feed
+    let (serial, source) = feed
         .pick(feed.upstream().changelog_last_serial(), async { Ok(0) })
         .await?;
     let feed_serial = Serial(serial);
@@ -309,7 +340,11 @@ async fn first_run_of(feed: &Feed<'_>, names: &[ProjectName]) -> anyhow::Result<
     for name in names {
         changes.add(name.to_string(), Serial(0));
     }
-    Ok(changes.into_plan(feed_serial))
+    Ok(Plan {
+        // Without XML-RPC, which root index upstream has is learned on the next run.
+        source: (source == Source::XmlRpc).then_some(Source::XmlRpc),
+        ..changes.into_plan(feed_serial)
+    })
 }
 
 async fn from_xmlrpc(
@@ -380,6 +415,8 @@ async fn from_simple_root(
     since: Option<Serial>,
 ) -> anyhow::Result<Plan> {
     let root = upstream.simple_root().await?;
+    let serials =
+        root.meta.last_serial.is_some() || root.projects.iter().any(|p| p.last_serial.is_some());
     let listed_max = root
         .projects
         .iter()
@@ -419,6 +456,10 @@ async fn from_simple_root(
     }
     Ok(Plan {
         unlisted,
+        source: Some(match serials {
+            true => Source::SimpleRoot,
+            false => Source::RootWithoutSerials,
+        }),
         ..changes.into_plan(feed_serial)
     })
 }

@@ -5,6 +5,10 @@
 //!   `changelog_last_serial`): Warehouse's mirror interface, exact and cheap per run.
 //! - The PEP 691 root index (`/simple/` as JSON, each project with its `_last-serial`): for
 //!   upstreams without XML-RPC (another mirror).
+//! - A root index without serials (PEP 503 HTML, devpi, Artifactory): the listing, and every
+//!   listed project's page asked conditionally each run (one request per project, mostly
+//!   304s or a page compared by digest).
+//! - An allowlist of names, on an upstream without serials: those pages only, conditionally.
 //!
 //! `change_feed = "auto"` tries XML-RPC and falls back to the root index when upstream answers
 //! 404 or 405 for it.
@@ -19,7 +23,42 @@ use crate::types::Serial;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     XmlRpc,
+    /// The root index with a serial per project.
     SimpleRoot,
+    /// A root index without serials (PEP 503 HTML, or JSON without `_last-serial`): its
+    /// listing gives additions and removals; each listed project's page is asked
+    /// conditionally (`ETag`, `Last-Modified`, else a digest of the page).
+    RootWithoutSerials,
+    /// An allowlist of names asked one by one, conditionally: no listing read at all.
+    Allowlist,
+}
+
+impl Source {
+    /// How it is recorded in the database.
+    pub fn key(self) -> &'static str {
+        match self {
+            Source::XmlRpc => "xmlrpc",
+            Source::SimpleRoot => "root",
+            Source::RootWithoutSerials => "root-without-serials",
+            Source::Allowlist => "allowlist",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Source> {
+        [
+            Source::XmlRpc,
+            Source::SimpleRoot,
+            Source::RootWithoutSerials,
+            Source::Allowlist,
+        ]
+        .into_iter()
+        .find(|s| s.key() == key)
+    }
+
+    /// Whether its changes carry serials (else each is asked conditionally).
+    pub fn has_serials(self) -> bool {
+        matches!(self, Source::XmlRpc | Source::SimpleRoot)
+    }
 }
 
 impl std::fmt::Display for Source {
@@ -27,6 +66,10 @@ impl std::fmt::Display for Source {
         f.write_str(match self {
             Source::XmlRpc => "XML-RPC",
             Source::SimpleRoot => "the PEP 691 root index",
+            Source::RootWithoutSerials => {
+                "the root index without serials (each project's page asked conditionally)"
+            }
+            Source::Allowlist => "the allowlisted projects' pages, asked conditionally",
         })
     }
 }
@@ -67,18 +110,17 @@ impl<'a> Feed<'a> {
         }
     }
 
-    /// Upstream's current serial.
-    pub async fn last_serial(&self) -> anyhow::Result<u64> {
+    /// Upstream's current serial; `None` from a root index without serials.
+    pub async fn last_serial(&self) -> anyhow::Result<Option<u64>> {
         let root = async {
             let root = self.upstream.simple_root().await?;
-            root.meta
+            Ok(root
+                .meta
                 .last_serial
-                .ok_or_else(|| anyhow::anyhow!("upstream's root index carries no _last-serial"))
+                .or_else(|| root.projects.iter().filter_map(|p| p.last_serial).max()))
         };
-        Ok(self
-            .pick(self.upstream.changelog_last_serial(), root)
-            .await?
-            .0)
+        let xmlrpc = async { self.upstream.changelog_last_serial().await.map(Some) };
+        Ok(self.pick(xmlrpc, root).await?.0)
     }
 
     /// Every project upstream lists, with its serial.
