@@ -29,6 +29,8 @@ pub enum XmlRpcError {
 
 /// Nesting deeper than any Warehouse reply (array of arrays) is refused, not recursed into.
 const MAX_DEPTH: usize = 16;
+/// The most text a number (`<int>`, `<double>`, `<boolean>`) may hold, whitespace included.
+const NUMBER_TEXT: usize = 64;
 
 pub fn method_call(method: &str, params: &[Value]) -> String {
     let mut out =
@@ -263,6 +265,16 @@ impl Parser<'_> {
 
     /// Text up to the closing tag, keeping whitespace (it is significant in strings).
     fn text_until(&mut self, name: &str) -> Result<String, XmlRpcError> {
+        self.text_within(name, usize::MAX)
+    }
+
+    /// A number's text: at most `NUMBER_TEXT` bytes, so a crafted 200 MB `<int>` is refused
+    /// without being copied again or echoed.
+    fn number_text(&mut self, name: &str) -> Result<String, XmlRpcError> {
+        self.text_within(name, NUMBER_TEXT)
+    }
+
+    fn text_within(&mut self, name: &str, limit: usize) -> Result<String, XmlRpcError> {
         let mut text = String::new();
         loop {
             let t = match self.peeked.take() {
@@ -273,6 +285,12 @@ impl Parser<'_> {
                     .ok_or_else(|| malformed("reply ends early"))?,
             };
             match t {
+                Token::Text(s) if text.len() + s.len() > limit => {
+                    return Err(malformed(format!(
+                        "<{name}> holds {} bytes or more, more than a number can",
+                        text.len() + s.len()
+                    )));
+                }
                 Token::Text(s) => text.push_str(&s),
                 Token::Close(n) if n == name => return Ok(text),
                 t => return Err(malformed(format!("expected text in <{name}>, found {t:?}"))),
@@ -312,20 +330,20 @@ impl Parser<'_> {
             Token::Empty(n) if n == "string" => Value::Str(String::new()),
             Token::Open(n) => match n.as_str() {
                 "int" | "i4" | "i8" => {
-                    let t = self.text_until(&n)?;
+                    let t = self.number_text(&n)?;
                     Value::Int(
                         t.trim()
                             .parse()
                             .map_err(|_| malformed(format!("bad integer {t:?}")))?,
                     )
                 }
-                "boolean" => match self.text_until(&n)?.trim() {
+                "boolean" => match self.number_text(&n)?.trim() {
                     "1" => Value::Bool(true),
                     "0" => Value::Bool(false),
                     t => return Err(malformed(format!("bad boolean {t:?}"))),
                 },
                 "double" => {
-                    let t = self.text_until(&n)?;
+                    let t = self.number_text(&n)?;
                     Value::Double(
                         t.trim()
                             .parse()
@@ -513,5 +531,14 @@ mod tests {
         assert!(parse_response("<methodResponse><params>").is_err());
         assert!(parse_response("not xml at all").is_err());
         assert!(parse_response("<methodResponse><params><param><value>&bogus;</value></param></params></methodResponse>").is_err());
+        // A huge number is refused in a message of bounded size, not echoed.
+        let huge = format!(
+            "<methodResponse><params><param><value><int>{}</int></value></param></params></methodResponse>",
+            "9".repeat(1 << 20)
+        );
+        let err = parse_response(&huge).unwrap_err().to_string();
+        assert!(err.len() < 200 && err.contains("more than a number"), "{err}");
+        let padded = "<methodResponse><params><param><value><int>  42  </int></value></param></params></methodResponse>";
+        assert_eq!(parse_response(padded).unwrap(), Value::Int(42));
     }
 }
