@@ -26,11 +26,22 @@ impl State {
     /// Forget the serial of every project recorded beyond `feed` (an absurd answer recorded
     /// before answers were bounded, or upstream restored from an older backup): set to 0, so
     /// upstream's next change to it is queued rather than skipped. How many.
+    /// Project serials beyond the feed's are forgotten (0), and queue entries beyond it are
+    /// brought down to it (else a queued project waits for an answer that never comes).
     pub fn forget_serials_beyond(&mut self, feed: Serial) -> Result<usize> {
-        Ok(self.conn.execute(
+        let tx = self.conn.transaction()?;
+        let forgotten = tx.execute(
             "UPDATE projects SET serial = 0 WHERE serial > ?1",
             [feed.to_db()],
-        )?)
+        )?;
+        tx.execute(
+            "UPDATE todo SET serial = MIN(serial, ?1),
+                 first_serial = MIN(COALESCE(first_serial, serial), ?1)
+             WHERE serial > ?1 OR first_serial > ?1",
+            [feed.to_db()],
+        )?;
+        tx.commit()?;
+        Ok(forgotten)
     }
 
     pub fn project_serial(&self, name: &ProjectName) -> Result<Option<Serial>> {

@@ -409,6 +409,9 @@ async fn from_xmlrpc(
     })
 }
 
+/// How far behind ours the root index's serial may be and still be a stale copy.
+const FAR_BEHIND: u64 = 10_000_000;
+
 async fn from_simple_root(
     upstream: &Upstream,
     state: &Mutex<State>,
@@ -425,13 +428,30 @@ async fn from_simple_root(
         .unwrap_or(0);
     let feed_serial = Serial(root.meta.last_serial.unwrap_or(listed_max));
     let mut changes = Changes::default();
-    if since.is_some_and(|s| feed_serial < s) {
+    let mut restarted = false;
+    if let Some(ours) = since.filter(|&s| feed_serial < s) {
+        // A CDN's stale copy is minutes behind; an absurd serial once believed (or upstream
+        // restored from a backup) is far beyond anything upstream says.
+        if ours.0 - feed_serial.0 <= FAR_BEHIND {
+            tracing::warn!(
+                "upstream root index is at serial {feed_serial}, behind ours ({ours}); treating \
+                 it as stale (no changes)"
+            );
+            return Ok(changes.into_plan(ours));
+        }
         tracing::warn!(
-            "upstream root index is at serial {feed_serial}, behind ours; treating it as stale (no changes)"
+            "the recorded change-feed serial {ours} is far beyond upstream's root index \
+             ({feed_serial}): an absurd answer was recorded, or upstream was restored from a \
+             backup; starting over from upstream's serial: every project is compared again, \
+             files already held are kept"
         );
-        return Ok(changes.into_plan(since.unwrap_or_default()));
+        restarted = true;
     }
-    let known = tokio::task::block_in_place(|| lock(state).project_serials())?;
+    let mut known = tokio::task::block_in_place(|| lock(state).project_serials())?;
+    if restarted {
+        // Project serials beyond the feed's are as unbelievable as the feed serial was.
+        known.retain(|_, s| *s <= feed_serial);
+    }
     let mut listed = HashSet::with_capacity(root.projects.len());
     for p in root.projects {
         if let Ok(name) = ProjectName::new(&p.name) {
@@ -456,6 +476,7 @@ async fn from_simple_root(
     }
     Ok(Plan {
         unlisted,
+        restarted,
         source: Some(match serials {
             true => Source::SimpleRoot,
             false => Source::RootWithoutSerials,

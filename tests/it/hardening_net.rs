@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use pymirror_testkit::mirror::{Mirror, TEST_SETTINGS};
-use pymirror_testkit::upstream::FakeUpstream;
+use pymirror_testkit::upstream::{FakeUpstream, RawAnswer};
 
 use crate::PYMIRROR;
 
@@ -129,6 +129,48 @@ fn an_absurd_feed_serial_is_recovered_from() {
     let run = mirror.sync();
     run.assert_ok();
     assert!(!run.stderr.contains("beyond upstream"), "{}", run.stderr);
+    assert_eq!(mirror.links("demo").len(), 3);
+    assert_eq!(mirror.status_serial(), up.serial());
+}
+
+/// Without XML-RPC, the root index once claims serial 2^62 for everything; later runs against
+/// a sane root warn that the recorded serial is far beyond upstream's and start over, instead
+/// of taking every later root for a stale copy.
+#[test]
+fn an_absurd_root_index_serial_is_recovered_from() {
+    let up = FakeUpstream::start();
+    up.set_xmlrpc_status(Some(404));
+    up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", b"one".to_vec())]);
+    let mirror = Mirror::new(PYMIRROR, &up.url());
+    mirror.sync().assert_ok();
+    let absurd = 1u64 << 62;
+    up.serve_response(
+        "/simple/",
+        RawAnswer {
+            status: 200,
+            headers: vec![(
+                "content-type".into(),
+                "application/vnd.pypi.simple.v1+json".into(),
+            )],
+            body: serde_json::json!({
+                "meta": {"api-version": "1.1", "_last-serial": absurd},
+                "projects": [{"name": "demo", "_last-serial": absurd}],
+            })
+            .to_string()
+            .into_bytes(),
+        },
+    );
+    mirror.sync();
+    up.clear_response("/simple/");
+    up.add_release("demo", "2.0", &[("demo-2.0.tar.gz", b"two".to_vec())]);
+    let run = mirror.sync();
+    run.assert_ok();
+    assert!(run.stderr.contains("far beyond"), "{}", run.stderr);
+    assert_eq!(mirror.links("demo").len(), 2);
+    up.add_release("demo", "3.0", &[("demo-3.0.tar.gz", b"three".to_vec())]);
+    let run = mirror.sync();
+    run.assert_ok();
+    assert!(!run.stderr.contains("far beyond"), "{}", run.stderr);
     assert_eq!(mirror.links("demo").len(), 3);
     assert_eq!(mirror.status_serial(), up.serial());
 }

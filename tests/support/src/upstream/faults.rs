@@ -226,6 +226,16 @@ impl FakeUpstream {
         };
         self.st().raw.insert(path, answer);
     }
+
+    /// Stop overriding `path` (see `serve_response`): its route answers again.
+    pub fn clear_response(&self, path: &str) {
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        self.st().raw.remove(&path);
+    }
 }
 
 /// `resp` with its body sent one byte every `every`.
