@@ -68,7 +68,16 @@ pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow
             notes.push(format!("a sync would stop before changing anything: {e}"));
         }
     }
-    let plan = plan::read(cfg, &upstream, &state, since, filter_change.as_ref(), None).await?;
+    let plan = plan::read(
+        cfg,
+        &upstream,
+        &state,
+        since,
+        filter_change.as_ref(),
+        None,
+        false,
+    )
+    .await?;
     if let Some(why) = guard.unlisted(plan.unlisted) {
         notes.push(format!("a sync would stop before changing anything: {why}"));
     }

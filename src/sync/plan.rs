@@ -21,7 +21,9 @@
 //! feed are forgotten.
 //!
 //! The queue and the new feed serial are committed together ([`State::enqueue`]), so the
-//! feed is never read past work that was not saved.
+//! feed is never read past work that was not saved. A sync commits the changelog page by page
+//! as it reads it ([`Batches`]): memory holds one page, and a run killed while reading keeps
+//! the pages it read.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,8 +37,8 @@ use crate::config::Config;
 
 use crate::state::{Change, State};
 use crate::types::{ProjectName, Serial};
+use crate::upstream::Upstream;
 use crate::upstream::feed::{Feed, Source};
-use crate::upstream::{Upstream, UpstreamError};
 
 #[derive(Debug)]
 pub struct Plan {
@@ -53,6 +55,8 @@ pub struct Plan {
     pub restarted: bool,
     /// The feed that answered.
     pub source: Option<Source>,
+    /// Changes already queued page by page while the feed was read (see [`Scope::batches`]).
+    pub queued_in_batches: usize,
 }
 
 /// Collects changes keeping, per project, the display name and the lowest and highest
@@ -71,6 +75,11 @@ impl Changes {
     /// A project a serial-less feed lists: whether it changed is asked of its page.
     fn add_conditional(&mut self, display: String, serial: Serial) {
         self.put(display, serial, true);
+    }
+
+    /// The changes collected so far, leaving the invalid names.
+    fn take(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.by_name).into_values().collect()
     }
 
     fn put(&mut self, display: String, serial: Serial, conditional: bool) {
@@ -102,6 +111,7 @@ impl Changes {
             incomplete: None,
             restarted: false,
             source: None,
+            queued_in_batches: 0,
         }
     }
 }
@@ -140,6 +150,7 @@ pub async fn run(
         since,
         filter_change.as_ref(),
         Some(stop.clone()),
+        true,
     )
     .await?;
     if let Some(why) = plan.incomplete.take() {
@@ -173,7 +184,7 @@ pub async fn run(
             // Which of them changed while the feed serial was wrong is unknown: all of them.
             state.requeue(&plan.changes)?;
         }
-        let queued = state.enqueue(&plan.changes, plan.feed_serial)?;
+        let queued = state.enqueue(&plan.changes, plan.feed_serial)? + plan.queued_in_batches;
         if let Some(source) = plan.source {
             state.set_change_feed(source.key())?;
         }
@@ -213,6 +224,8 @@ pub async fn run(
 }
 
 /// Read the change feed in the filters' scope, dropping the projects they leave out.
+/// `commit`: queue the changelog's changes page by page as it is read (a sync), rather than
+/// only hand them back (a dry run).
 pub async fn read(
     cfg: &Config,
     upstream: &Upstream,
@@ -220,6 +233,7 @@ pub async fn read(
     since: Option<Serial>,
     filter_change: Option<&FilterChange>,
     stop: Option<Arc<AtomicBool>>,
+    commit: bool,
 ) -> anyhow::Result<Plan> {
     let only = cfg.filters.listed_projects();
     // With an allowlist of names, projects newly listed are requeued by name instead.
@@ -231,6 +245,10 @@ pub async fn read(
         relist,
         max_rows: cfg.max_feed_rows,
         stop,
+        batches: commit.then_some(Batches {
+            state,
+            filters: &cfg.filters,
+        }),
     };
     let feed = Feed::new(upstream, cfg.change_feed);
     let mut plan = plan(&feed, state, since, &scope).await.map_err(|e| {
@@ -242,8 +260,8 @@ pub async fn read(
 }
 
 /// What the filters let the plan ask about.
-#[derive(Debug, Default)]
-pub struct Scope {
+#[derive(Default)]
+pub struct Scope<'a> {
     /// An allowlist of names only: the projects the mirror can hold, all of them.
     pub only: Option<Vec<ProjectName>>,
     /// Read the full XML-RPC listing besides the changelog, to find projects a filter change
@@ -253,6 +271,26 @@ pub struct Scope {
     pub max_rows: u64,
     /// Set on SIGINT/SIGTERM: read no further page, keep what was read.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Where each changelog page's changes are queued, with the serial read up to, as soon as
+    /// the page is read: memory holds one page, and a run killed while reading keeps what it
+    /// read.
+    pub batches: Option<Batches<'a>>,
+}
+
+/// Queue a changelog page's changes (those the filters let in) and advance the feed serial
+/// to its end, in one transaction.
+pub struct Batches<'a> {
+    pub state: &'a Mutex<State>,
+    pub filters: &'a crate::filter::Filters,
+}
+
+impl Batches<'_> {
+    fn commit(&self, mut changes: Vec<Change>, serial: Serial) -> anyhow::Result<usize> {
+        changes.retain(|c| self.filters.allows_project(&c.name).is_ok());
+        Ok(tokio::task::block_in_place(|| {
+            lock(self.state).enqueue(&changes, serial)
+        })?)
+    }
 }
 
 /// Ask upstream what changed since `since` (`None`: never synced).
@@ -260,7 +298,7 @@ pub async fn plan(
     feed: &Feed<'_>,
     state: &Mutex<State>,
     since: Option<Serial>,
-    scope: &Scope,
+    scope: &Scope<'_>,
 ) -> anyhow::Result<Plan> {
     let (plan, source) = plan_since(feed, state, since, scope).await?;
     // Nothing since ours: is ours beyond upstream's? (XML-RPC only: the root index compares
@@ -295,7 +333,7 @@ async fn plan_since(
     feed: &Feed<'_>,
     state: &Mutex<State>,
     since: Option<Serial>,
-    scope: &Scope,
+    scope: &Scope<'_>,
 ) -> anyhow::Result<(Plan, Option<Source>)> {
     if let (None, Some(names)) = (since, &scope.only) {
         let plan = first_run_of(feed, names).await?;
@@ -333,7 +371,10 @@ async fn plan_since(
 /// has no serials, the allowlisted pages asked conditionally from the run after).
 async fn first_run_of(feed: &Feed<'_>, names: &[ProjectName]) -> anyhow::Result<Plan> {
     let (serial, source) = feed
-        .pick(feed.upstream().changelog_last_serial(), async { Ok(0) })
+        .pick(
+            async { Ok(feed.upstream().changelog_last_serial().await?) },
+            async { Ok(0) },
+        )
         .await?;
     let feed_serial = Serial(serial);
     let mut changes = Changes::default();
@@ -350,8 +391,8 @@ async fn first_run_of(feed: &Feed<'_>, names: &[ProjectName]) -> anyhow::Result<
 async fn from_xmlrpc(
     upstream: &Upstream,
     since: Option<Serial>,
-    scope: &Scope,
-) -> Result<Plan, UpstreamError> {
+    scope: &Scope<'_>,
+) -> anyhow::Result<Plan> {
     let mut changes = Changes::default();
     let Some(since) = since else {
         let listing = upstream.list_packages_with_serial().await?;
@@ -367,6 +408,7 @@ async fn from_xmlrpc(
     let mut cursor = since;
     let mut read = 0u64;
     let mut incomplete = None;
+    let mut queued_in_batches = 0;
     loop {
         if scope
             .stop
@@ -388,6 +430,9 @@ async fn from_xmlrpc(
         if cursor == before {
             break;
         }
+        if let Some(batches) = &scope.batches {
+            queued_in_batches += batches.commit(changes.take(), cursor)?;
+        }
         if scope.max_rows > 0 && read >= scope.max_rows {
             incomplete = Some(format!(
                 "the change feed did not end within max_feed_rows = {} rows (read from serial \
@@ -405,6 +450,7 @@ async fn from_xmlrpc(
     }
     Ok(Plan {
         incomplete,
+        queued_in_batches,
         ..changes.into_plan(cursor)
     })
 }

@@ -92,14 +92,18 @@ impl<'a> Feed<'a> {
     /// is only awaited if that feed is the one asked).
     pub async fn pick<T>(
         &self,
-        xmlrpc: impl Future<Output = Result<T, UpstreamError>>,
+        xmlrpc: impl Future<Output = anyhow::Result<T>>,
         root: impl Future<Output = anyhow::Result<T>>,
     ) -> anyhow::Result<(T, Source)> {
+        let unavailable = |e: &anyhow::Error| {
+            e.downcast_ref::<UpstreamError>()
+                .is_some_and(UpstreamError::is_xmlrpc_unavailable)
+        };
         match self.choice {
             ChangeFeed::Simple => Ok((root.await?, Source::SimpleRoot)),
             ChangeFeed::XmlRpc => Ok((xmlrpc.await?, Source::XmlRpc)),
             ChangeFeed::Auto => match xmlrpc.await {
-                Err(e) if e.is_xmlrpc_unavailable() => {
+                Err(e) if unavailable(&e) => {
                     tracing::info!(
                         "XML-RPC unavailable upstream ({e}); using the PEP 691 root index"
                     );
@@ -119,7 +123,7 @@ impl<'a> Feed<'a> {
                 .last_serial
                 .or_else(|| root.projects.iter().filter_map(|p| p.last_serial).max()))
         };
-        let xmlrpc = async { self.upstream.changelog_last_serial().await.map(Some) };
+        let xmlrpc = async { Ok(Some(self.upstream.changelog_last_serial().await?)) };
         Ok(self.pick(xmlrpc, root).await?.0)
     }
 

@@ -235,6 +235,39 @@ fn sigterm_stops_reading_an_endless_change_feed() {
     assert_ne!(status.code(), Some(0));
 }
 
+/// SIGKILL while an endless feed is read: the pages read before are queued already (the feed
+/// is committed page by page), so the next run does not read them again.
+#[test]
+fn a_kill_while_reading_the_feed_keeps_the_pages_read() {
+    let (up, mirror) = endless_feed("");
+    let serial_before = mirror.status_serial();
+    let mut child = mirror.spawn_sync(&[]);
+    let started = Instant::now();
+    while up.request_count() < 20 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let status = mirror.run(&[
+        "status",
+        "--json",
+        "--config",
+        mirror.config.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&status.stdout).expect(&status.stderr);
+    let feed = report["feed_serial"].as_u64().unwrap_or(0);
+    assert!(
+        feed > serial_before,
+        "the feed serial did not advance: {}",
+        status.stdout
+    );
+    assert!(
+        report["pending_count"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        status.stdout
+    );
+}
+
 /// A JSON API answer trickling one byte every 300 ms (well under the read timeout) is cut at
 /// `metadata_deadline`; the project stays queued with why, the run ends.
 #[test]
