@@ -100,7 +100,7 @@ fn build(root: &Path, a: &Args) -> (u64, u64) {
     let layout = Layout::new(root);
     layout.create().unwrap();
     let mut state = State::open(&layout.db).unwrap();
-    let storage = layout.storage(false);
+    let storage = layout.storage(pymirror::storage::Durability::None);
     let index = IndexWriter::new(&storage, SimpleFormat::All, None);
     let projects = a.files.div_ceil(a.per_project);
     let (mut files, mut bytes) = (0u64, 0u64);

@@ -9,8 +9,9 @@
 //!    typical file costs one hand-off to the blocking pool (memory stays bounded: `workers`
 //!    × 1 MiB).
 //! 3. Only when length, SHA-256 (from the metadata) and BLAKE2b-256 (the path's own name for
-//!    the content) all match is the file flushed, optionally fsynced, and renamed into place,
-//!    through directories that must not be symlinks.
+//!    the content) all match is the file renamed into place, through directories that must
+//!    not be symlinks (made durable as the storage's `Durability` says: fsynced first, or in
+//!    the group flush before its project is recorded).
 //!
 //! Failures retry with backoff (honouring `Retry-After`), up to `retries` times per source:
 //! the `download_mirror` first when configured, then upstream. A body cut short by the network

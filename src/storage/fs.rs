@@ -6,8 +6,9 @@
 //! the tree: that is what lets another backend (object storage) take this one's place.
 //!
 //! Every object reaches its key whole: bytes go to a temporary file in `tmp/` (same
-//! filesystem, so the rename is atomic), optionally fsynced, then renamed into place through
-//! directories that must not be symlinks. Nothing is ever written or deleted through a
+//! filesystem, so the rename is atomic), then renamed into place through directories that
+//! must not be symlinks. When it is durable is the [`Durability`]: fsynced before the rename,
+//! or flushed in a group ([`Storage::flush`]) before anyone records it. Nothing is ever written or deleted through a
 //! symlink inside the tree.
 
 use std::collections::HashSet;
@@ -102,10 +103,27 @@ pub struct Entry {
     pub meta: Meta,
 }
 
+/// When the bytes a [`Storage`] commits are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Never forced (`fsync = false`): the kernel writes them back when it will.
+    None,
+    /// Each object fsynced before its rename.
+    EachObject,
+    /// Objects renamed unflushed; [`Storage::flush`] makes everything committed so far
+    /// durable in one filesystem-wide flush shared by every caller waiting at that moment.
+    /// Whoever records an object as held calls it first.
+    Grouped,
+}
+
 pub struct Storage {
     web: PathBuf,
     tmp: PathBuf,
-    fsync: bool,
+    durability: Durability,
+    /// Group commit: `requested` counts flushes started, `flushed` the newest one finished.
+    requested: AtomicU64,
+    flushed: AtomicU64,
+    flushing: Mutex<()>,
     counter: AtomicU64,
     /// This process's id, in every temp file's name.
     pid: u32,
@@ -138,6 +156,26 @@ impl Staged {
     }
 }
 
+/// Flush the filesystem holding `dir` (`syncfs`; where the kernel lacks it, `sync`).
+fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let handle = File::open(dir)?;
+    // SAFETY: syncfs only reads the descriptor, which `handle` keeps open for the call.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::ENOSYS) {
+        // SAFETY: sync takes no arguments and cannot fail.
+        unsafe { libc::sync() };
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        error.kind(),
+        format!("flushing {} to disk: {error}", dir.display()),
+    ))
+}
+
 impl Drop for Staged {
     fn drop(&mut self) {
         if !self.committed {
@@ -148,11 +186,14 @@ impl Drop for Staged {
 
 impl Storage {
     /// The tree at `web`, with temporary files in `tmp` (the same filesystem).
-    pub fn new(web: &Path, tmp: &Path, fsync: bool) -> Storage {
+    pub fn new(web: &Path, tmp: &Path, durability: Durability) -> Storage {
         Storage {
             web: web.to_owned(),
             tmp: tmp.to_owned(),
-            fsync,
+            durability,
+            requested: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
+            flushing: Mutex::new(()),
             counter: AtomicU64::new(0),
             pid: std::process::id(),
             verified: Mutex::new(HashSet::new()),
@@ -300,6 +341,24 @@ impl Storage {
         }
     }
 
+    /// With [`Durability::Grouped`], make every object committed before this call durable:
+    /// one `syncfs` of the tree's filesystem, shared by all callers waiting at once (a flush
+    /// that started after a caller arrived covers its objects). Blocking.
+    pub fn flush(&self) -> std::io::Result<()> {
+        if self.durability != Durability::Grouped {
+            return Ok(());
+        }
+        let arrived = self.requested.load(Ordering::SeqCst);
+        let _one_at_a_time = self.flushing.lock().expect("flush lock poisoned");
+        if self.flushed.load(Ordering::SeqCst) > arrived {
+            return Ok(());
+        }
+        let this = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        sync_filesystem(&self.web)?;
+        self.flushed.store(this, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// Put `staged` at `key`: flushed (and fsynced when configured), then renamed into place.
     /// Errors name the path involved.
     pub fn commit(&self, mut staged: Staged, key: &str) -> std::io::Result<()> {
@@ -310,7 +369,7 @@ impl Storage {
             Some(f) => f,
             None => File::create_new(&staged.path).map_err(|e| on(&staged.path, e))?,
         };
-        if self.fsync {
+        if self.durability == Durability::EachObject {
             file.sync_all().map_err(|e| on(&staged.path, e))?;
         }
         drop(file);
@@ -500,11 +559,47 @@ impl Write for Tee<'_> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn grouped_flushes_are_shared_by_the_callers_waiting_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("web")).unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        let s = Storage::new(
+            &dir.path().join("web"),
+            &dir.path().join("tmp"),
+            Durability::Grouped,
+        );
+        std::thread::scope(|scope| {
+            for i in 0..16 {
+                let s = &s;
+                scope.spawn(move || {
+                    let mut staged = s.stage();
+                    staged.write_all(b"bytes").unwrap();
+                    s.commit(staged, &format!("simple/p{i}/index.html"))
+                        .unwrap();
+                    s.flush().unwrap();
+                    // This caller's object is covered by a flush that started after it.
+                    assert!(s.flushed.load(Ordering::SeqCst) >= 1);
+                });
+            }
+        });
+        let flushes = s.requested.load(Ordering::SeqCst);
+        assert!((1..=16).contains(&flushes), "{flushes} flushes");
+        // Nothing to do without grouping.
+        let (_dir, plain) = storage();
+        plain.flush().unwrap();
+        assert_eq!(plain.requested.load(Ordering::SeqCst), 0);
+    }
+
     fn storage() -> (tempfile::TempDir, Storage) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("web")).unwrap();
         std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        let s = Storage::new(&dir.path().join("web"), &dir.path().join("tmp"), false);
+        let s = Storage::new(
+            &dir.path().join("web"),
+            &dir.path().join("tmp"),
+            Durability::None,
+        );
         (dir, s)
     }
 

@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::Storage;
+use super::{Durability, Storage};
 
 pub struct Layout {
     pub root: PathBuf,
@@ -44,8 +44,8 @@ impl Layout {
     }
 
     /// The served tree, its temporary objects in `tmp/`.
-    pub fn storage(&self, fsync: bool) -> Storage {
-        Storage::new(&self.web, &self.tmp, fsync)
+    pub fn storage(&self, durability: Durability) -> Storage {
+        Storage::new(&self.web, &self.tmp, durability)
     }
 
     /// Create the directory skeleton. `tmp/` must be a real directory: a symlink there is

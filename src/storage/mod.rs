@@ -11,6 +11,6 @@ pub mod fs;
 pub mod layout;
 pub mod lock;
 
-pub use fs::Storage;
+pub use fs::{Durability, Storage};
 pub use layout::Layout;
 pub use lock::MirrorLock;

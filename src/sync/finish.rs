@@ -32,6 +32,7 @@ pub fn finish(
             };
             index.write_root(rows, summary.serial)?;
             drop(state_now);
+            storage.flush()?;
             lock(state).root_written()?;
         } else {
             drop(state_now);

@@ -49,7 +49,7 @@ use crate::config::Config;
 use crate::progress::{Heartbeat, Progress};
 use crate::state::State;
 use crate::storage::download::Downloader;
-use crate::storage::{Layout, MirrorLock, Storage};
+use crate::storage::{Durability, Layout, MirrorLock, Storage};
 use crate::upstream::Upstream;
 use crate::upstream::snapshot::UrlPolicy;
 use guard::Guard;
@@ -103,7 +103,12 @@ async fn run_locked(
     state: Arc<Mutex<State>>,
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let storage = Arc::new(layout.storage(cfg.fsync));
+    // Files and pages are made durable in groups, just before the transaction that records
+    // them (`Storage::flush` in publish and finish), not one fsync each.
+    let storage = Arc::new(layout.storage(match cfg.fsync {
+        true => Durability::Grouped,
+        false => Durability::None,
+    }));
     blocking({
         let (layout, storage, state) = (layout.clone(), storage.clone(), state.clone());
         move || recover::recover(&layout, &storage, &state)

@@ -56,6 +56,8 @@ pub fn publish(
         }
         None => None,
     };
+    // Its files and pages durable before the database says it holds them.
+    ctx.storage.flush()?;
     let gone = {
         let mut state = lock(&ctx.state);
         let gone = state.record_project(snapshot)?;

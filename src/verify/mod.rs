@@ -37,7 +37,7 @@ use crate::state::{State, VerifyBegin, VerifyCounts, VerifyLog};
 use crate::storage::MirrorLock;
 use crate::storage::download::Downloader;
 use crate::storage::layout::{Protected, is_real_dir};
-use crate::storage::{Layout, Storage};
+use crate::storage::{Durability, Layout, Storage};
 use crate::types::ProjectName;
 use crate::upstream::Upstream;
 use crate::upstream::snapshot::UrlPolicy;
@@ -179,7 +179,10 @@ pub async fn run(
     } else if opts.resume {
         tracing::info!("no interrupted verify to resume; verifying from the start");
     }
-    let storage = Arc::new(layout.storage(cfg.fsync));
+    let storage = Arc::new(layout.storage(match cfg.fsync {
+        true => Durability::EachObject,
+        false => Durability::None,
+    }));
     let verify = Verify {
         cfg,
         opts: &opts,

@@ -371,7 +371,11 @@ mod tests {
         for sub in ["web", "tmp"] {
             std::fs::create_dir(dir.path().join(sub)).unwrap();
         }
-        let storage = Storage::new(&dir.path().join("web"), &dir.path().join("tmp"), false);
+        let storage = Storage::new(
+            &dir.path().join("web"),
+            &dir.path().join("tmp"),
+            crate::storage::Durability::None,
+        );
         (dir, storage)
     }
 
