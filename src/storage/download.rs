@@ -109,6 +109,9 @@ pub struct Target {
     pub size: Option<u64>,
     pub sha256: Sha256,
     pub blake2b: Option<Blake2b256>,
+    /// A sidecar whose wheel is in place at this key: read from the wheel when it hashes
+    /// right ([`super::wheel`]), downloaded otherwise.
+    pub from_wheel: Option<String>,
 }
 
 /// Where a target goes under `web/`.
@@ -153,6 +156,7 @@ impl Target {
             size: (!f.unknown.size).then_some(f.record.size),
             sha256: f.record.sha256,
             blake2b: (!f.unknown.blake2b).then(|| f.record.blake2b()),
+            from_wheel: None,
         }
     }
 
@@ -168,6 +172,7 @@ impl Target {
             size: None,
             sha256: f.record.core_metadata?,
             blake2b: None,
+            from_wheel: None,
         })
     }
 
@@ -301,6 +306,9 @@ impl Downloader {
             Some(Err(e)) => tracing::warn!("{}: not adopted ({e}); downloading it again", shown()),
             None => {}
         }
+        if let Some(placed) = self.read_from_wheel(target).await? {
+            return Ok(placed);
+        }
         let mut last = None;
         for url in self.sources(target) {
             match self.place_from(target, &url, on_key.clone()).await {
@@ -322,6 +330,49 @@ impl Downloader {
             }
         }
         Err(last.expect("at least one source"))
+    }
+
+    /// A sidecar read from its wheel, already in place, when the bytes are what upstream
+    /// promised: no request.
+    async fn read_from_wheel(&self, target: &Target) -> Result<Option<Placed>, DownloadError> {
+        let (Some(wheel), Some(key)) = (target.from_wheel.clone(), target.key.known()) else {
+            return Ok(None);
+        };
+        let (storage, key, want, limit) = (
+            self.storage.clone(),
+            key.to_owned(),
+            target.sha256,
+            self.max_unsized,
+        );
+        tokio::task::spawn_blocking(move || {
+            let Some(bytes) = super::wheel::metadata(&storage, &wheel, want, limit) else {
+                return Ok(None);
+            };
+            let hashes = crate::types::hashing::hash_reader(&mut &bytes[..], &mut [0u8; 8192])
+                .map_err(|error| DownloadError::Disk {
+                    path: wheel.clone(),
+                    error,
+                })?;
+            let mut staged = storage.stage();
+            let written = staged
+                .write_all(&bytes)
+                .and_then(|()| storage.commit(staged, &key));
+            match written {
+                Ok(()) => Ok(Some(Placed {
+                    adopted: false,
+                    downloaded: 0,
+                    size: hashes.len,
+                    blake2b: hashes.blake2b,
+                })),
+                Err(error) if is_symlink_refused(&error) => Err(DownloadError::Symlink { error }),
+                Err(error) => Err(DownloadError::Disk {
+                    path: storage.describe(&key),
+                    error,
+                }),
+            }
+        })
+        .await
+        .expect("wheel reader panicked")
     }
 
     /// The most bytes `target` may have.

@@ -10,6 +10,7 @@ pub mod download;
 pub mod fs;
 pub mod layout;
 pub mod lock;
+pub mod wheel;
 
 pub use fs::{Durability, Storage};
 pub use layout::Layout;

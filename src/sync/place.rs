@@ -1,11 +1,13 @@
 //! Place: put every file a project's decision downloads at its key, verified (the strategy
 //! is `storage::download`'s). Downloads of all projects share one `workers` bound.
 //!
-//! A file whose path upstream did not give (no BLAKE2b-256: devpi's `+f/` URLs, a download
-//! handler) goes to PyPI's path for its bytes, known once they are verified; its PEP 658
-//! sidecar is placed beside it after, in a second round. What the bytes tell (size, path)
+//! Files first, then, in a second round, the PEP 658 sidecars of the files just placed: a
+//! wheel's is read from the wheel itself when it hashes to what upstream promised (no
+//! request), and a file whose path upstream did not give (no BLAKE2b-256: devpi's `+f/`
+//! URLs, a download handler) has one only once its bytes named its path. What the bytes tell (size, path)
 //! is filled into the snapshot, so the pages and the database record them.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::decide::Placement;
@@ -31,21 +33,38 @@ pub async fn place(
     download: Vec<Placement>,
 ) -> anyhow::Result<Transfer> {
     let mut done = Transfer::default();
-    let by_content: Vec<usize> = download
+    let downloading: HashSet<usize> = download
+        .iter()
+        .filter(|p| !p.sidecar)
+        .map(|p| p.file)
+        .collect();
+    let content_addressed: HashSet<usize> = download
         .iter()
         .filter(|p| p.target.key.known().is_none())
         .map(|p| p.file)
         .collect();
-    let mut failures = round(ctx, snapshot, download, &mut done).await?;
-    // The sidecars of files whose path is known only now.
-    let sidecars: Vec<Placement> = by_content
+    // The sidecars of files downloaded now wait for them: a wheel's is read from the wheel.
+    let (later, now): (Vec<Placement>, Vec<Placement>) = download
         .into_iter()
-        .filter(|&i| !snapshot.files[i].unknown.any())
+        .partition(|p| p.sidecar && downloading.contains(&p.file));
+    let mut failures = round(ctx, snapshot, now, &mut done).await?;
+    let later: HashSet<usize> = later.into_iter().map(|p| p.file).collect();
+    let sidecars: Vec<Placement> = downloading
+        .into_iter()
+        // Placed, so its path is known (a content-addressed one, only now); its sidecar is
+        // wanted if decided for (a known path) or promised (a content-addressed one).
+        .filter(|i| !snapshot.files[*i].unknown.any())
+        .filter(|i| later.contains(i) || content_addressed.contains(i))
         .filter_map(|i| {
+            let f = &snapshot.files[i];
+            let mut target = Target::sidecar(f)?;
+            if f.record.filename.as_str().ends_with(".whl") {
+                target.from_wheel = Some(f.record.path.relative());
+            }
             Some(Placement {
                 file: i,
                 sidecar: true,
-                target: Target::sidecar(&snapshot.files[i])?,
+                target,
             })
         })
         .collect();

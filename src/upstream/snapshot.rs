@@ -183,13 +183,15 @@ pub fn snapshot(
         }
         return Ok(snap);
     };
-    let page_files: BTreeMap<String, PageFile> = match answers.page {
-        Some((page, _)) => page
-            .files
-            .into_iter()
-            .map(|f| (f.filename.clone(), f))
-            .collect(),
-        None => BTreeMap::new(),
+    let (page_files, page_source): (BTreeMap<String, PageFile>, _) = match answers.page {
+        Some((page, url)) => (
+            page.files
+                .into_iter()
+                .map(|f| (f.filename.clone(), f))
+                .collect(),
+            Some(url),
+        ),
+        None => (BTreeMap::new(), None),
     };
     match ProjectName::new(&json.info.name) {
         Ok(n) if &n == want => snap.display_name = json.info.name.clone(),
@@ -205,7 +207,7 @@ pub fn snapshot(
     for (version, entries) in json.releases {
         for entry in entries.into_iter().filter(|_| !quarantined) {
             let shown = entry.filename.chars().take(200).collect::<String>();
-            let page_file = page_files.get(&entry.filename);
+            let page_file = page_files.get(&entry.filename).zip(page_source);
             match check_file(&version, entry, page_file, source, require_https, policy) {
                 Ok(file) if seen.insert(file.record.filename.clone()) => snap.files.push(file),
                 Ok(file) => snap.refused.push(format!(
@@ -260,7 +262,14 @@ fn from_page(snap: &mut ProjectSnapshot, page: ProjectPage, source: &Url, policy
             core_metadata: f.core_metadata.clone(),
             data_dist_info_metadata: f.data_dist_info_metadata.clone(),
         };
-        match check_file(&version, entry, Some(&f), source, require_https, policy) {
+        match check_file(
+            &version,
+            entry,
+            Some((&f, source)),
+            source,
+            require_https,
+            policy,
+        ) {
             Ok(file) if seen.insert(file.record.filename.clone()) => {
                 if !versions.contains(&version) {
                     versions.push(version);
@@ -305,16 +314,22 @@ fn check_status(s: &crate::upstream::simple::ProjectStatus) -> Option<ProjectSta
     })
 }
 
+/// One file entry of the JSON API (`source`), with the project page's entry for it and where
+/// the page came from. The page's URL wins: it is the index's own link, where the JSON API
+/// document may be a copy another mirror keeps verbatim, still naming its upstream's host.
 fn check_file(
     version: &str,
     f: FileJson,
-    page: Option<&PageFile>,
+    page: Option<(&PageFile, &Url)>,
     source: &Url,
     require_https: bool,
     policy: &UrlPolicy,
 ) -> Result<RemoteFile, String> {
     let filename = Filename::new(&f.filename).map_err(|e| e.to_string())?;
-    let url = check_url(&f.url, source, require_https)?;
+    let url = match page.filter(|(p, _)| !p.url.is_empty()) {
+        Some((p, page_source)) => check_url(&p.url, page_source, page_source.scheme() == "https")?,
+        None => check_url(&f.url, source, require_https)?,
+    };
     policy.check_file_url(&url, f.size)?;
     // Installers name a file by its URL's last segment: a URL that ends otherwise is not one
     // a legitimate index serves (and a file named twice two ways is refused, not guessed at).
@@ -367,7 +382,7 @@ fn check_file(
         None => None,
     };
     let (provenance, extra_hashes) = match page {
-        Some(p) => {
+        Some((p, page_source)) => {
             if p.hashes
                 .get("sha256")
                 .is_some_and(|h| !h.eq_ignore_ascii_case(&sha256.to_hex()))
@@ -375,7 +390,9 @@ fn check_file(
                 return Err("the project page and the JSON API disagree on its sha256".into());
             }
             let provenance = match &p.provenance {
-                Some(raw) => Some(check_url(raw, source, require_https)?.to_string()),
+                Some(raw) => {
+                    Some(check_url(raw, page_source, page_source.scheme() == "https")?.to_string())
+                }
                 None => None,
             };
             (provenance, check_extra_hashes(&p.hashes)?)

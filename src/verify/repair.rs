@@ -169,6 +169,7 @@ impl Repairer<'_> {
                     size: Some(item.file.size),
                     sha256: item.file.sha256,
                     blake2b: Some(item.file.blake2b()),
+                    from_wheel: None,
                 },
                 (Some(remote), true, Some(sha256)) => Target {
                     url: remote.metadata_url(),
@@ -176,6 +177,13 @@ impl Repairer<'_> {
                     size: None,
                     sha256,
                     blake2b: None,
+                    // The wheel, when it is intact, holds the same bytes.
+                    from_wheel: item
+                        .file
+                        .filename
+                        .as_str()
+                        .ends_with(".whl")
+                        .then(|| item.file.path.relative()),
                 },
                 _ => {
                     queue_at = Some(snapshot.as_ref().map(|s| s.serial).unwrap_or_default());

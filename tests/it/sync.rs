@@ -599,3 +599,51 @@ fn configuration_mistakes_get_one_line_and_exit_2() {
     }
     assert!(!std::path::Path::new("/tmp/x").exists());
 }
+
+/// A wheel's PEP 658 sidecar is its `*.dist-info/METADATA`: read from the wheel just
+/// downloaded, with no request, when it hashes to what upstream promised; downloaded when it
+/// does not (upstream's sidecar differs from the wheel's, so the promise is upstream's).
+#[test]
+fn a_wheels_core_metadata_is_read_from_the_wheel_when_it_matches() {
+    let up = FakeUpstream::start();
+    let same = pymirror_testkit::dist::wheel("same", "1.0", &[]);
+    let other = pymirror_testkit::dist::wheel("other", "1.0", &[]);
+    up.add_file(
+        "same",
+        "1.0",
+        &same.filename,
+        same.bytes.clone(),
+        FileOpts {
+            metadata: Some(same.metadata.clone()),
+            ..FileOpts::default()
+        },
+    );
+    let served = b"Metadata-Version: 2.1\nName: other\nVersion: 1.0\nSummary: as served\n".to_vec();
+    up.add_file(
+        "other",
+        "1.0",
+        &other.filename,
+        other.bytes.clone(),
+        FileOpts {
+            metadata: Some(served.clone()),
+            ..FileOpts::default()
+        },
+    );
+    let mirror = Mirror::new(PYMIRROR, &up.url());
+    mirror.sync().assert_ok();
+    let asked: Vec<String> = up
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with(".metadata"))
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(asked[0].ends_with(&format!("{}.metadata", other.filename)));
+    let sidecar = |filename: &str| {
+        let info = up.file_info(filename).unwrap();
+        std::fs::read(mirror.web().join(format!("{}.metadata", info.path))).unwrap()
+    };
+    assert_eq!(sidecar(&same.filename), same.metadata);
+    assert_eq!(sidecar(&other.filename), served);
+    assert_eq!(mirror.verify(&["--hash"]).code, 0);
+}
