@@ -60,6 +60,8 @@
 //! If-Modified-Since, whether it came
 //! through a proxy, the XML-RPC method called, status, arrival time), `request_count`,
 //! `reset_requests`, `bytes_served`, `max_in_flight`.
+//! Content, read without a request: `listing` (the PEP 691 root's projects and serials),
+//! `json_api_document`, `file_info`, `core_metadata`, `live_files`.
 //!
 //! Not real: md5 digests are a fake (the first 32 hex of the sha256), timestamps come from a
 //! fake clock (one minute per serial), and version ordering is a simplified PEP 440.
