@@ -784,3 +784,143 @@ fn py_dump(v: &Value, indent: Option<usize>, level: usize, out: &mut String) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(name: &str) -> Vec<u8> {
+        format!("bytes of {name}\n").repeat(10).into_bytes()
+    }
+
+    fn upstream() -> FakeUpstream {
+        let up = FakeUpstream::start();
+        let files = ["demo_pkg-1.0.tar.gz", "demo_pkg-1.0-py3-none-any.whl"];
+        let files: Vec<(&str, Vec<u8>)> = files.iter().map(|f| (*f, content(f))).collect();
+        up.add_release("Demo.Pkg", "1.0", &files);
+        up.add_release("other", "2.0", &[("other-2.0.tar.gz", content("other"))]);
+        up
+    }
+
+    /// Every file under `dir` whose name starts with a dot, relative to it.
+    fn hidden(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().unwrap().is_dir() {
+                out.extend(hidden(&e.path()).into_iter().map(|h| format!("{name}/{h}")));
+            } else if name.starts_with('.') {
+                out.push(name);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn damage_does_what_it_says() {
+        let up = upstream();
+        let home = tempfile::tempdir().unwrap();
+        let web = home.path().join("web");
+        let path = |f: &str| web.join(up.file_info(f).unwrap().path);
+        let opts = Options {
+            damage: vec![
+                Damage::MissingFile("demo_pkg-1.0.tar.gz".into()),
+                Damage::TruncatedFile("demo_pkg-1.0-py3-none-any.whl".into()),
+                Damage::StrayTemp("other-2.0.tar.gz".into()),
+                Damage::DanglingLink {
+                    project: "Demo.Pkg".into(),
+                    filename: "demo_pkg-0.9.tar.gz".into(),
+                },
+            ],
+            ..Options::default()
+        };
+        let done = write(&up, home.path(), &opts);
+        assert_eq!(done.serial, up.serial());
+        assert!(!path("demo_pkg-1.0.tar.gz").exists());
+        let whl = "demo_pkg-1.0-py3-none-any.whl";
+        assert_eq!(
+            fs::read(path(whl)).unwrap(),
+            content(whl)[..content(whl).len() / 2]
+        );
+        assert_eq!(
+            fs::read(path("other-2.0.tar.gz")).unwrap(),
+            content("other")
+        );
+        let mut stray = hidden(home.path());
+        stray.retain(|h| h != ".lock");
+        assert_eq!(stray.len(), 1, "{stray:?}");
+        let (dir, name) = stray[0].rsplit_once('/').unwrap();
+        let suffix = name.strip_prefix(".other-2.0.tar.gz.").unwrap();
+        assert!(
+            suffix.len() == 8
+                && suffix
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        );
+        assert!(path("other-2.0.tar.gz").starts_with(home.path().join(dir)));
+        let html = fs::read_to_string(web.join("simple/demo-pkg/index.html")).unwrap();
+        let json = fs::read_to_string(web.join("simple/demo-pkg/index.v1_json")).unwrap();
+        let href = html
+            .split("href=\"../../")
+            .filter_map(|s| s.split_once('#'))
+            .map(|(p, _)| p)
+            .find(|p| p.ends_with("/demo_pkg-0.9.tar.gz"))
+            .expect("the dangling link");
+        assert!(json.contains(&format!("\"../../{href}\"")));
+        assert!(!web.join(href).exists());
+        assert!(
+            !fs::read_to_string(web.join("simple/other/index.html"))
+                .unwrap()
+                .contains("0.9")
+        );
+    }
+
+    #[test]
+    fn an_interrupted_run_leaves_a_todo_the_next_run_resumes() {
+        let up = upstream();
+        let home = tempfile::tempdir().unwrap();
+        let web = home.path().join("web");
+        let opts = Options {
+            interrupted: Some(vec!["OTHER".into()]),
+            ..Options::default()
+        };
+        let done = write(&up, home.path(), &opts);
+        assert_eq!(done.projects, ["demo-pkg"]);
+        assert_eq!(done.serial, 0);
+        assert!(!home.path().join("status").exists());
+        assert!(!web.join("simple/index.html").exists());
+        assert!(!web.join("simple/other").exists());
+        let todo = fs::read_to_string(home.path().join("todo")).unwrap();
+        assert_eq!(todo, format!("{}\nother {}", up.serial(), up.serial()));
+
+        let done = write(&up, home.path(), &Options::default());
+        assert_eq!(done.projects, ["other"]);
+        assert_eq!(done.serial, up.serial());
+        assert!(!home.path().join("todo").exists());
+        assert_eq!(
+            fs::read_to_string(home.path().join("status")).unwrap(),
+            up.serial().to_string()
+        );
+        let root = fs::read_to_string(web.join("simple/index.html")).unwrap();
+        assert!(root.contains("<a href=\"demo-pkg/\">demo-pkg</a><br/>"));
+        assert!(root.contains("<a href=\"other/\">other</a><br/>"));
+        assert_eq!(hidden(home.path()), [".lock"]);
+
+        // Nothing changed: nothing written but the time.
+        let again = write(&up, home.path(), &Options::default());
+        assert_eq!((again.projects.len(), again.downloaded.len()), (0, 0));
+    }
+
+    #[test]
+    fn python_json_forms() {
+        assert_eq!(
+            py_dumps_sorted(&json!({"b": [], "a": {"x": 1}})),
+            "{\n    \"a\": {\n        \"x\": 1\n    },\n    \"b\": []\n}"
+        );
+        assert_eq!(
+            py_str("é\u{1F600}\n\"\u{7f}/"),
+            r#""\u00e9\ud83d\ude00\n\"\u007f/""#
+        );
+    }
+}
