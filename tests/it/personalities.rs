@@ -12,17 +12,18 @@
 //! incremental sync after an added project and release, a removed file and release, and a
 //! yank; an allowlist-only sync that neither fetches nor publishes anything else. Then one
 //! personality end to end through nginx with pip and uv, and pymirror following another
-//! pymirror served by nginx (with and without `json = true`).
+//! pymirror served by nginx (with and without `json = true`), and a bandersnatch mirror's tree
+//! served by nginx.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 
-use pymirror_testkit::dist;
 use pymirror_testkit::mirror::{Mirror, TEST_SETTINGS, normalize, parse_links, percent_decode};
 use pymirror_testkit::serve::{Nginx, Tools, ok, run};
 use pymirror_testkit::upstream::{
     Conditional, FakeUpstream, FileOpts, Personality, Request, RootIndex, Serials,
 };
+use pymirror_testkit::{bandersnatch, dist};
 
 use crate::PYMIRROR;
 
@@ -503,6 +504,135 @@ fn chaining_follows_a_pymirror_served_by_nginx() {
 #[test]
 fn chaining_follows_a_pymirror_with_json_served_by_nginx() {
     chain(&format!("{TEST_SETTINGS}json = true\n"));
+}
+
+/// The `GET`s nginx logged for distribution files (`/packages/…`), in order.
+fn file_gets(nginx: &Nginx) -> Vec<String> {
+    nginx
+        .access_log()
+        .lines()
+        .filter_map(|l| l.split('"').nth(1))
+        .filter(|r| r.starts_with("GET /packages/"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// pymirror follows a bandersnatch 8.2.0 mirror (the tree `bandersnatch::write` leaves:
+/// HTML and PEP 691 pages whose per-project `_last-serial` is a string and whose `yanked` is a
+/// bool, a root `index.v1_json` naming projects without serials, and with `json` the JSON API
+/// documents bandersnatch copies verbatim, naming the original upstream's file URLs) served by
+/// nginx: complete and byte-identical, every file fetched from nginx and nothing from the
+/// original upstream, `verify --hash` clean; an upstream change (a release added, a file
+/// removed, a release yanked) written by bandersnatch reaches it (the removed file, still on
+/// bandersnatch's disk but unlinked, leaves pymirror's); a sync with nothing changed fetches
+/// no file.
+fn follow_bandersnatch(json: bool) {
+    let Some(tools) = Tools::find() else { return };
+    let up = catalog(Personality::warehouse());
+    let home = tempfile::tempdir().unwrap();
+    let opts = bandersnatch::Options {
+        json,
+        ..bandersnatch::Options::default()
+    };
+    let written = bandersnatch::write(&up, home.path(), &opts);
+    assert_eq!(written.serial, up.serial());
+    let nginx = Nginx::serve_dir(&tools, std::path::Path::new(PYMIRROR), home.path());
+    let mirror = Mirror::new(PYMIRROR, &nginx.url());
+    let bs_web = home.path().join("web");
+    // Every file pymirror holds is the one bandersnatch holds at the same path.
+    let same_as_bandersnatch = |m: &Mirror| {
+        for (path, _) in m.snapshot(&m.web().join("packages")) {
+            let rel = path.strip_prefix(m.web()).unwrap();
+            assert!(
+                std::fs::read(&path).unwrap() == std::fs::read(bs_web.join(rel)).unwrap(),
+                "{} differs from bandersnatch's",
+                rel.display()
+            );
+        }
+    };
+
+    up.reset_requests();
+    sync_ok(&mirror);
+    assert_complete(&mirror, &up, None);
+    same_as_bandersnatch(&mirror);
+    assert_verify_clean(&mirror);
+    let fetched = file_gets(&nginx);
+    let linked: usize = up.live_files().values().map(BTreeSet::len).sum();
+    assert!(
+        fetched.len() >= linked,
+        "{} files linked, {} fetched from nginx:\n{}",
+        linked,
+        fetched.len(),
+        nginx.access_log()
+    );
+    assert_eq!(
+        up.requests(),
+        vec![],
+        "pymirror asked the original upstream, not the bandersnatch mirror"
+    );
+
+    up.add_release(
+        "gamma",
+        "0.3",
+        &[("gamma-0.3.tar.gz", bytes("gamma-0.3.tar.gz"))],
+    );
+    up.remove_file("Beta.Lib", "beta_lib-1.0.tar.gz");
+    up.yank("Beta.Lib", "2.0", Some("broken build"));
+    let removed = local_path(&up, "beta_lib-1.0.tar.gz");
+    let written = bandersnatch::write(&up, home.path(), &opts);
+    assert_eq!(written.serial, up.serial());
+    assert_eq!(written.projects, ["beta-lib", "gamma"]);
+    assert!(
+        bs_web.join(&removed).is_file(),
+        "bandersnatch keeps a removed file"
+    );
+    sync_ok(&mirror);
+    assert_complete(&mirror, &up, None);
+    same_as_bandersnatch(&mirror);
+    assert!(
+        !mirror.web().join(&removed).exists(),
+        "{removed} still held"
+    );
+    // bandersnatch's PEP 691 pages say only `"yanked": true`; the reason is in its HTML pages
+    // and, with `json`, in the JSON API documents.
+    for link in mirror.links("beta-lib") {
+        assert!(link.yanked.is_some(), "{} is not yanked", link.text);
+        if json {
+            assert_eq!(
+                link.yanked.as_deref(),
+                Some("broken build"),
+                "{}",
+                link.text
+            );
+        }
+    }
+    assert!(mirror.links("gamma").iter().all(|l| l.yanked.is_none()));
+    assert_verify_clean(&mirror);
+    assert_eq!(
+        up.requests(),
+        vec![],
+        "pymirror asked the original upstream"
+    );
+
+    let before = web_tree(&mirror);
+    let gets = file_gets(&nginx).len();
+    sync_ok(&mirror);
+    assert_eq!(
+        file_gets(&nginx)[gets..],
+        [] as [String; 0],
+        "a sync with nothing changed fetched files"
+    );
+    assert_eq!(web_tree(&mirror), before, "the tree changed");
+}
+
+#[test]
+fn chaining_follows_a_bandersnatch_tree_served_by_nginx() {
+    follow_bandersnatch(false);
+}
+
+#[test]
+fn chaining_follows_a_bandersnatch_tree_with_json_served_by_nginx() {
+    follow_bandersnatch(true);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-//! Real programs for the end-to-end tests: nginx serving a mirror with the configuration
-//! `pymirror nginx-config` prints, and the pip, uv and curl that talk to it.
+//! Real programs for the end-to-end tests: nginx serving a mirror (or any tree of the same
+//! layout) with the configuration `pymirror nginx-config` prints, and the pip, uv and curl
+//! that talk to it.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -84,15 +85,41 @@ pub struct Nginx {
 }
 
 impl Nginx {
+    /// nginx serving `mirror` with the site `pymirror nginx-config` prints for its config.
     pub fn start(tools: &Tools, mirror: &Mirror) -> Nginx {
+        Nginx::serve(
+            tools,
+            &mirror.bin,
+            &mirror.config,
+            tempfile::tempdir().unwrap(),
+        )
+    }
+
+    /// nginx serving `<directory>/web` of a tree pymirror did not write (a bandersnatch
+    /// mirror's `directory`, say), with the same site: `bin`'s `pymirror nginx-config` for a
+    /// configuration naming that directory.
+    pub fn serve_dir(tools: &Tools, bin: &Path, directory: &Path) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("mirror.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[mirror]\ndirectory = \"{}\"\nmaster = \"http://127.0.0.1:9/\"\n",
+                directory.display()
+            ),
+        )
+        .unwrap();
+        Nginx::serve(tools, bin, &config, dir)
+    }
+
+    fn serve(tools: &Tools, bin: &Path, config: &Path, dir: tempfile::TempDir) -> Nginx {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let dir = tempfile::tempdir().unwrap();
-        let site = Command::new(&mirror.bin)
-            .args(["nginx-config", "--config", mirror.config.to_str().unwrap()])
+        let site = Command::new(bin)
+            .args(["nginx-config", "--config", config.to_str().unwrap()])
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),

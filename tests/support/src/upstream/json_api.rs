@@ -11,7 +11,7 @@ use super::faults::take;
 use super::files::metadata_json;
 use super::personality::{Page, answer_page, file_url, serial_value};
 use super::server::{Req, bytes_response, encode_path, redirect};
-use super::state::{FileRec, Release, State, latest_version, normalize};
+use super::state::{FileRec, Project, Release, State, latest_version, normalize};
 
 pub(super) fn json_api(st: &mut State, req: &Req<'_>, name: &str, q: &str) -> Response {
     let prefix = st.personality.prefix.clone();
@@ -40,8 +40,22 @@ pub(super) fn json_api(st: &mut State, req: &Req<'_>, name: &str, q: &str) -> Re
             Bytes::from(r#"{"message": "Not Found"}"#),
         );
     };
+    let (body, serial) = document(st, &p);
+    let page = Page {
+        content_type: "application/json",
+        body: Bytes::from(body.to_string()),
+        serial,
+        key,
+    };
+    answer_page(st, req, page)
+}
+
+/// The JSON API document of `p` as this upstream serves it, and the serial it claims.
+pub(super) fn document(st: &State, p: &Project) -> (Value, u64) {
+    let prefix = &st.personality.prefix;
+    let key = normalize(&p.display);
     let doc_path = format!("{prefix}/pypi/{}/json", p.display);
-    let latest = latest_version(&p).unwrap_or_default();
+    let latest = latest_version(p).unwrap_or_default();
     let mut releases = serde_json::Map::new();
     for (v, rel) in &p.releases {
         let mut files: Vec<Value> = rel
@@ -67,13 +81,7 @@ pub(super) fn json_api(st: &mut State, req: &Req<'_>, name: &str, q: &str) -> Re
     if let Some(s) = serial_value(st, serial) {
         body["last_serial"] = s;
     }
-    let page = Page {
-        content_type: "application/json",
-        body: Bytes::from(body.to_string()),
-        serial,
-        key,
-    };
-    answer_page(st, req, page)
+    (body, serial)
 }
 
 fn file_json(st: &State, f: &FileRec, rel: &Release, doc_path: &str) -> Value {

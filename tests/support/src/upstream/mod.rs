@@ -60,6 +60,8 @@
 //! If-Modified-Since, whether it came
 //! through a proxy, the XML-RPC method called, status, arrival time), `request_count`,
 //! `reset_requests`, `bytes_served`, `max_in_flight`.
+//! Content, read without a request: `listing` (the PEP 691 root's projects and serials),
+//! `json_api_document`, `file_info`, `core_metadata`, `live_files`.
 //!
 //! Not real: md5 digests are a fake (the first 32 hex of the sha256), timestamps come from a
 //! fake clock (one minute per serial), and version ordering is a simplified PEP 440.
@@ -402,6 +404,40 @@ impl FakeUpstream {
                 (key.clone(), files.collect())
             })
             .collect()
+    }
+
+    /// The projects the PEP 691 root lists, in its order: display name and last serial of
+    /// each visible (not quarantined) project.
+    pub fn listing(&self) -> Vec<(String, u64)> {
+        self.st()
+            .projects
+            .values()
+            .filter(|p| !p.quarantined())
+            .map(|p| (p.display.clone(), p.last_serial))
+            .collect()
+    }
+
+    /// The JSON API document `GET <prefix>/pypi/<name>/json` answers now (file URLs and
+    /// serial in this personality's form, even where `json_api = false`), without serving or
+    /// recording a request; None where it answers 404 (no such project, no release, or
+    /// quarantined).
+    pub fn json_api_document(&self, name: &str) -> Option<serde_json::Value> {
+        let st = self.st();
+        let p = st
+            .projects
+            .get(&normalize(name))
+            .filter(|p| !p.releases.is_empty() && !p.quarantined())?;
+        Some(json_api::document(&st, p).0)
+    }
+
+    /// The PEP 658 core metadata published with a file (served at `<file url>.metadata`).
+    pub fn core_metadata(&self, filename: &str) -> Option<Vec<u8>> {
+        let st = self.st();
+        st.files
+            .get(filename)?
+            .metadata
+            .as_ref()
+            .map(|m| m.to_vec())
     }
 
     /// Maximum rows per `changelog_since_serial` answer (default 50,000).
