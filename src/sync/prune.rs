@@ -84,8 +84,8 @@ pub async fn deferred(
     let emptying = guard.emptied(emptied as u64);
     if let Some(why) = &files {
         tracing::error!(
-            "{why}; none was deleted ({} projects stay queued). If upstream really removed them, \
-             run again with --allow-mass-delete",
+            "{why}; none was deleted ({} projects stay queued). If upstream (or a filter change) \
+             really removed them, run again with --allow-mass-delete",
             deferred.len()
         );
     } else if let Some(why) = &emptying {
