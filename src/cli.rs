@@ -96,8 +96,8 @@ pub struct StatusArgs {
 pub struct SyncArgs {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// Remove projects upstream removed (or a filter change leaves out) even when there are
-    /// more than max_deletions.
+    /// Remove projects upstream removed (or a filter change leaves out), empty projects, and
+    /// delete files, even beyond max_deletions (and max_deletion_share of the files looked at).
     #[arg(long)]
     pub allow_mass_delete: bool,
     /// Print what a sync would download, keep and delete (with byte totals) and change

@@ -65,6 +65,9 @@ pub struct Config {
     /// One metadata request, all its attempts and its whole body, must be done within this.
     pub metadata_deadline: Duration,
     pub max_deletions: usize,
+    /// The share (0.0 to 1.0) of the held files a run looks at that it may delete when it
+    /// deletes more than `max_deletions` files (`sync::guard`).
+    pub max_deletion_share: f64,
     /// Change-feed (XML-RPC changelog) rows one run reads at most (0: no cap).
     pub max_feed_rows: u64,
     pub simple_format: SimpleFormat,
@@ -121,6 +124,7 @@ const MIRROR_KEYS: &[&str] = &[
     "max_metadata_bytes",
     "metadata_deadline",
     "max_deletions",
+    "max_deletion_share",
     "max_feed_rows",
     "simple_format",
     "root_uri",
@@ -238,6 +242,7 @@ impl Config {
                 .filter(|d| !d.is_zero())
                 .unwrap_or(Duration::from_secs(600)),
             max_deletions: keys.integer("max_deletions", 0, i64::MAX)?.unwrap_or(1000) as usize,
+            max_deletion_share: keys.number("max_deletion_share", 0.0, 1.0)?.unwrap_or(0.5),
             max_feed_rows: keys
                 .integer("max_feed_rows", 0, i64::MAX)?
                 .unwrap_or(1_000_000) as u64,
@@ -467,6 +472,27 @@ mod tests {
             parse("[mirror]\ndirectory = \"/srv\"\nmaster = \"https://u.example\"\nworkers = 0\n")
                 .unwrap_err();
         assert!(e.contains("workers"), "{e}");
+        for bad in ["1.5", "-0.1", "\"half\""] {
+            let e = parse(&format!(
+                "[mirror]\ndirectory = \"/srv\"\nmaster = \"https://u.example\"\nmax_deletion_share = {bad}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.contains("max_deletion_share") && e.contains("from 0 to 1"),
+                "{e}"
+            );
+            assert!(!e.contains('\n'), "multi-line error: {e}");
+        }
+        let ok = |v: &str| {
+            parse(&format!(
+                "[mirror]\ndirectory = \"/srv\"\nmaster = \"https://u.example\"\n{v}"
+            ))
+            .unwrap()
+            .max_deletion_share
+        };
+        assert_eq!(ok(""), 0.5);
+        assert_eq!(ok("max_deletion_share = 0.25\n"), 0.25);
+        assert_eq!(ok("max_deletion_share = 1\n"), 1.0);
         let e = parse("[mirror\n").unwrap_err();
         assert!(e.starts_with("line 1: not valid TOML"), "{e}");
         assert!(!e.contains('\n'), "multi-line error: {e}");

@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use indicatif::HumanBytes;
@@ -26,7 +27,7 @@ use tokio::sync::Semaphore;
 
 use super::decide::{self, Decision, Removal};
 use super::filter_change::{FilterChange, Revisits};
-use super::guard::{Guard, Options};
+use super::guard::{Guard, Options, Weight};
 use super::{lock, plan, queue};
 use crate::config::Config;
 use crate::state::{State, Todo, TodoCursor};
@@ -48,6 +49,9 @@ pub struct DryRun {
     gone: u64,
     /// Projects upstream lists without any file (the guard counts them too).
     emptied: u64,
+    /// Files held of the projects decided kept, and those their decisions delete (the guard
+    /// weighs them too).
+    weight: Weight,
 }
 
 pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow::Result<DryRun> {
@@ -165,6 +169,11 @@ pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow
     if let Some(why) = guard.emptied(report.emptied) {
         notes.push(format!("{why}: a sync would hold emptying them back"));
     }
+    if let Some(why) = guard.files(report.weight) {
+        notes.push(format!(
+            "{why}: a sync would hold these deletions back (the projects stay queued)"
+        ));
+    }
     let total = |(n, b): (u64, u64)| format!("{n} files, {b} bytes ({})", HumanBytes(b));
     writeln!(out, "would download {}", total(report.download))?;
     writeln!(out, "would keep {}", total(report.keep))?;
@@ -201,10 +210,12 @@ impl Look<'_> {
     ) -> anyhow::Result<()> {
         let decisions = futures::stream::iter(batch)
             .map(|todo| async move {
+                let held_files = AtomicU64::new(0);
                 let held = async {
-                    Ok(tokio::task::block_in_place(|| {
-                        lock(self.state).project_files(&todo.name)
-                    })?)
+                    let files =
+                        tokio::task::block_in_place(|| lock(self.state).project_files(&todo.name))?;
+                    held_files.store(files.len() as u64, Ordering::Relaxed);
+                    Ok(files)
                 };
                 let decision = decide::look(
                     self.cfg,
@@ -217,12 +228,12 @@ impl Look<'_> {
                     held,
                 )
                 .await;
-                (todo, decision)
+                (todo, decision, held_files.into_inner())
             })
             // In order, so the same state and upstream print the same lines.
             .buffered(self.cfg.metadata_workers + self.cfg.workers);
         futures::pin_mut!(decisions);
-        while let Some((todo, decision)) = decisions.next().await {
+        while let Some((todo, decision, held)) = decisions.next().await {
             let name = &todo.name;
             match decision {
                 Err(e) => {
@@ -270,6 +281,8 @@ impl Look<'_> {
                         report.download.1 += f.size;
                         writeln!(out, "download {name} {} {}", f.filename, f.size)?;
                     }
+                    report.weight.looked += held;
+                    report.weight.deleting += gone.len() as u64;
                     for old in &gone {
                         delete(out, report, name, old)?;
                     }

@@ -12,8 +12,10 @@
 //! - per queued project (read from `todo` a page at a time, failed ones first; `queue`):
 //!   **fetch** fresh metadata, **decide** what to download, keep and delete (or remove the
 //!   project), **place** the new files, **publish** its pages and record it.
-//! - **prune**: projects upstream lists without any file (emptied), gone upstream (both behind
-//!   the guard) or left out by the filters.
+//!   A project whose decision deletes held files is deferred to after the queue.
+//! - **prune**: the mass-delete guard weighs what the deferred projects would delete (files;
+//!   projects left without any file); those it lets through are looked at again and applied.
+//!   Then projects gone upstream (guarded) or left out by the filters are removed.
 //! - **finish**: root pages, `trash`, `status`.
 //!
 //! A project whose metadata is stale or whose files fail stays queued with its error and is
@@ -54,7 +56,7 @@ use crate::upstream::Upstream;
 use crate::upstream::snapshot::UrlPolicy;
 use guard::Guard;
 pub use guard::Options;
-use project::Outcome;
+use project::{Outcome, Pass};
 pub use summary::Summary;
 
 /// What every project of a run shares.
@@ -142,10 +144,27 @@ async fn run_locked(
         progress: progress.clone(),
         feed_serial,
     });
-    let removed = sync_queue(ctx.clone(), &stop, multi.is_none(), pending, &mut summary).await;
+    let queue_error = Arc::new(Mutex::new(None));
+    let todo = queue::stream(state.clone(), queue_error.clone()).map(|t| (t, Pass::Queue));
+    let queued = sync_queue(&ctx, todo, &stop, multi.is_none(), pending, &mut summary).await;
+    if let Some(e) = queue_error.lock().expect("slot lock poisoned").take() {
+        return Err(anyhow::Error::new(e).context("cannot read the queue of projects to sync"));
+    }
+    let Passed {
+        mut removed,
+        deferred,
+        looked,
+    } = queued?;
+    // Stopped (a signal, a disk error): what was deferred stays queued, unweighed.
+    if !stop.load(Ordering::Relaxed) && !deferred.is_empty() {
+        let again = prune::deferred(&ctx, guard, deferred, looked, &mut summary).await?;
+        let more = again.len() as u64;
+        progress.set_projects(pending + more);
+        let again = futures::stream::iter(again);
+        let passed = sync_queue(&ctx, again, &stop, multi.is_none(), more, &mut summary).await?;
+        removed.extend(passed.removed);
+    }
     progress.finish();
-    let (removed, emptied) = removed?;
-    prune::empty(&ctx, guard, emptied, &mut summary).await?;
     summary.interrupted = stop.load(Ordering::Relaxed) && summary.disk_error.is_none();
 
     let summary = blocking({
@@ -163,37 +182,49 @@ async fn run_locked(
     })
 }
 
-/// Every queued project through fetch → decide → place → publish, `metadata_workers +
-/// workers` at a time: enough that downloads never wait for metadata, few enough that memory
-/// stays bounded however long the queue is. Returns the projects to remove and those to
-/// empty (both behind the mass-delete guard).
+/// What one pass over projects leaves for after it.
+#[derive(Default)]
+struct Passed {
+    /// Projects to remove (behind the mass-delete guard when gone upstream).
+    removed: Vec<Removed>,
+    /// Projects whose decisions delete held files, for the guard to weigh.
+    deferred: Vec<project::Deferred>,
+    /// Files the mirror held of the projects decided kept (the guard's "looked at").
+    looked: u64,
+}
+
+/// Projects through fetch → decide → place → publish, `metadata_workers + workers` at a
+/// time: enough that downloads never wait for metadata, few enough that memory stays bounded
+/// however long the queue is. The queue's pass defers what deletes held files; the pass after
+/// the guard applies it.
 async fn sync_queue(
-    ctx: Arc<Ctx>,
+    ctx: &Arc<Ctx>,
+    todo: impl futures::Stream<Item = (crate::state::Todo, project::Pass)>,
     stop: &Arc<AtomicBool>,
     log_progress: bool,
     pending: u64,
     summary: &mut Summary,
-) -> anyhow::Result<(Vec<Removed>, Vec<Emptied>)> {
+) -> anyhow::Result<Passed> {
     let in_flight = ctx.cfg.metadata_workers + ctx.cfg.workers;
-    let mut removed = Vec::new();
-    let mut emptied = Vec::new();
+    let mut passed = Passed::default();
     let mut heartbeat = Heartbeat::new(log_progress);
     let mut done = 0u64;
     let progress = ctx.progress.clone();
     let stop_flag = stop.clone();
-    let queue_error = Arc::new(Mutex::new(None));
-    let mut outcomes = Box::pin(queue::stream(ctx.state.clone(), queue_error.clone()))
+    let mut outcomes = Box::pin(todo)
         .take_while(move |_| futures::future::ready(!stop_flag.load(Ordering::Relaxed)))
-        .map(|t| {
+        .map(|(t, pass)| {
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 let name = t.name.to_string();
-                (name, project::sync(&ctx, t).await)
+                let weighed = matches!(pass, Pass::Weighed(_));
+                (name, weighed, project::sync(&ctx, t, pass).await)
             })
         })
         .buffer_unordered(in_flight);
     while let Some(joined) = outcomes.next().await {
-        let (name, outcome) = joined.map_err(|e| anyhow::anyhow!("a project task crashed: {e}"))?;
+        let (name, weighed, outcome) =
+            joined.map_err(|e| anyhow::anyhow!("a project task crashed: {e}"))?;
         done += 1;
         progress.project_done(&name);
         match outcome {
@@ -201,19 +232,23 @@ async fn sync_queue(
                 files,
                 bytes,
                 refused,
+                held,
             } => {
+                // Counted once, in the queue's pass.
+                if !weighed {
+                    passed.looked += held;
+                }
                 summary.projects_synced += 1;
                 summary.files_downloaded += files;
                 summary.bytes_downloaded += bytes;
                 summary.refused += refused;
             }
             Outcome::Unchanged => summary.projects_unchanged += 1,
-            Outcome::Removed { todo, removal } => removed.push((todo, removal)),
-            Outcome::Emptied {
-                todo,
-                snapshot,
-                upstream_json,
-            } => emptied.push((todo, snapshot, upstream_json)),
+            Outcome::Removed { todo, removal } => passed.removed.push((todo, removal)),
+            Outcome::Deferred(deferred) => {
+                passed.looked += deferred.held;
+                passed.deferred.push(deferred);
+            }
             Outcome::Failed { error, disk } => {
                 summary.projects_failed += 1;
                 if disk && summary.disk_error.is_none() {
@@ -236,18 +271,10 @@ async fn sync_queue(
             );
         }
     }
-    if let Some(e) = queue_error.lock().expect("slot lock poisoned").take() {
-        return Err(anyhow::Error::new(e).context("cannot read the queue of projects to sync"));
-    }
-    Ok((removed, emptied))
+    Ok(passed)
 }
 
 type Removed = (crate::state::Todo, decide::Removal);
-pub(crate) type Emptied = (
-    crate::state::Todo,
-    crate::types::ProjectSnapshot,
-    Option<serde_json::Value>,
-);
 
 /// Database and file work off the async runtime's worker threads.
 async fn blocking<T: Send + 'static>(

@@ -1,17 +1,51 @@
 //! One queued project, through fetch → decide → place → publish. Projects run concurrently;
 //! a failure is recorded on the project's queue entry (tried first next run) and the others
 //! go on.
+//!
+//! A project whose decision deletes held files is deferred: nothing of it is placed or
+//! published in the queue's pass, and it stays queued. Once the whole queue is through and
+//! the mass-delete guard has weighed the run (`prune::deferred`), it is looked at again and
+//! applied, if upstream does not now delete more of it than was weighed. Only its name and
+//! two counts wait, not its snapshot: memory stays bounded however many projects defer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::decide::{self, Decision, Removal};
 use super::{Ctx, lock, place, publish};
 use crate::state::Todo;
 use crate::storage::download::DownloadError;
-use crate::types::ProjectSnapshot;
 
-// One at a time per project, moved, never stored in bulk: boxing buys nothing.
-#[allow(clippy::large_enum_variant)]
+/// Why a project waits for the end of the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deferral {
+    /// Upstream still lists it but no file of it: applying it empties the project.
+    Emptied,
+    /// Its decision deletes some of the files the mirror holds of it.
+    Deletes,
+}
+
+/// A project deferred in the queue's pass: what the guard weighs.
+#[derive(Debug, Clone)]
+pub struct Deferred {
+    pub todo: Todo,
+    pub why: Deferral,
+    /// Files the mirror holds of it.
+    pub held: u64,
+    /// Of those, the files its decision deletes.
+    pub deletes: u64,
+}
+
+/// Which pass a project is in.
+#[derive(Debug, Clone, Copy)]
+pub enum Pass {
+    /// The queue's: a decision that deletes held files is deferred.
+    Queue,
+    /// After the guard let the run's deletions through: applied, unless it now deletes more
+    /// than this many files (what the guard weighed).
+    Weighed(u64),
+}
+
 pub enum Outcome {
     /// Upstream's page is as mirrored (a conditional entry): dequeued, nothing else.
     Unchanged,
@@ -19,6 +53,8 @@ pub enum Outcome {
         files: u64,
         bytes: u64,
         refused: u64,
+        /// Files the mirror held of it before (what the guard counts as looked at).
+        held: u64,
     },
     /// Removed once the whole queue is through (behind the mass-delete guard when gone
     /// upstream).
@@ -30,17 +66,13 @@ pub enum Outcome {
         error: String,
         disk: bool,
     },
-    /// Upstream still lists it but no file of it: published (emptied) only once the whole
-    /// queue is through, behind the mass-delete guard.
-    Emptied {
-        todo: Todo,
-        snapshot: ProjectSnapshot,
-        upstream_json: Option<serde_json::Value>,
-    },
+    /// Its decision deletes held files: looked at again once the whole queue is through,
+    /// behind the mass-delete guard.
+    Deferred(Deferred),
 }
 
-pub async fn sync(ctx: &Arc<Ctx>, todo: Todo) -> Outcome {
-    match try_sync(ctx, &todo).await {
+pub async fn sync(ctx: &Arc<Ctx>, todo: Todo, pass: Pass) -> Outcome {
+    match try_sync(ctx, &todo, pass).await {
         Ok(outcome) => outcome,
         Err(error) => {
             // Upstream's text inside (a value serde quotes, a fault string): cut and escaped
@@ -58,7 +90,7 @@ pub async fn sync(ctx: &Arc<Ctx>, todo: Todo) -> Outcome {
     }
 }
 
-async fn try_sync(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome> {
+async fn try_sync(ctx: &Arc<Ctx>, todo: &Todo, pass: Pass) -> anyhow::Result<Outcome> {
     let known = match todo.conditional {
         true => {
             let (state, name) = (ctx.state.clone(), todo.name.clone());
@@ -67,8 +99,13 @@ async fn try_sync(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome> {
         false => None,
     };
     let (state, name) = (ctx.state.clone(), todo.name.clone());
+    let held_files = AtomicU64::new(0);
+    let counted = &held_files;
     let held = async move {
-        Ok(tokio::task::spawn_blocking(move || lock(&state).project_files(&name)).await??)
+        let files =
+            tokio::task::spawn_blocking(move || lock(&state).project_files(&name)).await??;
+        counted.store(files.len() as u64, Ordering::Relaxed);
+        Ok(files)
     };
     let (decision, upstream_json) = decide::look(
         &ctx.cfg,
@@ -81,15 +118,27 @@ async fn try_sync(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome> {
         held,
     )
     .await?;
-    if decision.empties() {
-        let Decision::Keep { snapshot, .. } = decision else {
-            unreachable!("only a kept project is emptied");
-        };
-        return Ok(Outcome::Emptied {
-            todo: todo.clone(),
-            snapshot,
-            upstream_json,
-        });
+    let held = held_files.load(Ordering::Relaxed);
+    if let Decision::Keep { delete, .. } = &decision {
+        let deletes = delete.len() as u64;
+        match pass {
+            Pass::Queue if deletes > 0 => {
+                return Ok(Outcome::Deferred(Deferred {
+                    todo: todo.clone(),
+                    why: match decision.empties() {
+                        true => Deferral::Emptied,
+                        false => Deferral::Deletes,
+                    },
+                    held,
+                    deletes,
+                }));
+            }
+            Pass::Weighed(weighed) if deletes > weighed => anyhow::bail!(
+                "held back by the mass-delete guard: upstream now takes {deletes} of its files \
+                 away, more than the {weighed} this run weighed; weighed again next run"
+            ),
+            _ => {}
+        }
     }
     match decision {
         Decision::Unchanged => {
@@ -117,6 +166,7 @@ async fn try_sync(ctx: &Arc<Ctx>, todo: &Todo) -> anyhow::Result<Outcome> {
                 files: placed.files,
                 bytes: placed.bytes,
                 refused: refused + placed.refused,
+                held,
             })
         }
     }

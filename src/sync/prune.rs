@@ -1,13 +1,14 @@
-//! Prune: once the queue is through, empty the projects upstream still lists without any file,
-//! and forget the projects that leave the mirror — those upstream no longer has and those the
-//! filters leave out — putting their pages and files in `trash` for `finish` to delete after
-//! the root page. Emptying and removing upstream's doing are behind the mass-delete guard.
+//! Prune: once the queue is through, weigh what the deferred projects would delete (files,
+//! projects left without any file) behind the mass-delete guard, and forget the projects that
+//! leave the mirror — those upstream no longer has (guarded) and those the filters leave out —
+//! putting their pages and files in `trash` for `finish` to delete after the root page.
 
 use std::sync::{Arc, Mutex};
 
 use super::decide::Removal;
-use super::guard::Guard;
-use super::{Ctx, Emptied, Summary, blocking, lock, publish};
+use super::guard::{Guard, Weight};
+use super::project::{Deferral, Deferred, Pass};
+use super::{Ctx, Summary, blocking, lock};
 use crate::state::{State, Todo};
 
 /// Blocking: run it off the async workers.
@@ -59,54 +60,79 @@ pub fn prune(
     Ok(())
 }
 
-/// Projects upstream still lists without any file: emptied once the queue is through, unless
-/// there are more than `max_deletions` of them (then none is, each stays queued with why).
-pub async fn empty(
+/// The projects deferred in the queue's pass (their decisions delete held files), weighed by
+/// the mass-delete guard against the files the run `looked` at. When the file count holds,
+/// none is applied; else when more than `max_deletions` of them would be left without any
+/// file, those are not. Each held back stays queued with why; the others are returned, to be
+/// looked at again with the deletions weighed for each.
+pub async fn deferred(
     ctx: &Arc<Ctx>,
     guard: Guard,
-    emptied: Vec<Emptied>,
+    deferred: Vec<Deferred>,
+    looked: u64,
     summary: &mut Summary,
-) -> anyhow::Result<()> {
-    if let Some(why) = guard.emptied(emptied.len() as u64) {
+) -> anyhow::Result<Vec<(Todo, Pass)>> {
+    let weight = Weight {
+        looked,
+        deleting: deferred.iter().map(|d| d.deletes).sum(),
+    };
+    let emptied = deferred
+        .iter()
+        .filter(|d| d.why == Deferral::Emptied)
+        .count();
+    let files = guard.files(weight);
+    let emptying = guard.emptied(emptied as u64);
+    if let Some(why) = &files {
         tracing::error!(
-            "{why}; none was emptied. If upstream really removed their files, run again with --allow-mass-delete"
+            "{why}; none was deleted ({} projects stay queued). If upstream (or a filter change) \
+             really removed them, run again with --allow-mass-delete",
+            deferred.len()
         );
-        summary.deletions_refused += emptied.len() as u64;
+    } else if let Some(why) = &emptying {
+        tracing::error!(
+            "{why}; none was emptied. If upstream really removed their files, run again with \
+             --allow-mass-delete"
+        );
+    }
+    let (held, again): (Vec<Deferred>, Vec<Deferred>) = deferred
+        .into_iter()
+        .partition(|d| files.is_some() || (emptying.is_some() && d.why == Deferral::Emptied));
+    summary.deletions_refused += held.len() as u64;
+    if !held.is_empty() {
         let state = ctx.state.clone();
-        return blocking(move || {
+        blocking(move || {
             let mut state = lock(&state);
-            for (todo, ..) in &emptied {
+            for d in &held {
+                let why = match (&files, d.why) {
+                    (Some(run), Deferral::Emptied) => format!(
+                        "upstream lists no file of it any more ({} files); {run}",
+                        d.deletes
+                    ),
+                    (Some(run), Deferral::Deletes) => format!(
+                        "it would delete {} of its {} files; {run}",
+                        d.deletes, d.held
+                    ),
+                    (None, _) => "upstream lists no file of it any more".to_owned(),
+                };
                 state.record_failure(
-                    &todo.name,
-                    "held back by the mass-delete guard: upstream lists no file of it any more",
+                    &d.todo.name,
+                    &format!("held back by the mass-delete guard: {why}"),
                 )?;
             }
             Ok(())
         })
-        .await;
-    }
-    for (todo, snapshot, upstream_json) in emptied {
-        tracing::info!(
-            "{}: upstream lists no file of it any more; emptying it",
-            todo.name
-        );
-        let ctx = ctx.clone();
-        let name = todo.name.clone();
-        let published = blocking(move || {
-            let result = publish::publish(&ctx, &snapshot, upstream_json.as_ref());
-            if let Err(e) = &result {
-                lock(&ctx.state).record_failure(&todo.name, &format!("{e:#}"))?;
-            }
-            Ok(result)
-        })
         .await?;
-        match published {
-            Ok(()) => summary.projects_synced += 1,
-            Err(e) => {
-                summary.projects_failed += 1;
-                tracing::warn!("{name}: {e:#}; left queued for the next run");
-            }
-        }
     }
-    Ok(())
+    Ok(again
+        .into_iter()
+        .map(|d| {
+            if d.why == Deferral::Emptied {
+                tracing::info!(
+                    "{}: upstream lists no file of it any more; emptying it",
+                    d.todo.name
+                );
+            }
+            (d.todo, Pass::Weighed(d.deletes))
+        })
+        .collect())
 }

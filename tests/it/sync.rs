@@ -647,3 +647,153 @@ fn a_wheels_core_metadata_is_read_from_the_wheel_when_it_matches() {
     assert_eq!(sidecar(&other.filename), served);
     assert_eq!(mirror.verify(&["--hash"]).code, 0);
 }
+
+/// Three projects of four files each (one release of four files: p0-1.0-k.tar.gz, k = 0..4),
+/// mirrored with `max_deletions = 2` and `settings`.
+fn three_projects_of_four_files(up: &FakeUpstream, settings: &str) -> Mirror {
+    for p in 0..3u8 {
+        let files: Vec<(String, Vec<u8>)> = (0..4u8)
+            .map(|k| (format!("p{p}-1.0-{k}.tar.gz"), vec![p * 4 + k; 16]))
+            .collect();
+        let files: Vec<(&str, Vec<u8>)> =
+            files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+        up.add_release(&format!("p{p}"), "1.0", &files);
+    }
+    let mirror = Mirror::with_settings(
+        PYMIRROR,
+        &up.url(),
+        &format!(
+            "{}max_deletions = 2\n{settings}",
+            pymirror_testkit::mirror::TEST_SETTINGS
+        ),
+    );
+    mirror.sync().assert_ok();
+    for p in 0..3 {
+        assert_eq!(mirror.links(&format!("p{p}")).len(), 4);
+    }
+    mirror
+}
+
+/// Upstream drops the first three files of every project: 9 of the 12 files held.
+fn drop_three_of_four(up: &FakeUpstream) {
+    for p in 0..3 {
+        for k in 0..3 {
+            up.remove_file(&format!("p{p}"), &format!("p{p}-1.0-{k}.tar.gz"));
+        }
+    }
+}
+
+/// Files under `web/packages/`.
+fn package_files(mirror: &Mirror) -> usize {
+    snapshot(&mirror.web().join("packages")).len()
+}
+
+/// 9 of the 12 files a run looks at, more than `max_deletions = 2` and more than the default
+/// share (half): nothing is deleted, the projects stay queued with why, the run exits 1
+/// naming both keys, until `--allow-mass-delete`.
+#[test]
+fn deleting_most_files_a_run_looks_at_is_guarded() {
+    let up = FakeUpstream::start();
+    let mirror = three_projects_of_four_files(&up, "");
+    drop_three_of_four(&up);
+    let mut before = mirror.published();
+    before.remove("status");
+    for _ in 0..2 {
+        let run = mirror.sync();
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("would delete 9 of the 12 files")
+                && run.stderr.contains("max_deletions = 2")
+                && run.stderr.contains("max_deletion_share = 0.5")
+                && run.stderr.contains("--allow-mass-delete"),
+            "{}",
+            run.stderr
+        );
+        let mut after = mirror.published();
+        after.remove("status");
+        assert_eq!(after, before, "something was deleted or changed");
+        assert_eq!(package_files(&mirror), 12);
+        for p in 0..3 {
+            let name = format!("p{p}");
+            let links = mirror.links(&name);
+            assert_eq!(links.len(), 4);
+            for link in &links {
+                mirror.follow(&name, link);
+            }
+        }
+        let status = mirror.run(&["status", "--config", mirror.config.to_str().unwrap()]);
+        assert!(
+            status
+                .stdout
+                .contains("held back by the mass-delete guard: it would delete 3 of its 4 files"),
+            "{}",
+            status.stdout
+        );
+    }
+    mirror.sync_with(&["--allow-mass-delete"]).assert_ok();
+    for p in 0..3 {
+        let texts: Vec<String> = mirror
+            .links(&format!("p{p}"))
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        assert_eq!(texts, [format!("p{p}-1.0-3.tar.gz")]);
+    }
+    assert_eq!(package_files(&mirror), 3);
+    assert_eq!(mirror.status_serial(), up.serial());
+    mirror.assert_consistent();
+    mirror.sync().assert_ok();
+}
+
+/// A normal change (one file of the 12 removed) goes through; so do 9 of 12 when
+/// `max_deletion_share` allows three quarters and more.
+#[test]
+fn deleting_a_few_files_or_an_allowed_share_goes_through() {
+    let up = FakeUpstream::start();
+    let mirror = three_projects_of_four_files(&up, "max_deletion_share = 0.5\n");
+    up.remove_file("p1", "p1-1.0-2.tar.gz");
+    mirror.sync().assert_ok();
+    assert_eq!(mirror.links("p1").len(), 3);
+    assert_eq!(mirror.links("p0").len(), 4);
+    assert_eq!(package_files(&mirror), 11);
+    mirror.assert_consistent();
+
+    let up = FakeUpstream::start();
+    let mirror = three_projects_of_four_files(&up, "max_deletion_share = 0.8\n");
+    drop_three_of_four(&up);
+    mirror.sync().assert_ok();
+    for p in 0..3 {
+        assert_eq!(mirror.links(&format!("p{p}")).len(), 1);
+    }
+    assert_eq!(package_files(&mirror), 3);
+    mirror.assert_consistent();
+}
+
+/// `sync --dry-run` says a sync would hold the deletions back, and changes nothing.
+#[test]
+fn dry_run_reports_the_file_share_guard() {
+    let up = FakeUpstream::start();
+    let mirror = three_projects_of_four_files(&up, "");
+    drop_three_of_four(&up);
+    let before = mirror.snapshot(&mirror.dir);
+    let run = mirror.sync_with(&["--dry-run"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let out = &run.stdout;
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("delete ")).count(),
+        9,
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("note: ")
+            && l.contains("would delete 9 of the 12 files")
+            && l.contains("max_deletion_share = 0.5")
+            && l.contains("a sync would hold these deletions back")),
+        "{out}"
+    );
+    assert_eq!(mirror.snapshot(&mirror.dir), before);
+    // Allowed, no note.
+    let run = mirror.sync_with(&["--dry-run", "--allow-mass-delete"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stdout.contains("note: "), "{}", run.stdout);
+}
