@@ -279,7 +279,7 @@ fn a_trickling_metadata_answer_is_cut_at_the_deadline() {
     let mirror = Mirror::with_settings(
         PYMIRROR,
         &up.url(),
-        &format!("{TEST_SETTINGS}metadata_deadline = 2\n"),
+        &format!("{TEST_SETTINGS}metadata_deadline = 2\nsimple_json = false\n"),
     );
     let started = Instant::now();
     let run = mirror.sync();
@@ -305,7 +305,12 @@ fn upstream_text_is_cut_and_escaped() {
         "1.0",
         serde_json::json!({"filename": "huge-1.0.tar.gz", "size": "A".repeat(5 << 20)}),
     );
-    let mirror = Mirror::new(PYMIRROR, &up.url());
+    // The JSON API is where the entry is injected: read it alone.
+    let mirror = Mirror::with_settings(
+        PYMIRROR,
+        &up.url(),
+        &format!("{TEST_SETTINGS}simple_json = false\n"),
+    );
     let run = mirror.sync();
     assert_eq!(run.code, 1, "{}", run.stderr);
     let longest = run.stderr.lines().map(str::len).max().unwrap_or(0);

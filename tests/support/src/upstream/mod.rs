@@ -43,7 +43,7 @@
 //!
 //! Fault knobs: `set_latency` (delay before every response), `corrupt_downloads` (one byte
 //! flipped), `truncate_downloads` (half the body, then the connection drops), `fail_downloads`
-//! (an HTTP status), `stale_metadata` (the JSON API serves the project's previous snapshot),
+//! (an HTTP status), `stale_metadata` (the JSON API and the project page serve the project's previous snapshot),
 //! `set_xmlrpc_status` (XML-RPC disabled with 404/405...), `inject_file_json` (hostile file
 //! entries in the JSON API), `serve_raw` / `serve_response` (arbitrary bytes, or any status,
 //! headers and body, at an arbitrary path), `endless_changelog` (a change feed that never ends),
