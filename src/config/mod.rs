@@ -215,7 +215,7 @@ impl Config {
         Ok(Config {
             directory,
             master,
-            workers: keys.integer("workers", 1, 1024)?.unwrap_or(16) as usize,
+            workers: keys.integer("workers", 1, 1024)?.unwrap_or(64) as usize,
             metadata_workers: keys.integer("metadata_workers", 1, 256)?.unwrap_or(8) as usize,
             change_feed: match keys.string("change_feed")?.as_deref() {
                 None | Some("auto") => ChangeFeed::Auto,
@@ -282,7 +282,7 @@ impl Config {
             metadata_rate: keys.number("metadata_rate", 0.0, 10_000.0)?.unwrap_or(0.0),
             max_connections_per_host: keys
                 .integer("max_connections_per_host", 0, 4096)?
-                .unwrap_or(0) as usize,
+                .unwrap_or(50) as usize,
             min_download_rate: keys
                 .integer("min_download_rate", 1, 1 << 40)?
                 .unwrap_or(16 * 1024) as u64,
@@ -380,7 +380,8 @@ mod tests {
             .unwrap();
         assert_eq!(c.directory, Path::new("/etc/pymirror/data"));
         assert_eq!(c.master.as_str(), "https://upstream.example/");
-        assert_eq!(c.workers, 16);
+        assert_eq!(c.workers, 64);
+        assert_eq!(c.max_connections_per_host, 50);
         assert_eq!(c.change_feed, ChangeFeed::Auto);
         assert!(c.fsync);
     }

@@ -8,6 +8,7 @@ pub mod address;
 pub mod feed;
 pub mod html;
 pub mod json_api;
+pub mod pace;
 pub mod retry;
 pub mod simple;
 pub mod snapshot;
