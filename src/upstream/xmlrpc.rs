@@ -537,7 +537,10 @@ mod tests {
             "9".repeat(1 << 20)
         );
         let err = parse_response(&huge).unwrap_err().to_string();
-        assert!(err.len() < 200 && err.contains("more than a number"), "{err}");
+        assert!(
+            err.len() < 200 && err.contains("more than a number"),
+            "{err}"
+        );
         let padded = "<methodResponse><params><param><value><int>  42  </int></value></param></params></methodResponse>";
         assert_eq!(parse_response(padded).unwrap(), Value::Int(42));
     }
