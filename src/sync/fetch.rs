@@ -129,10 +129,18 @@ pub fn validate(
         Some((p, _, url, v)) => (Some(p), Some(url), Some(v)),
         None => (None, None, None),
     };
+    // The JSON API body's share of `max_metadata_memory`, kept until the JSON API mirror's
+    // document and the snapshot are made of it.
+    let mut hold = None;
     let (json, url, raw): (Option<ProjectJson>, _, _) = match json {
         ProjectFetch::Found {
-            json, url, body, ..
+            json,
+            url,
+            body,
+            hold: held,
+            ..
         } => {
+            hold = Some(held);
             let raw = match cfg.json {
                 true => Some(serde_json::from_slice(&body).map_err(|e| {
                     anyhow::anyhow!("{url}: invalid JSON for the JSON API mirror: {e}")
@@ -152,6 +160,7 @@ pub fn validate(
     };
     let mut snap = snapshot::snapshot(name, display_name, answers, serial, policy)?;
     snap.validators = validators;
+    drop(hold);
     Ok(Fetched::Found(snap, raw))
 }
 
