@@ -95,7 +95,10 @@ pub async fn ask(
             PageAnswer::Unchanged => return Ok(Asked::Unchanged),
             answer => page_of(answer),
         };
-        let json = upstream.project_json(display_name, bust).await?;
+        let mut json = upstream.project_json(display_name, bust).await?;
+        if !cfg.json {
+            json.release_body();
+        }
         return Ok(Asked::Answers { json, page });
     }
     let page = async {
@@ -104,8 +107,27 @@ pub async fn ask(
             false => Ok(None),
         }
     };
-    let (json, page) = tokio::join!(upstream.project_json(display_name, bust), page);
-    let (json, mut page) = (json?, page?);
+    let (json, mut page) = match cfg.json {
+        // The JSON API body goes on to the JSON API mirror, keeping its share of
+        // `max_metadata_memory` until `validate`: it is asked after the page, never while
+        // another request of this look may wait for the budget its share is part of (both
+        // could wait for ever).
+        true => {
+            let page = page.await?;
+            (upstream.project_json(display_name, bust).await?, page)
+        }
+        // Nothing more is made of the body: its bytes and share go at once, so the page asked
+        // beside it never waits on them.
+        false => {
+            let json = async {
+                let mut json = upstream.project_json(display_name, bust).await?;
+                json.release_body();
+                Ok(json)
+            };
+            let (json, page) = tokio::join!(json, page);
+            (json?, page?)
+        }
+    };
     if matches!(json, ProjectFetch::NotFound) && !cfg.simple_json {
         page = page_of(upstream.project_page(name, bust, None).await?);
     }

@@ -8,7 +8,8 @@
 //! bodies in flight together, with what is parsed from them, by `max_metadata_memory`
 //! ([`Budget`]): a body takes its share as it grows and keeps it until the public method that
 //! asked for it has parsed it (a JSON API answer keeps it in [`ProjectFetch::Found`], whose
-//! raw body goes on to the JSON API mirror).
+//! raw body goes on to the JSON API mirror with `json = true`; see
+//! [`ProjectFetch::release_body`]).
 
 pub mod address;
 pub mod feed;
@@ -98,11 +99,24 @@ pub enum ProjectFetch {
         /// The raw body, for the JSON API mirror.
         body: Vec<u8>,
         /// The body's share of `max_metadata_memory`, held while it and what is parsed from
-        /// it live: drop it with them.
+        /// it live: drop it with them, and never keep it while waiting for another metadata
+        /// request (that one may wait for this share: see [`Budget`]).
         hold: MetadataHold,
     },
     /// 404: no such project, or one without releases.
     NotFound,
+}
+
+impl ProjectFetch {
+    /// Give back the raw body and its share of `max_metadata_memory` when nothing more is to
+    /// be made of it (no JSON API mirror): a share kept while other requests wait for the
+    /// budget could keep them waiting for ever.
+    pub fn release_body(&mut self) {
+        if let ProjectFetch::Found { body, hold, .. } = self {
+            *body = Vec::new();
+            *hold = MetadataHold::default();
+        }
+    }
 }
 
 /// A complete answer to a metadata request.

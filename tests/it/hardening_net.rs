@@ -345,7 +345,8 @@ fn concurrent_metadata_stays_within_max_metadata_memory() {
         PYMIRROR,
         &up.url(),
         "workers = 4\nmetadata_workers = 8\nretry_delay = 0.01\nfsync = false\n\
-         simple_json = true\nmax_metadata_bytes = 17825792\nmax_metadata_memory = 20971520\n",
+         simple_json = true\nmax_metadata_bytes = 17825792\nmax_metadata_memory = 20971520\n\
+         metadata_deadline = 60\n",
     );
     let run = pymirror_testkit::measure::run_pymirror(
         PYMIRROR,
@@ -353,6 +354,7 @@ fn concurrent_metadata_stays_within_max_metadata_memory() {
     );
     assert_eq!(run.code, 0);
     let peak_mib = run.max_rss_kib / 1024;
+    eprintln!("peak RSS {peak_mib} MiB");
     assert!(peak_mib < 120, "peak RSS {peak_mib} MiB");
     assert_eq!(mirror.links("demo").len(), 1);
     for name in &names {
