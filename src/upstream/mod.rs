@@ -89,6 +89,8 @@ impl UpstreamError {
 }
 
 /// A project's metadata as upstream answered it.
+// One per request, moved straight into a snapshot: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ProjectFetch {
     Found {
         json: ProjectJson,
