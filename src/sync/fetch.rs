@@ -107,7 +107,15 @@ pub async fn ask(
             .as_ref()
             .is_none_or(|(p, ..)| p.files.iter().any(|f| lacks(name, f)));
         let json = match lacking || cfg.json || !cfg.simple_json {
-            true => Some(upstream.project_json(display_name, bust).await?),
+            true => {
+                // Asked after the page: its share of `max_metadata_memory` is never held while
+                // another request of this look waits for the budget.
+                let mut json = upstream.project_json(display_name, bust).await?;
+                if !cfg.json {
+                    json.release_body();
+                }
+                Some(json)
+            }
             false => None,
         };
         return Ok(Asked::Answers { json, page });
@@ -118,8 +126,27 @@ pub async fn ask(
             false => Ok(None),
         }
     };
-    let (json, page) = tokio::join!(upstream.project_json(display_name, bust), page);
-    let (json, mut page) = (json?, page?);
+    let (json, mut page) = match cfg.json {
+        // The JSON API body goes on to the JSON API mirror, keeping its share of
+        // `max_metadata_memory` until `validate`: it is asked after the page, never while
+        // another request of this look may wait for the budget its share is part of (both
+        // could wait for ever).
+        true => {
+            let page = page.await?;
+            (upstream.project_json(display_name, bust).await?, page)
+        }
+        // Nothing more is made of the body: its bytes and share go at once, so the page asked
+        // beside it never waits on them.
+        false => {
+            let json = async {
+                let mut json = upstream.project_json(display_name, bust).await?;
+                json.release_body();
+                Ok(json)
+            };
+            let (json, page) = tokio::join!(json, page);
+            (json?, page?)
+        }
+    };
     if matches!(json, ProjectFetch::NotFound) && !cfg.simple_json {
         page = page_of(upstream.project_page(name, bust, None).await?);
     }
@@ -162,10 +189,18 @@ pub fn validate(
         Some((p, _, url, v)) => (Some(p), Some(url), Some(v)),
         None => (None, None, None),
     };
+    // The JSON API body's share of `max_metadata_memory`, kept until the JSON API mirror's
+    // document and the snapshot are made of it.
+    let mut hold = None;
     let (json, url, raw): (Option<ProjectJson>, _, _) = match json {
         Some(ProjectFetch::Found {
-            json, url, body, ..
+            json,
+            url,
+            body,
+            hold: held,
+            ..
         }) => {
+            hold = Some(held);
             let raw = match cfg.json {
                 true => Some(serde_json::from_slice(&body).map_err(|e| {
                     anyhow::anyhow!("{url}: invalid JSON for the JSON API mirror: {e}")
@@ -185,6 +220,7 @@ pub fn validate(
     };
     let mut snap = snapshot::snapshot(name, display_name, answers, serial, policy)?;
     snap.validators = validators;
+    drop(hold);
     Ok(Fetched::Found(snap, raw))
 }
 

@@ -23,12 +23,14 @@ pub enum MetadataError {
     #[error("upstream answered for project {got:?} when asked for {want}")]
     WrongProject { want: ProjectName, got: String },
     #[error(
-        "{project}: upstream lists {count} {what}, more than {key} = {limit}; refused \
-         (raise {key} if this is real)"
+        "{project}: upstream lists {} {what}, more than {key} = {limit}; refused \
+         (raise {key} if this is real)",
+        match .count { Some(n) => n.to_string(), None => format!("at least {}", .limit + 1) }
     )]
     TooMany {
-        project: ProjectName,
-        count: usize,
+        project: String,
+        /// None: the parse stopped at the entry past the cap (`simple::parse_capped`).
+        count: Option<usize>,
         what: &'static str,
         key: &'static str,
         limit: usize,
@@ -153,8 +155,8 @@ pub fn snapshot(
     ] {
         if limit > 0 && count > limit {
             return Err(MetadataError::TooMany {
-                project: want.clone(),
-                count,
+                project: want.to_string(),
+                count: Some(count),
                 what,
                 key,
                 limit,
