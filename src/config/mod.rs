@@ -235,7 +235,7 @@ impl Config {
             directory,
             master,
             workers: keys.integer("workers", 1, 1024)?.unwrap_or(64) as usize,
-            metadata_workers: keys.integer("metadata_workers", 1, 256)?.unwrap_or(8) as usize,
+            metadata_workers: keys.integer("metadata_workers", 1, 256)?.unwrap_or(32) as usize,
             change_feed: match keys.string("change_feed")?.as_deref() {
                 None | Some("auto") => ChangeFeed::Auto,
                 Some("xmlrpc") => ChangeFeed::XmlRpc,

@@ -165,6 +165,8 @@ pub struct Upstream {
     files: Client,
     rate: RateLimit,
     hosts: HostLimits,
+    /// Metadata requests in flight: adaptive, up to `metadata_workers`.
+    pace: Arc<pace::Pace>,
     /// Where the JSON API (`/pypi/<name>/json`) and XML-RPC (`/pypi`) live, no trailing `/`.
     api_base: String,
     /// The simple index root, with its trailing `/`.
@@ -204,6 +206,7 @@ impl Upstream {
             files: build(false)?,
             rate: RateLimit::new(cfg.metadata_rate),
             hosts: HostLimits::new(cfg.max_connections_per_host),
+            pace: pace::Pace::new(cfg.metadata_workers),
             api_base: api_base(&cfg.master),
             simple_root: simple_root(&cfg.master),
             retry: retry::Policy {
@@ -273,6 +276,7 @@ impl Upstream {
         loop {
             self.rate.wait().await;
             let result = {
+                let _slot = self.pace.acquire().await;
                 let _host = self.hosts.acquire(url).await;
                 match build().send().await {
                     Ok(resp) if retry::is_transient(resp.status()) => Err(Retry::Status(
@@ -301,6 +305,11 @@ impl Upstream {
                     })),
                 }
             };
+            match &result {
+                Ok(_) => self.pace.success(),
+                Err(Retry::Status(..) | Retry::Error(_)) => self.pace.overload(),
+                Err(Retry::Final(_)) => {}
+            }
             let wait = match result {
                 Ok(answer) => return Ok(answer),
                 Err(Retry::Final(error)) => {
