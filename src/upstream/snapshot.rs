@@ -368,6 +368,9 @@ fn check_file(
     let unknown = Unknown {
         size: f.size.is_none(),
         blake2b: blake2b.is_none(),
+        core_metadata: f.core_metadata.is_none()
+            && f.data_dist_info_metadata.is_none()
+            && filename.as_str().ends_with(".whl"),
     };
     let path = PackagePath::new(
         blake2b.unwrap_or(Blake2b256::from_bytes([0; 32])),
