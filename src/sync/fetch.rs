@@ -74,7 +74,8 @@ impl Asked {
 /// One look at upstream, with as few documents as do:
 /// - `simple_json` (the default) and not `json`: the project page alone (PEP 691 JSON, else
 ///   PEP 503 HTML), which carries everything the index needs. The JSON API is asked too only
-///   for what the page lacks: no page at all, or a file whose version its name does not tell.
+///   for what the page lacks: no page at all, a file whose version its name does not tell,
+///   or a yank without its reason.
 /// - `json = true`: the JSON API (its document is mirrored), and the page with `simple_json`.
 /// - `simple_json = false`: the JSON API alone, and the page only where it has nothing.
 ///
