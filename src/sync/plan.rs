@@ -359,7 +359,7 @@ async fn plan_since(
     let (mut plan, source) = feed
         .pick(
             from_xmlrpc(feed.upstream(), since, scope),
-            from_simple_root(feed.upstream(), state, since),
+            from_simple_root(feed.upstream(), state, since, scope.only.as_deref()),
         )
         .await?;
     let source = *plan.source.get_or_insert(source);
@@ -462,6 +462,7 @@ async fn from_simple_root(
     upstream: &Upstream,
     state: &Mutex<State>,
     since: Option<Serial>,
+    only: Option<&[ProjectName]>,
 ) -> anyhow::Result<Plan> {
     let root = upstream.simple_root().await?;
     let serials =
@@ -499,8 +500,15 @@ async fn from_simple_root(
         known.retain(|_, s| *s <= feed_serial);
     }
     let mut listed = HashSet::with_capacity(root.projects.len());
+    // An allowlist of names: the rest of a listing of hundreds of thousands is not kept.
+    let only: Option<HashSet<&str>> = only.map(|o| o.iter().map(ProjectName::as_str).collect());
+    let in_scope = |name: &str| only.as_ref().is_none_or(|o| o.contains(name));
     for p in root.projects {
-        if let Ok(name) = ProjectName::new(&p.name) {
+        let name = ProjectName::new(&p.name);
+        if name.as_ref().is_ok_and(|n| !in_scope(n.as_str())) {
+            continue;
+        }
+        if let Ok(name) = name {
             listed.insert(name.as_str().to_owned());
         }
         let Some(serial) = p.last_serial else {
@@ -516,7 +524,10 @@ async fn from_simple_root(
         changes.add(p.name, Serial(serial));
     }
     let mut unlisted = 0;
-    for (name, _) in known.into_iter().filter(|(n, _)| !listed.contains(n)) {
+    for (name, _) in known
+        .into_iter()
+        .filter(|(n, _)| !listed.contains(n) && in_scope(n))
+    {
         changes.add(name, feed_serial);
         unlisted += 1;
     }
