@@ -49,25 +49,25 @@ pub enum Asked {
 }
 
 impl Asked {
-    /// The older of the answers' serials (0 without any).
-    pub fn serial(&self) -> Serial {
-        let (json, page) = self.serials();
-        json.into_iter().chain(page).min().unwrap_or_default()
+    /// The older of the serials the answers carry; `None` when none carries one (no header,
+    /// nothing in the body: an index without serials).
+    pub fn serial(&self) -> Option<Serial> {
+        self.serials().min()
     }
 
-    /// Each answer's serial (no serial at all counts as 0); none when upstream has neither.
-    fn serials(&self) -> (Option<Serial>, Option<Serial>) {
-        let Asked::Answers { json, page } = self else {
-            return (None, None);
+    /// The serial of each answer that carries one.
+    fn serials(&self) -> impl Iterator<Item = Serial> {
+        let (json, page) = match self {
+            Asked::Answers { json, page } => (
+                match json {
+                    Some(ProjectFetch::Found { serial, .. }) => *serial,
+                    Some(ProjectFetch::NotFound) | None => None,
+                },
+                page.as_ref().and_then(|(_, s, _, _)| *s),
+            ),
+            Asked::Unchanged => (None, None),
         };
-        let json = match json {
-            Some(ProjectFetch::Found { serial, .. }) => Some(Serial(serial.unwrap_or(0))),
-            Some(ProjectFetch::NotFound) | None => None,
-        };
-        (
-            json,
-            page.as_ref().map(|(_, s, _, _)| Serial(s.unwrap_or(0))),
-        )
+        json.into_iter().chain(page).map(Serial)
     }
 }
 
@@ -245,13 +245,14 @@ pub async fn fetch_fresh(
             let bust = (attempt > 0).then_some(todo.serial.0);
             ask(cfg, upstream, &todo.name, &todo.display_name, bust, known).await?
         };
-        let (json_serial, page_serial) = asked.serials();
-        let stale = [json_serial, page_serial]
-            .into_iter()
-            .flatten()
-            .find(|&s| s < todo.serial);
+        // An answer without any serial cannot be told stale: it is taken as current, at the
+        // serial the feed promised (a serial-less feed promises 0).
+        let stale = asked.serials().find(|&s| s < todo.serial);
         let Some(serial) = stale else {
-            let serial = believable(&todo.display_name, asked.serial(), bound);
+            let serial = match asked.serial() {
+                Some(answered) => believable(&todo.display_name, answered, bound),
+                None => todo.serial,
+            };
             return validate(cfg, policy, &todo.name, &todo.display_name, asked, serial);
         };
         let Some(wait) = retry.next(attempt, None) else {

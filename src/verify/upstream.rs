@@ -29,6 +29,9 @@ pub struct Fetched {
     pub left_out: Option<String>,
     /// The JSON API answer as served, for rewriting the JSON API mirror's documents.
     pub json_body: Option<Vec<u8>>,
+    /// Upstream's answers carried a serial (an index without serials is compared by files
+    /// alone).
+    pub serial_known: bool,
 }
 
 /// One look at upstream for a project, through the same sources, validation and filters as
@@ -48,7 +51,8 @@ pub async fn fetch(
         } => Some(body.clone()),
         _ => None,
     };
-    let serial = asked.serial();
+    let serial_known = asked.serial().is_some();
+    let serial = asked.serial().unwrap_or_default();
     let mut snapshot = match validate(cfg, policy, name, display_name, asked, serial)? {
         Look::Found(snapshot, _) => snapshot,
         Look::Gone | Look::Unchanged => {
@@ -56,6 +60,7 @@ pub async fn fetch(
                 snapshot: None,
                 left_out: None,
                 json_body: None,
+                serial_known,
             });
         }
     };
@@ -64,11 +69,13 @@ pub async fn fetch(
             snapshot: Some(snapshot),
             left_out: None,
             json_body,
+            serial_known,
         },
         Err(why) => Fetched {
             snapshot: None,
             left_out: Some(why),
             json_body: None,
+            serial_known,
         },
     })
 }
@@ -89,7 +96,7 @@ pub fn drift(stored: &StoredProject, upstream: &Fetched) -> Option<Problem> {
     let Some(snap) = &upstream.snapshot else {
         return problem("upstream no longer has this project".into(), None);
     };
-    if snap.serial > stored.serial {
+    if upstream.serial_known && snap.serial > stored.serial {
         return problem(
             format!(
                 "the mirror has serial {}, upstream {}",
@@ -98,7 +105,7 @@ pub fn drift(stored: &StoredProject, upstream: &Fetched) -> Option<Problem> {
             Some(snap.serial),
         );
     }
-    if snap.serial < stored.serial {
+    if upstream.serial_known && snap.serial < stored.serial {
         // A stale CDN answer tells nothing about drift.
         tracing::debug!(
             "{name}: upstream answered serial {} below the mirror's {}",
@@ -211,6 +218,7 @@ mod tests {
             snapshot: Some(snapshot),
             left_out: None,
             json_body: None,
+            serial_known: true,
         }
     }
 
@@ -246,6 +254,7 @@ mod tests {
             snapshot: None,
             left_out: None,
             json_body: None,
+            serial_known: true,
         };
         let gone = drift(&stored(5, vec![a()]), &none).unwrap();
         assert_eq!(gone.path, "web/simple/demo/");
