@@ -12,7 +12,7 @@
 //!               pages rewritten from what was recorded (index::IndexWriter)
 //!   orphans     web/packages/ shard by shard against the database (temporary files too)
 //!   finish      the feed serial from bandersnatch's `status` (none: the next sync is a
-//!               first run), the marker removed
+//!               first run), the marker removed; the root pages written
 //! ```
 //!
 //! Killed at any moment, the next `pymirror adopt` continues after the last batch recorded
@@ -139,8 +139,15 @@ pub fn run(
         bail!("interrupted: what was adopted is kept; run `pymirror adopt` again to continue");
     }
     adoption.orphans(multi)?;
-    storage.flush()?;
     adoption.state.finish_adoption(feed_serial)?;
+    // The root pages, pymirror's, from what was recorded (bandersnatch's list every
+    // directory, adopted or not).
+    let state = &*adoption.state;
+    let rows: crate::index::Rows<'_> =
+        &|each| state.for_each_project(each).map_err(std::io::Error::other);
+    IndexWriter::from_config(&storage, cfg).write_root(rows, state.fully_synced_serial()?)?;
+    storage.flush()?;
+    adoption.state.root_written()?;
     let c = &adoption.counts;
     let serial = match feed_serial {
         Some(s) => format!("feed serial {}", s.0),
