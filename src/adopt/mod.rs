@@ -54,9 +54,8 @@ pub struct Options {
 /// What an adoption found.
 #[derive(Debug, Default)]
 struct Counts {
+    /// Projects recorded by this run (an adoption that continues one killed did the rest).
     projects: u64,
-    files: u64,
-    bytes: u64,
     missing: u64,
     damaged: u64,
     not_adopted: u64,
@@ -148,17 +147,20 @@ pub fn run(
     IndexWriter::from_config(&storage, cfg).write_root(rows, state.fully_synced_serial()?)?;
     storage.flush()?;
     adoption.state.root_written()?;
+    // What the database holds and has queued: the whole adoption's, across resumes.
+    let (projects, files, bytes) = adoption.state.totals()?;
+    let queued = adoption.state.pending_count()?;
     let c = &adoption.counts;
     let serial = match feed_serial {
         Some(s) => format!("feed serial {}", s.0),
         None => "no status file: the next sync compares every project".to_owned(),
     };
     let line = format!(
-        "adopt complete: {} projects, {} files ({}) adopted; {} missing, {} damaged, {} not \
-         adopted (queued for the next sync); {} orphans, {} temporary files; {serial}; {:.1}s",
+        "adopt complete: {projects} projects ({} by this run), {files} files ({}) adopted; {} missing, {} \
+         damaged, {} not adopted, {queued} projects queued for the next sync; {} orphans, {} \
+         temporary files; {serial}; {:.1}s",
         c.projects,
-        c.files,
-        HumanBytes(c.bytes),
+        HumanBytes(bytes),
         c.missing,
         c.damaged,
         c.not_adopted,
@@ -167,7 +169,8 @@ pub fn run(
         started.elapsed().as_secs_f64()
     );
     writeln!(adoption.out, "{line}")?;
-    Ok(match c.missing + c.damaged + c.not_adopted {
+    // Something queued: found missing or damaged by this run or by the one it continues.
+    Ok(match c.missing + c.damaged + c.not_adopted + queued {
         0 => 0,
         _ => 1,
     })
@@ -238,6 +241,7 @@ impl Adoption<'_> {
             .collect();
         let mut bar = PhaseBar::new(multi, "adopt", "projects", dirs.len() as u64, false);
         let mut batch: Vec<Adopted> = Vec::new();
+        let mut fetch: Vec<ProjectName> = Vec::new();
         let mut batch_files = 0;
         let mut last = marker.after.clone();
         for (i, dir) in dirs.iter().enumerate() {
@@ -255,18 +259,15 @@ impl Adoption<'_> {
             match page::read(self.storage, dir, self.hash, &mut self.buf)? {
                 Ok(read) => {
                     self.report(dir, &read.findings)?;
+                    fetch.extend(read.fetch);
                     if let Some(adopted) = read.adopted {
                         self.counts.projects += 1;
-                        for f in &adopted.snapshot.files {
-                            self.counts.files += 1;
-                            self.counts.bytes += f.record.size;
-                        }
                         batch_files += adopted.snapshot.files.len();
                         batch.push(adopted);
                     }
                 }
                 Err(outside) => {
-                    self.commit(&mut batch, &last)?;
+                    self.commit(&mut batch, &mut fetch, &last)?;
                     return Err(refuse_outside(dir, &outside));
                 }
             }
@@ -274,26 +275,32 @@ impl Adoption<'_> {
             #[cfg(feature = "test-hooks")]
             if self.exit_after == Some(self.counts.projects) {
                 // As if killed right after the commit, before the batch's pages.
-                self.state.record_adopted(&batch, &last)?;
+                self.state.record_adopted(&batch, &fetch, &last)?;
                 std::process::exit(137);
             }
-            if batch.len() >= BATCH_PROJECTS || batch_files >= BATCH_FILES {
-                self.commit(&mut batch, &last)?;
+            if batch.len() + fetch.len() >= BATCH_PROJECTS || batch_files >= BATCH_FILES {
+                self.commit(&mut batch, &mut fetch, &last)?;
                 batch_files = 0;
             }
         }
-        self.commit(&mut batch, &last)?;
+        self.commit(&mut batch, &mut fetch, &last)?;
         bar.finish();
         Ok(())
     }
 
     /// Record a batch (with the marker), then write its projects' pages from what was
     /// recorded: never a file the mirror does not hold.
-    fn commit(&mut self, batch: &mut Vec<Adopted>, last: &str) -> anyhow::Result<()> {
+    fn commit(
+        &mut self,
+        batch: &mut Vec<Adopted>,
+        fetch: &mut Vec<ProjectName>,
+        last: &str,
+    ) -> anyhow::Result<()> {
         if last.is_empty() {
             return Ok(());
         }
-        self.state.record_adopted(batch, last)?;
+        self.state.record_adopted(batch, fetch, last)?;
+        fetch.clear();
         let index = IndexWriter::from_config(self.storage, self.cfg);
         for a in batch.drain(..) {
             let s = &a.snapshot;

@@ -38,6 +38,8 @@ pub struct Outside {
 pub struct Read {
     /// `None`: nothing to record (no page, an unreadable page, no valid name).
     pub adopted: Option<Adopted>,
+    /// A project whose page could not be read: the next sync fetches it whole.
+    pub fetch: Option<ProjectName>,
     pub findings: Vec<Finding>,
 }
 
@@ -53,9 +55,10 @@ pub fn read(
     buf: &mut [u8],
 ) -> std::io::Result<Result<Read, Outside>> {
     let mut findings = Vec::new();
-    let not_adopted = |findings: Vec<Finding>| {
+    let not_adopted = |findings: Vec<Finding>, fetch: Option<ProjectName>| {
         Ok(Ok(Read {
             adopted: None,
+            fetch,
             findings,
         }))
     };
@@ -66,7 +69,7 @@ pub fn read(
             findings.push(Finding::NotAdopted(format!(
                 "web/simple/{shown}/ is not a normalized project name"
             )));
-            return not_adopted(findings);
+            return not_adopted(findings, None);
         }
     };
     let json_key = format!("simple/{dir}/index.v1_json");
@@ -84,7 +87,7 @@ pub fn read(
                 findings.push(Finding::NotAdopted(format!(
                     "web/{json_key} is not a PEP 691 page: {e}"
                 )));
-                return not_adopted(findings);
+                return not_adopted(findings, Some(name));
             }
         },
         None => match read_key(storage, &html_key, MAX_PAGE)? {
@@ -96,7 +99,7 @@ pub fn read(
                 findings.push(Finding::NotAdopted(format!(
                     "web/simple/{dir}/ has no index.v1_json or index.html"
                 )));
-                return not_adopted(findings);
+                return not_adopted(findings, Some(name));
             }
         },
     };
@@ -144,6 +147,7 @@ pub fn read(
     };
     Ok(Ok(Read {
         adopted: Some(Adopted { snapshot, queue }),
+        fetch: None,
         findings,
     }))
 }

@@ -8,7 +8,7 @@ use super::meta::{CHANGELOG_SERIAL, put_meta};
 use super::projects::record_in;
 use super::queue::{Change, put_todo};
 use super::{Result, State};
-use crate::types::{ProjectSnapshot, Serial};
+use crate::types::{ProjectName, ProjectSnapshot, Serial};
 
 /// The last project directory an unfinished adoption recorded (`""`: none yet).
 const ADOPT_AFTER: &str = "adopt_after";
@@ -51,11 +51,26 @@ impl State {
         put_meta(&self.conn, ADOPT_AFTER, "")
     }
 
-    /// Record a batch of adopted projects, queue the damaged ones, and move the marker past
-    /// `last` (the last directory looked at), in one transaction.
-    pub fn record_adopted(&mut self, batch: &[Adopted], last: &str) -> Result<()> {
+    /// Record a batch of adopted projects, queue the damaged ones and `fetch` (projects whose
+    /// page could not be read: fetched whole), and move the marker past `last` (the last
+    /// directory looked at), in one transaction.
+    pub fn record_adopted(
+        &mut self,
+        batch: &[Adopted],
+        fetch: &[ProjectName],
+        last: &str,
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
-        let mut queue = Vec::new();
+        let mut queue: Vec<Change> = fetch
+            .iter()
+            .map(|name| Change {
+                name: name.clone(),
+                display_name: name.to_string(),
+                serial: Serial(0),
+                first_serial: Serial(0),
+                conditional: false,
+            })
+            .collect();
         for a in batch {
             record_in(&tx, &a.snapshot)?;
             if a.queue {
@@ -105,7 +120,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{FileRecord, ProjectName, RemoteFile};
+    use crate::types::{FileRecord, RemoteFile};
 
     fn adopted(name: &str, serial: u64, queue: bool) -> Adopted {
         let hex = "ab".repeat(32);
@@ -133,7 +148,7 @@ mod tests {
         state.begin_adoption().unwrap();
         assert_eq!(state.adoption().unwrap().unwrap().after, "");
         state
-            .record_adopted(&[adopted("a", 5, false), adopted("b", 7, true)], "b")
+            .record_adopted(&[adopted("a", 5, false), adopted("b", 7, true)], &[], "b")
             .unwrap();
         let marker = state.adoption().unwrap().unwrap();
         assert_eq!(marker.after, "b");

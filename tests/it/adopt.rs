@@ -113,7 +113,8 @@ fn a_clean_tree_is_adopted_and_the_next_sync_downloads_nothing() {
     let run = adopt(&mirror, &[]);
     assert_eq!(run.code, 0);
     assert!(
-        run.stdout.contains("adopt complete: 4 projects, 8 files"),
+        run.stdout
+            .contains("adopt complete: 4 projects (4 by this run), 8 files"),
         "{}",
         run.stdout
     );
@@ -198,7 +199,8 @@ fn damage_is_reported_then_fixed_by_the_next_sync() {
     assert!(out.contains("temporary packages/"), "{out}");
     assert!(out.contains(".delta_tool-1.0.tar.gz."), "{out}");
     assert!(
-        out.contains("adopt complete: 4 projects, 6 files") && out.contains("2 missing, 1 damaged"),
+        out.contains("adopt complete: 4 projects (4 by this run), 6 files")
+            && out.contains("2 missing, 1 damaged"),
         "{out}"
     );
     assert!(up.requests().is_empty(), "adopt asked upstream");
@@ -333,7 +335,8 @@ fn a_killed_adoption_continues() {
     let run = adopt(&mirror, &[]);
     assert_eq!(run.code, 0);
     assert!(
-        run.stdout.contains("adopt complete: 2 projects"),
+        run.stdout
+            .contains("adopt complete: 4 projects (2 by this run), 8 files"),
         "{}",
         run.stdout
     );
@@ -341,4 +344,35 @@ fn a_killed_adoption_continues() {
     sync_ok(&mirror);
     assert_eq!(file_requests(&up), BTreeSet::new());
     assert_complete(&mirror, &up);
+}
+
+#[test]
+fn a_project_without_a_readable_page_is_fetched_by_the_next_sync() {
+    let up = catalog();
+    let mirror = bandersnatch_mirror(&up, &bandersnatch::Options::default());
+    let dir = mirror.web().join("simple/delta-tool");
+    for page in ["index.html", "index.v1_html", "index.v1_json"] {
+        std::fs::remove_file(dir.join(page)).unwrap();
+    }
+    let run = adopt(&mirror, &[]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout
+            .contains("not adopted: web/simple/delta-tool/ has no index.v1_json or index.html"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("1 projects queued for the next sync"),
+        "{}",
+        run.stdout
+    );
+    up.reset_requests();
+    sync_ok(&mirror);
+    assert!(
+        up.requests().iter().any(|r| r.path.contains("delta")),
+        "delta_tool was not fetched"
+    );
+    assert_complete(&mirror, &up);
+    eprintln!("files fetched: {:?}", file_requests(&up));
 }
