@@ -264,12 +264,30 @@ fn a_plain_tree_without_status_is_adopted_and_the_next_sync_downloads_nothing() 
     for f in ["status", "generation"] {
         std::fs::remove_file(mirror.dir.join(f)).unwrap();
     }
+    // No serials either: a plain PEP 503 tree.
+    for name in up.live_files().into_keys() {
+        for page in ["index.html", "index.v1_html"] {
+            let path = mirror.web().join("simple").join(&name).join(page);
+            let body = std::fs::read_to_string(&path).unwrap();
+            let cut = body.rfind("<!--SERIAL").unwrap();
+            std::fs::write(&path, &body[..cut]).unwrap();
+        }
+    }
     let run = adopt(&mirror, &[]);
     assert_eq!(run.code, 0);
     assert!(run.stdout.contains("no status file"), "{}", run.stdout);
     up.reset_requests();
     sync_ok(&mirror);
     assert_eq!(file_requests(&up), BTreeSet::new(), "the sync downloaded");
+    // One metadata pass over every project.
+    for name in up.live_files().into_keys() {
+        assert!(
+            up.requests()
+                .iter()
+                .any(|r| r.path.contains(&format!("/{name}/"))),
+            "{name} was not asked for"
+        );
+    }
     assert_complete(&mirror, &up);
 }
 
