@@ -134,10 +134,18 @@ pub fn run(
         exit_after: options.exit_after,
     };
     adoption.projects(&marker, multi, &stop)?;
+    tracing::debug!(
+        "adopt: projects read in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     if stop.load(Ordering::Relaxed) {
         bail!("interrupted: what was adopted is kept; run `pymirror adopt` again to continue");
     }
     adoption.orphans(multi)?;
+    tracing::debug!(
+        "adopt: orphans walked at {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     adoption.state.finish_adoption(feed_serial)?;
     // The root pages, pymirror's, from what was recorded (bandersnatch's list every
     // directory, adopted or not).
@@ -378,7 +386,7 @@ impl Adoption<'_> {
                     .collect();
                 for h in &hashes {
                     let dir = format!("{shard}/{}", h.name);
-                    let Some(files) = self.storage.list_within(&shard, h)? else {
+                    let Some(files) = self.storage.kinds_within(&shard, h)? else {
                         self.orphan(&dir)?;
                         continue;
                     };
@@ -443,6 +451,7 @@ mod tests {
         assert!(is_temporary(".six-1.0.tar.gz.a1b2_c3d"));
         assert!(!is_temporary("six-1.0.tar.gz"));
         assert!(!is_temporary(".six"));
-        assert!(!is_temporary(".six-1.0.tar.gz.metadata"));
+        assert!(!is_temporary(".six-1.0.tar.gz.ninechars"));
+        assert!(is_temporary(".six-1.0.tar.gz.metadata.abcdefgh"));
     }
 }

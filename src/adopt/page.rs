@@ -195,7 +195,7 @@ fn check(
     };
     let damaged = |why: String| Ok(Checked::Not(Finding::Damaged(key.clone(), why)));
     let size = if hash {
-        match storage.hash(&key, buf) {
+        match storage.hash_walking(&key, buf) {
             Ok(h) if h.sha256 != sha => return damaged("its sha256 is not the page's".into()),
             Ok(h) if h.blake2b != path.blake2b() => {
                 return damaged("its blake2b_256 is not its path's".into());
@@ -207,7 +207,7 @@ fn check(
             Err(e) => return damaged(e.to_string()),
         }
     } else {
-        match storage.open(&key).and_then(|file| file.metadata()) {
+        match storage.open_walking(&key).and_then(|file| file.metadata()) {
             Ok(m) => m.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Checked::Not(Finding::Missing(key)));
