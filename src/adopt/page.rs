@@ -64,10 +64,17 @@ pub fn read(
     };
     let name = match ProjectName::new(dir) {
         Ok(n) if n.as_str() == dir => n,
-        _ => {
+        Ok(n) => {
+            // An older layout: the next sync fetches the project under its normalized name.
+            findings.push(Finding::NotAdopted(format!(
+                "web/simple/{dir}/ is not a normalized project name ({n}): queued for the next sync"
+            )));
+            return not_adopted(findings, Some(n));
+        }
+        Err(_) => {
             let shown = crate::types::text::shown(dir);
             findings.push(Finding::NotAdopted(format!(
-                "web/simple/{shown}/ is not a normalized project name"
+                "web/simple/{shown}/ is no project name"
             )));
             return not_adopted(findings, None);
         }
@@ -85,7 +92,7 @@ pub fn read(
             }
             Err(e) => {
                 findings.push(Finding::NotAdopted(format!(
-                    "web/{json_key} is not a PEP 691 page: {e}"
+                    "web/{json_key} is not a PEP 691 page: {e}; queued for the next sync"
                 )));
                 return not_adopted(findings, Some(name));
             }
@@ -97,7 +104,7 @@ pub fn read(
             }
             None => {
                 findings.push(Finding::NotAdopted(format!(
-                    "web/simple/{dir}/ has no index.v1_json or index.html"
+                    "web/simple/{dir}/ has no index.v1_json or index.html; queued for the next sync"
                 )));
                 return not_adopted(findings, Some(name));
             }

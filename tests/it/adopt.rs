@@ -365,32 +365,43 @@ fn a_killed_adoption_continues() {
 }
 
 #[test]
-fn a_project_without_a_readable_page_is_fetched_by_the_next_sync() {
+fn a_project_without_a_readable_page_or_a_normalized_directory_is_fetched_by_the_next_sync() {
     let up = catalog();
     let mirror = bandersnatch_mirror(&up, &bandersnatch::Options::default());
     let dir = mirror.web().join("simple/delta-tool");
     for page in ["index.html", "index.v1_html", "index.v1_json"] {
         std::fs::remove_file(dir.join(page)).unwrap();
     }
+    // An older layout's directory named as displayed.
+    let simple = mirror.web().join("simple");
+    std::fs::rename(simple.join("gamma"), simple.join("Gamma")).unwrap();
     let run = adopt(&mirror, &[]);
     assert_eq!(run.code, 1);
+    assert!(
+        run.stdout
+            .contains("not adopted: web/simple/Gamma/ is not a normalized project name (gamma)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("2 projects queued for the next sync"),
+        "{}",
+        run.stdout
+    );
+    std::fs::remove_dir_all(simple.join("Gamma")).unwrap();
     assert!(
         run.stdout
             .contains("not adopted: web/simple/delta-tool/ has no index.v1_json or index.html"),
         "{}",
         run.stdout
     );
-    assert!(
-        run.stdout.contains("1 projects queued for the next sync"),
-        "{}",
-        run.stdout
-    );
     up.reset_requests();
     sync_ok(&mirror);
-    assert!(
-        up.requests().iter().any(|r| r.path.contains("delta")),
-        "delta_tool was not fetched"
-    );
+    for name in ["delta", "gamma"] {
+        assert!(
+            up.requests().iter().any(|r| r.path.contains(name)),
+            "{name} was not fetched"
+        );
+    }
     assert_complete(&mirror, &up);
-    eprintln!("files fetched: {:?}", file_requests(&up));
 }
