@@ -118,8 +118,14 @@ pub fn read(
     let mut files = Vec::new();
     let mut queue = false;
     let mut seen = HashSet::new();
-    for f in &page.files {
-        match check(storage, &name, f, hash, buf)? {
+    let checked = match hash && page.files.len() > 1 {
+        true => check_parallel(storage, &name, &page.files)?,
+        false => (page.files.iter())
+            .map(|f| check(storage, &name, f, hash, buf))
+            .collect::<std::io::Result<Vec<_>>>()?,
+    };
+    for (f, checked) in page.files.iter().zip(checked) {
+        match checked {
             Checked::Intact(record) => {
                 if seen.insert(record.filename.clone()) {
                     files.push(RemoteFile::known(*record, placeholder_url()));
@@ -163,6 +169,43 @@ enum Checked {
     Intact(Box<FileRecord>),
     Outside,
     Not(Finding),
+}
+
+/// [`check`] with `--hash` for a page of several files: hashed on every core, in order.
+fn check_parallel(
+    storage: &Storage,
+    name: &ProjectName,
+    files: &[PageFile],
+) -> std::io::Result<Vec<Checked>> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len());
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<std::io::Result<Checked>>>> =
+        files.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let mut buf = vec![0; 1 << 20];
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(f) = files.get(i) else { break };
+                    let r = check(storage, name, f, true, &mut buf);
+                    *results[i].lock().expect("result slot") = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .expect("result slot")
+                .expect("every file was checked")
+        })
+        .collect()
 }
 
 /// One linked file: where it must be, and whether it is there intact.
