@@ -405,3 +405,25 @@ fn a_project_without_a_readable_page_or_a_normalized_directory_is_fetched_by_the
     }
     assert_complete(&mirror, &up);
 }
+
+#[test]
+fn a_tree_of_json_pages_only_is_adopted() {
+    let up = catalog();
+    let opts = bandersnatch::Options {
+        simple_format: bandersnatch::SimpleFormat::Json,
+        ..bandersnatch::Options::default()
+    };
+    let mirror = bandersnatch_mirror(&up, &opts);
+    let run = adopt(&mirror, &[]);
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout
+            .contains("adopt complete: 4 projects (4 by this run), 8 files"),
+        "{}",
+        run.stdout
+    );
+    up.reset_requests();
+    sync_ok(&mirror);
+    assert_eq!(file_requests(&up), BTreeSet::new(), "the sync downloaded");
+    assert_complete(&mirror, &up);
+}
