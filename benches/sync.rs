@@ -8,6 +8,11 @@
 //! Prints wall time and CPU time (wait4's rusage) and peak RSS (sampled VmHWM) of pymirror,
 //! and the requests and bytes the upstream served.
 //!
+//! `--bombs` (the benchmark of record for memory under hostile metadata): 16 projects whose
+//! JSON API document and PEP 691 page are gzip bombs, each decompressing to just under
+//! `max_metadata_bytes` (`--bomb-bytes`, default 256 MiB - 4 KiB), synced by pymirror at its
+//! defaults; prints its peak RSS.
+//!
 //! `--vs-bandersnatch PATH` (the `bandersnatch` executable; `scripts/bench --vs-bandersnatch`
 //! installs 8.2.0 and passes it) is the benchmark of record: at each latency, bandersnatch
 //! and pymirror, both at their defaults (bandersnatch with `workers = 10`, its maximum),
@@ -37,6 +42,8 @@ struct Args {
     dir: Option<std::path::PathBuf>,
     /// The bandersnatch executable to run side by side with pymirror at its defaults.
     bandersnatch: Option<std::path::PathBuf>,
+    /// Decompressed size of each bomb (`--bombs`), if that mode is asked.
+    bombs: Option<usize>,
 }
 
 fn args() -> Args {
@@ -50,6 +57,7 @@ fn args() -> Args {
         fsync: false,
         dir: None,
         bandersnatch: None,
+        bombs: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,6 +74,8 @@ fn args() -> Args {
             "--fsync" => a.fsync = true,
             "--dir" => a.dir = Some(value().into()),
             "--vs-bandersnatch" => a.bandersnatch = Some(value().into()),
+            "--bombs" => a.bombs = a.bombs.or(Some((256 << 20) - 4096)),
+            "--bomb-bytes" => a.bombs = Some(value().parse().unwrap()),
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -270,8 +280,78 @@ fn versus(
     }
 }
 
+/// 16 projects whose JSON API document and PEP 691 page are gzip bombs of `bytes` each
+/// (valid documents padded with spaces), synced at defaults, all at once: peak RSS.
+fn bombs(bytes: usize, tempdir: &dyn Fn() -> tempfile::TempDir) {
+    use pymirror_testkit::upstream::RawAnswer;
+    let up = FakeUpstream::start();
+    let t = Instant::now();
+    let names: Vec<String> = (0..16).map(|i| format!("bomb-{i}")).collect();
+    for name in &names {
+        up.add_release(name, "1.0", &[(&format!("{name}-1.0.tar.gz"), vec![1; 64])]);
+    }
+    let serial = up.serial();
+    for name in &names {
+        let doc =
+            format!(r#"{{"info":{{"name":"{name}"}},"last_serial":{serial},"releases":{{}}}}"#);
+        up.serve_response(
+            &format!("/pypi/{name}/json"),
+            RawAnswer::gzip_bomb("application/json", doc.as_bytes(), bytes),
+        );
+        let page = format!(
+            r#"{{"meta":{{"api-version":"1.1","_last-serial":{serial}}},"name":"{name}","files":[]}}"#
+        );
+        up.serve_response(
+            &format!("/simple/{name}/"),
+            RawAnswer::gzip_bomb(
+                "application/vnd.pypi.simple.v1+json",
+                page.as_bytes(),
+                bytes,
+            ),
+        );
+    }
+    eprintln!(
+        "generated 16 projects with 32 bombs of {:.0} MiB each in {:.1}s",
+        bytes as f64 / 1048576.0,
+        t.elapsed().as_secs_f64()
+    );
+    let sandbox = tempdir();
+    let config = sandbox.path().join("mirror.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mirror]\ndirectory = \"{}\"\nmaster = \"{}\"\n",
+            sandbox.path().join("mirror").display(),
+            up.url()
+        ),
+    )
+    .unwrap();
+    let m = measure::run_pymirror(PYMIRROR, &["sync", "--config", config.to_str().unwrap()]);
+    println!(
+        "{:<34} {:>9} {:>9} {:>13} {:>9} {:>5}",
+        "run", "wall s", "cpu s", "peak RSS", "requests", "exit"
+    );
+    println!(
+        "{:<34} {:>9.2} {:>9.2} {:>9} MiB {:>9} {:>5}",
+        "pymirror (defaults), 32 bombs",
+        m.wall.as_secs_f64(),
+        (m.user + m.sys).as_secs_f64(),
+        m.max_rss_kib / 1024,
+        up.request_count(),
+        m.code
+    );
+}
+
 fn main() {
     let a = args();
+    if let Some(bytes) = a.bombs {
+        let tempdir = || match &a.dir {
+            Some(d) => tempfile::tempdir_in(d).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
+        bombs(bytes, &tempdir);
+        return;
+    }
     let up = FakeUpstream::start();
     let t = Instant::now();
     let bytes = publish(&up, a.projects, a.files);

@@ -62,6 +62,8 @@ pub struct Config {
     pub retry_delay: Duration,
     pub fsync: bool,
     pub max_metadata_bytes: u64,
+    /// What all metadata bodies in flight, with what is parsed from them, may hold together.
+    pub max_metadata_memory: u64,
     /// One metadata request, all its attempts and its whole body, must be done within this.
     pub metadata_deadline: Duration,
     pub max_deletions: usize,
@@ -122,6 +124,7 @@ const MIRROR_KEYS: &[&str] = &[
     "retry_delay",
     "fsync",
     "max_metadata_bytes",
+    "max_metadata_memory",
     "metadata_deadline",
     "max_deletions",
     "max_deletion_share",
@@ -211,12 +214,28 @@ impl Config {
             "[mirror] master is missing; set it to the upstream index URL you mirror (the https root of the package index, or of another mirror)",
         )?;
         let master = parse_master(&master, allow_http)?;
+        let max_metadata_bytes = keys
+            .integer("max_metadata_bytes", 1024, 1 << 40)?
+            .unwrap_or(256 << 20) as u64;
+        // Four bodies at the cap at once (one at the cap, the rest small, is the usual worst
+        // case): at the defaults 1 GiB, far above what a sane upstream's answers take.
+        let max_metadata_memory = match keys.integer("max_metadata_memory", 1024, 1 << 44)? {
+            None => max_metadata_bytes * 4,
+            Some(n) if (n as u64) < max_metadata_bytes => {
+                return Err(format!(
+                    "[mirror] max_metadata_memory = {n} is less than max_metadata_bytes = \
+                     {max_metadata_bytes}; raise max_metadata_memory (one answer may take \
+                     max_metadata_bytes) or lower max_metadata_bytes"
+                ));
+            }
+            Some(n) => n as u64,
+        };
 
         Ok(Config {
             directory,
             master,
-            workers: keys.integer("workers", 1, 1024)?.unwrap_or(16) as usize,
-            metadata_workers: keys.integer("metadata_workers", 1, 256)?.unwrap_or(8) as usize,
+            workers: keys.integer("workers", 1, 1024)?.unwrap_or(64) as usize,
+            metadata_workers: keys.integer("metadata_workers", 1, 256)?.unwrap_or(32) as usize,
             change_feed: match keys.string("change_feed")?.as_deref() {
                 None | Some("auto") => ChangeFeed::Auto,
                 Some("xmlrpc") => ChangeFeed::XmlRpc,
@@ -234,9 +253,8 @@ impl Config {
                 .seconds("retry_delay")?
                 .unwrap_or(Duration::from_secs(1)),
             fsync: keys.boolean("fsync")?.unwrap_or(true),
-            max_metadata_bytes: keys
-                .integer("max_metadata_bytes", 1024, 1 << 40)?
-                .unwrap_or(256 << 20) as u64,
+            max_metadata_bytes,
+            max_metadata_memory,
             metadata_deadline: keys
                 .seconds("metadata_deadline")?
                 .filter(|d| !d.is_zero())
@@ -282,7 +300,7 @@ impl Config {
             metadata_rate: keys.number("metadata_rate", 0.0, 10_000.0)?.unwrap_or(0.0),
             max_connections_per_host: keys
                 .integer("max_connections_per_host", 0, 4096)?
-                .unwrap_or(0) as usize,
+                .unwrap_or(50) as usize,
             min_download_rate: keys
                 .integer("min_download_rate", 1, 1 << 40)?
                 .unwrap_or(16 * 1024) as u64,
@@ -380,7 +398,8 @@ mod tests {
             .unwrap();
         assert_eq!(c.directory, Path::new("/etc/pymirror/data"));
         assert_eq!(c.master.as_str(), "https://upstream.example/");
-        assert_eq!(c.workers, 16);
+        assert_eq!(c.workers, 64);
+        assert_eq!(c.max_connections_per_host, 50);
         assert_eq!(c.change_feed, ChangeFeed::Auto);
         assert!(c.fsync);
     }
@@ -455,6 +474,31 @@ mod tests {
             e.contains("internal_hosts") && e.contains("list of strings"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_metadata_memory_budget_holds_at_least_one_whole_answer() {
+        let base = "[mirror]\ndirectory = \"/srv\"\nmaster = \"https://u.example\"\n";
+        let cfg = parse(base).unwrap();
+        assert_eq!(cfg.max_metadata_memory, 1 << 30);
+        let cfg = parse(&format!("{base}max_metadata_bytes = 1048576\n")).unwrap();
+        assert_eq!(cfg.max_metadata_memory, 4 << 20);
+        let cfg = parse(&format!(
+            "{base}max_metadata_bytes = 1048576\nmax_metadata_memory = 1048576\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.max_metadata_memory, 1 << 20);
+        let e = parse(&format!(
+            "{base}max_metadata_bytes = 2097152\nmax_metadata_memory = 1048576\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.starts_with(
+                "[mirror] max_metadata_memory = 1048576 is less than max_metadata_bytes = 2097152;"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "multi-line error: {e}");
     }
 
     #[test]

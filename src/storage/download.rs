@@ -21,7 +21,8 @@
 //! PEP 658 `.metadata` sidecars go the same way, checked against their sha256 (they have no
 //! size or BLAKE2b in the metadata, so their length is capped instead).
 //!
-//! A global semaphore bounds concurrent downloads across all projects (`workers`).
+//! How many downloads run at once, across all projects, adapts to upstream
+//! ([`crate::upstream::pace`]: AIMD up to `workers`; a 429, 5xx, timeout or reset halves it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +30,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use reqwest::header::{ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_RANGE, HeaderMap, RANGE};
 use reqwest::{StatusCode, Url};
-use tokio::sync::Semaphore;
 
 use super::fs::{Staged, Storage, is_symlink_refused};
 use crate::config::Config;
@@ -37,6 +37,7 @@ use crate::progress::Progress;
 use crate::types::hashing::{FileHasher, Hashes};
 use crate::types::{Blake2b256, Sha256};
 use crate::types::{Filename, PackagePath, RemoteFile};
+use crate::upstream::pace::Pace;
 use crate::upstream::{Upstream, retry};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,15 @@ impl DownloadError {
             DownloadError::Status { status, .. } => retry::is_transient(*status),
             DownloadError::Disk { .. } | DownloadError::Symlink { .. } => false,
             _ => true,
+        }
+    }
+
+    /// A sign that upstream has more than it can take: fewer downloads at once.
+    fn is_overload(&self) -> bool {
+        match self {
+            DownloadError::Status { status, .. } => retry::is_transient(*status),
+            DownloadError::TimedOut { .. } | DownloadError::Network { .. } => true,
+            _ => false,
         }
     }
 
@@ -205,7 +215,8 @@ type Attempt = Result<Hashes, (DownloadError, Option<Partial>)>;
 pub struct Downloader {
     storage: Arc<Storage>,
     upstream: Arc<Upstream>,
-    permits: Semaphore,
+    /// How many downloads are in flight: adaptive, up to `workers`.
+    pace: Arc<Pace>,
     retry: retry::Policy,
     timeout: Duration,
     min_rate: u64,
@@ -235,7 +246,7 @@ impl Downloader {
             storage,
             retry: upstream.retry_policy(),
             upstream,
-            permits: Semaphore::new(cfg.workers),
+            pace: Pace::new(cfg.workers),
             timeout: cfg.timeout,
             min_rate: cfg.min_download_rate,
             max_unsized: cfg.max_metadata_bytes,
@@ -414,11 +425,7 @@ impl Downloader {
         let mut attempt = 0;
         loop {
             let result = {
-                let _permit = self
-                    .permits
-                    .acquire()
-                    .await
-                    .expect("semaphore never closed");
+                let _slot = self.pace.acquire().await;
                 let _host = self.upstream.host_permit(url).await;
                 let fetch = self.fetch(target, url, partial.take(), on_key.clone());
                 match tokio::time::timeout(deadline, fetch).await {
@@ -433,9 +440,15 @@ impl Downloader {
                 }
             };
             let (e, keep) = match result {
-                Ok(hashes) => return Ok(hashes),
+                Ok(hashes) => {
+                    self.pace.success();
+                    return Ok(hashes);
+                }
                 Err(failed) => failed,
             };
+            if e.is_overload() {
+                self.pace.overload();
+            }
             let wait = match e.worth_retrying() {
                 true => self.retry.next(attempt, e.retry_after()),
                 false => None,

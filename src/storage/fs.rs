@@ -654,14 +654,7 @@ mod tests {
 
     #[test]
     fn grouped_flushes_are_shared_by_the_callers_waiting_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("web")).unwrap();
-        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        let s = Storage::new(
-            &dir.path().join("web"),
-            &dir.path().join("tmp"),
-            Durability::Grouped,
-        );
+        let (_dir, s) = storage_with(Durability::Grouped);
         std::thread::scope(|scope| {
             for i in 0..16 {
                 let s = &s;
@@ -685,14 +678,14 @@ mod tests {
     }
 
     fn storage() -> (tempfile::TempDir, Storage) {
+        storage_with(Durability::None)
+    }
+
+    fn storage_with(durability: Durability) -> (tempfile::TempDir, Storage) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("web")).unwrap();
         std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        let s = Storage::new(
-            &dir.path().join("web"),
-            &dir.path().join("tmp"),
-            Durability::None,
-        );
+        let s = Storage::new(&dir.path().join("web"), &dir.path().join("tmp"), durability);
         (dir, s)
     }
 

@@ -13,6 +13,13 @@ use crate::types::hashing::sha256;
 /// The `METADATA` of the wheel at `key` when it hashes to `want`, read through at most
 /// `limit` bytes of it.
 pub fn metadata(storage: &Storage, key: &str, want: Sha256, limit: u64) -> Option<Vec<u8>> {
+    read_metadata(storage, key, limit).filter(|bytes| sha256(bytes) == want)
+}
+
+/// The `METADATA` of the wheel at `key` (at most `limit` bytes), whatever it hashes to: for
+/// an upstream whose pages do not say (the wheel itself was verified, so its metadata is
+/// what upstream published).
+pub fn read_metadata(storage: &Storage, key: &str, limit: u64) -> Option<Vec<u8>> {
     let file = storage.open(key).ok()?;
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file)).ok()?;
     // Exactly one top-level `*.dist-info/METADATA` (the wheel spec allows no other).
@@ -35,7 +42,7 @@ pub fn metadata(storage: &Storage, key: &str, want: Sha256, limit: u64) -> Optio
     }
     let mut bytes = Vec::with_capacity(entry.size() as usize);
     entry.take(limit + 1).read_to_end(&mut bytes).ok()?;
-    (bytes.len() as u64 <= limit && sha256(&bytes) == want).then_some(bytes)
+    (bytes.len() as u64 <= limit).then_some(bytes)
 }
 
 #[cfg(test)]

@@ -136,8 +136,9 @@ pub fn decide(
         let old = held.get(&f.record.filename);
         let same = old.is_some_and(|o| f.is_held_as(o));
         if let Some(o) = old.filter(|_| same) {
-            // What upstream left out (size, path) is what the mirror holds.
+            // What upstream left out (size, path, core metadata) is what the mirror holds.
             f.learn(o.size, o.blake2b());
+            f.learn_core_metadata(o.core_metadata);
         }
         let same_sidecar = same && old.is_some_and(|o| o.core_metadata == f.record.core_metadata);
         if !same {

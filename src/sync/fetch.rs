@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::state::Todo;
 use crate::types::{PageValidators, ProjectName, ProjectSnapshot, Serial};
 use crate::upstream::json_api::ProjectJson;
-use crate::upstream::simple::ProjectPage;
+use crate::upstream::simple::{PageFile, ProjectPage};
 use crate::upstream::snapshot::{self, UrlPolicy};
 use crate::upstream::{PageAnswer, ProjectFetch, Upstream, UpstreamError};
 
@@ -42,7 +42,8 @@ pub enum Fetched {
 pub enum Asked {
     Unchanged,
     Answers {
-        json: ProjectFetch,
+        /// `None`: not asked (the page was enough).
+        json: Option<ProjectFetch>,
         page: Option<(ProjectPage, Option<u64>, Url, PageValidators)>,
     },
 }
@@ -60,8 +61,8 @@ impl Asked {
             return (None, None);
         };
         let json = match json {
-            ProjectFetch::Found { serial, .. } => Some(Serial(serial.unwrap_or(0))),
-            ProjectFetch::NotFound => None,
+            Some(ProjectFetch::Found { serial, .. }) => Some(Serial(serial.unwrap_or(0))),
+            Some(ProjectFetch::NotFound) | None => None,
         };
         (
             json,
@@ -70,9 +71,15 @@ impl Asked {
     }
 }
 
-/// One look at upstream: the JSON API, and the project page with `simple_json` or when the
-/// JSON API has nothing (an index without one). With `known` (a conditional entry), the page
-/// is asked first, conditionally, and an unchanged page ends the look there.
+/// One look at upstream, with as few documents as do:
+/// - `simple_json` (the default) and not `json`: the project page alone (PEP 691 JSON, else
+///   PEP 503 HTML), which carries everything the index needs. The JSON API is asked too only
+///   for what the page lacks: no page at all, or a file whose version its name does not tell.
+/// - `json = true`: the JSON API (its document is mirrored), and the page with `simple_json`.
+/// - `simple_json = false`: the JSON API alone, and the page only where it has nothing.
+///
+/// With `known` (a conditional entry), the page is asked first, conditionally, and an
+/// unchanged page ends the look there.
 pub async fn ask(
     cfg: &Config,
     upstream: &Upstream,
@@ -90,12 +97,27 @@ pub async fn ask(
         } => Some((page, serial, url, validators)),
         PageAnswer::Missing | PageAnswer::Unchanged => None,
     };
-    if let Some(known) = known {
-        let page = match upstream.project_page(name, bust, Some(known)).await? {
+    let page_first = known.is_some() || (cfg.simple_json && !cfg.json);
+    if page_first {
+        let page = match upstream.project_page(name, bust, known).await? {
             PageAnswer::Unchanged => return Ok(Asked::Unchanged),
             answer => page_of(answer),
         };
-        let json = upstream.project_json(display_name, bust).await?;
+        let lacking = page
+            .as_ref()
+            .is_none_or(|(p, ..)| p.files.iter().any(|f| lacks(name, f)));
+        let json = match lacking || cfg.json || !cfg.simple_json {
+            true => {
+                // Asked after the page: its share of `max_metadata_memory` is never held while
+                // another request of this look waits for the budget.
+                let mut json = upstream.project_json(display_name, bust).await?;
+                if !cfg.json {
+                    json.release_body();
+                }
+                Some(json)
+            }
+            false => None,
+        };
         return Ok(Asked::Answers { json, page });
     }
     let page = async {
@@ -104,12 +126,50 @@ pub async fn ask(
             false => Ok(None),
         }
     };
-    let (json, page) = tokio::join!(upstream.project_json(display_name, bust), page);
-    let (json, mut page) = (json?, page?);
+    let (json, mut page) = match cfg.json {
+        // The JSON API body goes on to the JSON API mirror, keeping its share of
+        // `max_metadata_memory` until `validate`: it is asked after the page, never while
+        // another request of this look may wait for the budget its share is part of (both
+        // could wait for ever).
+        true => {
+            let page = page.await?;
+            (upstream.project_json(display_name, bust).await?, page)
+        }
+        // Nothing more is made of the body: its bytes and share go at once, so the page asked
+        // beside it never waits on them.
+        false => {
+            let json = async {
+                let mut json = upstream.project_json(display_name, bust).await?;
+                json.release_body();
+                Ok(json)
+            };
+            let (json, page) = tokio::join!(json, page);
+            (json?, page?)
+        }
+    };
     if matches!(json, ProjectFetch::NotFound) && !cfg.simple_json {
         page = page_of(upstream.project_page(name, bust, None).await?);
     }
-    Ok(Asked::Answers { json, page })
+    Ok(Asked::Answers {
+        json: Some(json),
+        page,
+    })
+}
+
+/// Whether the JSON API knows something about a page's file that the page does not tell: its
+/// version, where the file name does not say it reliably (legacy installers, `bdist_dumb`
+/// archives that read as sdists but name no PEP 440 version), or why it was yanked (a page may say only that it was).
+fn lacks(name: &ProjectName, f: &PageFile) -> bool {
+    use crate::types::dist::{DistFilename, PackageType};
+    let reliable = DistFilename::parse(&f.filename).is_some_and(|d| {
+        matches!(
+            d.packagetype,
+            PackageType::Wheel | PackageType::Sdist | PackageType::Egg
+        ) && d
+            .version(name)
+            .is_some_and(|v| crate::filter::pep440::Version::parse(&v).is_some())
+    });
+    !reliable || f.yanked == Some(serde_json::Value::Bool(true))
 }
 
 /// Validate a look's answers into a snapshot at `serial` (`None`: upstream has neither), and
@@ -129,10 +189,18 @@ pub fn validate(
         Some((p, _, url, v)) => (Some(p), Some(url), Some(v)),
         None => (None, None, None),
     };
+    // The JSON API body's share of `max_metadata_memory`, kept until the JSON API mirror's
+    // document and the snapshot are made of it.
+    let mut hold = None;
     let (json, url, raw): (Option<ProjectJson>, _, _) = match json {
-        ProjectFetch::Found {
-            json, url, body, ..
-        } => {
+        Some(ProjectFetch::Found {
+            json,
+            url,
+            body,
+            hold: held,
+            ..
+        }) => {
+            hold = Some(held);
             let raw = match cfg.json {
                 true => Some(serde_json::from_slice(&body).map_err(|e| {
                     anyhow::anyhow!("{url}: invalid JSON for the JSON API mirror: {e}")
@@ -141,7 +209,7 @@ pub fn validate(
             };
             (Some(json), Some(url), raw)
         }
-        ProjectFetch::NotFound => (None, None, None),
+        Some(ProjectFetch::NotFound) | None => (None, None, None),
     };
     if json.is_none() && page.is_none() {
         return Ok(Fetched::Gone);
@@ -152,6 +220,7 @@ pub fn validate(
     };
     let mut snap = snapshot::snapshot(name, display_name, answers, serial, policy)?;
     snap.validators = validators;
+    drop(hold);
     Ok(Fetched::Found(snap, raw))
 }
 

@@ -69,11 +69,56 @@ pub async fn place(
         })
         .collect();
     failures.extend(round(ctx, snapshot, sidecars, &mut done).await?);
+    derive_core_metadata(ctx, snapshot).await?;
     let failed = failures.len();
     if let Some(e) = failures.into_iter().next() {
         return Err(anyhow::Error::new(e).context(format!("{failed} of its files failed")));
     }
     Ok(done)
+}
+
+/// Wheels whose documents do not say whether they have core metadata (older pages): their
+/// `METADATA`, read from the wheel just placed and verified, becomes their PEP 658 sidecar.
+async fn derive_core_metadata(
+    ctx: &Arc<Ctx>,
+    snapshot: &mut ProjectSnapshot,
+) -> anyhow::Result<()> {
+    let wheels: Vec<(usize, String)> = snapshot
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.unknown.core_metadata && !f.unknown.any())
+        .map(|(i, f)| (i, f.record.path.relative()))
+        .collect();
+    if wheels.is_empty() {
+        return Ok(());
+    }
+    let (state, storage, name, limit) = (
+        ctx.state.clone(),
+        ctx.storage.clone(),
+        snapshot.name.clone(),
+        ctx.cfg.max_metadata_bytes,
+    );
+    let derived = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<_>> {
+        let mut derived = Vec::new();
+        for (i, key) in wheels {
+            // Only wheels placed in this run are still unknown (held ones took theirs in decide).
+            let Some(bytes) = crate::storage::wheel::read_metadata(&storage, &key, limit) else {
+                derived.push((i, None));
+                continue;
+            };
+            let sidecar = format!("{key}.metadata");
+            lock(&state).stage(&name, std::slice::from_ref(&sidecar))?;
+            storage.put_if_changed(&sidecar, &bytes)?;
+            derived.push((i, Some(crate::types::hashing::sha256(&bytes))));
+        }
+        Ok(derived)
+    })
+    .await??;
+    for (i, sha256) in derived {
+        snapshot.files[i].learn_core_metadata(sha256);
+    }
+    Ok(())
 }
 
 /// One round of downloads, all at once; the failures that fail the project.

@@ -83,9 +83,13 @@ pub struct RemoteFile {
 pub struct Unknown {
     pub size: bool,
     pub blake2b: bool,
+    /// A wheel whose documents do not say whether it has PEP 658 core metadata (older pages
+    /// have no such field; `false` is an answer): derived from the wheel itself once held.
+    pub core_metadata: bool,
 }
 
 impl Unknown {
+    /// The size or the path is unknown: the file cannot be recorded or listed yet.
     pub fn any(self) -> bool {
         self.size || self.blake2b
     }
@@ -117,7 +121,16 @@ impl RemoteFile {
         if self.unknown.blake2b {
             self.record.path = PackagePath::new(blake2b, self.record.filename.clone());
         }
-        self.unknown = Unknown::default();
+        self.unknown.size = false;
+        self.unknown.blake2b = false;
+    }
+
+    /// The digest of core metadata derived from the wheel (or held from an earlier run).
+    pub fn learn_core_metadata(&mut self, sha256: Option<Sha256>) {
+        if self.unknown.core_metadata {
+            self.record.core_metadata = sha256;
+            self.unknown.core_metadata = false;
+        }
     }
 
     /// PEP 658: the sidecar lives at the file's URL plus `.metadata`.

@@ -3,11 +3,19 @@
 //! Two HTTP clients share one configuration: one for metadata (gzip allowed, bodies capped and
 //! parsed) and one for files (no transparent decompression, so the bytes hashed are the bytes
 //! served). Redirects are followed only within the host first asked, a few times at most.
+//!
+//! What metadata costs in memory is bounded twice: each body by `max_metadata_bytes`, and all
+//! bodies in flight together, with what is parsed from them, by `max_metadata_memory`
+//! ([`Budget`]): a body takes its share as it grows and keeps it until the public method that
+//! asked for it has parsed it (a JSON API answer keeps it in [`ProjectFetch::Found`], whose
+//! raw body goes on to the JSON API mirror with `json = true`; see
+//! [`ProjectFetch::release_body`]).
 
 pub mod address;
 pub mod feed;
 pub mod html;
 pub mod json_api;
+pub mod pace;
 pub mod retry;
 pub mod simple;
 pub mod snapshot;
@@ -29,7 +37,8 @@ use reqwest::{Client, RequestBuilder, Response, StatusCode, Url};
 use crate::config::Config;
 use crate::types::{PageValidators, ProjectName};
 use json_api::ProjectJson;
-use simple::{ProjectPage, RootIndex};
+use simple::{CappedError, Caps, ProjectPage, RootIndex};
+use snapshot::MetadataError;
 use xmlrpc::{ChangelogRow, Value, XmlRpcError};
 
 pub const USER_AGENT: &str = concat!(
@@ -57,6 +66,9 @@ pub enum UpstreamError {
     Deadline { url: String, secs: u64 },
     #[error("{url}: invalid JSON: {message}")]
     Json { url: String, message: String },
+    /// A cap passed while the answer was parsed (`max_project_files`, `max_project_releases`).
+    #[error("{url}: {error}")]
+    Metadata { url: String, error: MetadataError },
     #[error("{url}: {error}")]
     XmlRpc { url: String, error: XmlRpcError },
 }
@@ -78,6 +90,8 @@ impl UpstreamError {
 }
 
 /// A project's metadata as upstream answered it.
+// One per request, moved straight into a snapshot: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ProjectFetch {
     Found {
         json: ProjectJson,
@@ -87,9 +101,25 @@ pub enum ProjectFetch {
         url: Url,
         /// The raw body, for the JSON API mirror.
         body: Vec<u8>,
+        /// The body's share of `max_metadata_memory`, held while it and what is parsed from
+        /// it live: drop it with them, and never keep it while waiting for another metadata
+        /// request (that one may wait for this share: see [`Budget`]).
+        hold: MetadataHold,
     },
     /// 404: no such project, or one without releases.
     NotFound,
+}
+
+impl ProjectFetch {
+    /// Give back the raw body and its share of `max_metadata_memory` when nothing more is to
+    /// be made of it (no JSON API mirror): a share kept while other requests wait for the
+    /// budget could keep them waiting for ever.
+    pub fn release_body(&mut self) {
+        if let ProjectFetch::Found { body, hold, .. } = self {
+            *body = Vec::new();
+            *hold = MetadataHold::default();
+        }
+    }
 }
 
 /// A complete answer to a metadata request.
@@ -99,6 +129,8 @@ struct Answer {
     /// After redirects.
     url: Url,
     body: Vec<u8>,
+    /// The body's share of `max_metadata_memory`.
+    hold: MetadataHold,
 }
 
 impl Answer {
@@ -133,6 +165,8 @@ pub struct Upstream {
     files: Client,
     rate: RateLimit,
     hosts: HostLimits,
+    /// Metadata requests in flight: adaptive, up to `metadata_workers`.
+    pace: Arc<pace::Pace>,
     /// Where the JSON API (`/pypi/<name>/json`) and XML-RPC (`/pypi`) live, no trailing `/`.
     api_base: String,
     /// The simple index root, with its trailing `/`.
@@ -140,6 +174,8 @@ pub struct Upstream {
     retry: retry::Policy,
     max_metadata_bytes: u64,
     metadata_deadline: Duration,
+    budget: Budget,
+    caps: Caps,
 }
 
 impl Upstream {
@@ -170,6 +206,7 @@ impl Upstream {
             files: build(false)?,
             rate: RateLimit::new(cfg.metadata_rate),
             hosts: HostLimits::new(cfg.max_connections_per_host),
+            pace: pace::Pace::new(cfg.metadata_workers),
             api_base: api_base(&cfg.master),
             simple_root: simple_root(&cfg.master),
             retry: retry::Policy {
@@ -178,6 +215,11 @@ impl Upstream {
             },
             max_metadata_bytes: cfg.max_metadata_bytes,
             metadata_deadline: cfg.metadata_deadline,
+            budget: Budget::new(cfg.max_metadata_memory, cfg.max_metadata_bytes),
+            caps: Caps {
+                releases: cfg.max_project_releases,
+                files: cfg.max_project_files,
+            },
         })
     }
 
@@ -234,6 +276,7 @@ impl Upstream {
         loop {
             self.rate.wait().await;
             let result = {
+                let _slot = self.pace.acquire().await;
                 let _host = self.hosts.acquire(url).await;
                 match build().send().await {
                     Ok(resp) if retry::is_transient(resp.status()) => Err(Retry::Status(
@@ -244,11 +287,12 @@ impl Upstream {
                         let (status, headers, final_url) =
                             (resp.status(), resp.headers().clone(), resp.url().clone());
                         match self.body(url, resp).await {
-                            Ok(body) => Ok(Answer {
+                            Ok((body, hold)) => Ok(Answer {
                                 status,
                                 headers,
                                 url: final_url,
                                 body,
+                                hold,
                             }),
                             Err(e @ UpstreamError::TooLarge { .. }) => return Err(e),
                             Err(e) => Err(Retry::Error(e)),
@@ -261,6 +305,11 @@ impl Upstream {
                     })),
                 }
             };
+            match &result {
+                Ok(_) => self.pace.success(),
+                Err(Retry::Status(..) | Retry::Error(_)) => self.pace.overload(),
+                Err(Retry::Final(_)) => {}
+            }
             let wait = match result {
                 Ok(answer) => return Ok(answer),
                 Err(Retry::Final(error)) => {
@@ -294,8 +343,14 @@ impl Upstream {
         }
     }
 
-    /// Read a whole body, refusing it once it passes the configured cap.
-    async fn body(&self, url: &Url, resp: Response) -> Result<Vec<u8>, UpstreamError> {
+    /// Read a whole body, refusing it once it passes the configured cap. The buffer grows
+    /// by doubling, never beyond the cap, and each growth first takes its share of the
+    /// budget (waiting for it when the bodies in flight hold it all).
+    async fn body(
+        &self,
+        url: &Url,
+        resp: Response,
+    ) -> Result<(Vec<u8>, MetadataHold), UpstreamError> {
         let limit = self.max_metadata_bytes;
         let too_large = || UpstreamError::TooLarge {
             url: url.to_string(),
@@ -304,6 +359,7 @@ impl Upstream {
         if resp.content_length().is_some_and(|n| n > limit) {
             return Err(too_large());
         }
+        let mut hold = MetadataHold::default();
         let mut body = Vec::new();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
@@ -311,15 +367,30 @@ impl Upstream {
                 url: url.to_string(),
                 error,
             })?;
-            if body.len() as u64 + chunk.len() as u64 > limit {
+            let want = body.len() as u64 + chunk.len() as u64;
+            if want > limit {
                 return Err(too_large());
+            }
+            if want > body.capacity() as u64 {
+                let capacity = (body.capacity() as u64 * 2)
+                    .max(want)
+                    .max(16 << 10)
+                    .min(limit);
+                self.budget.grow(&mut hold, capacity).await;
+                body.reserve_exact(capacity as usize - body.len());
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body)
+        Ok((body, hold))
     }
 
-    async fn xmlrpc(&self, method: &str, params: &[Value]) -> Result<Value, UpstreamError> {
+    /// An XML-RPC call's answer, with the share of the budget its body took: keep it until
+    /// what is made of the answer is made.
+    async fn xmlrpc(
+        &self,
+        method: &str,
+        params: &[Value],
+    ) -> Result<(Value, MetadataHold), UpstreamError> {
         let url = self.endpoint("/pypi");
         let call = xmlrpc::method_call(method, params);
         let answer = self
@@ -331,16 +402,16 @@ impl Upstream {
             })
             .await?
             .success(&url)?;
-        let body = answer.body;
-        let text = String::from_utf8_lossy(&body);
-        xmlrpc::parse_response(&text).map_err(|error| UpstreamError::XmlRpc {
+        let text = String::from_utf8_lossy(&answer.body);
+        let value = xmlrpc::parse_response(&text).map_err(|error| UpstreamError::XmlRpc {
             url: url.to_string(),
             error,
-        })
+        })?;
+        Ok((value, answer.hold))
     }
 
     pub async fn changelog_last_serial(&self) -> Result<u64, UpstreamError> {
-        match self.xmlrpc("changelog_last_serial", &[]).await? {
+        match self.xmlrpc("changelog_last_serial", &[]).await?.0 {
             Value::Int(n) if n >= 0 => Ok(n as u64),
             other => Err(UpstreamError::XmlRpc {
                 url: self.endpoint("/pypi").to_string(),
@@ -350,7 +421,7 @@ impl Upstream {
     }
 
     pub async fn list_packages_with_serial(&self) -> Result<HashMap<String, u64>, UpstreamError> {
-        let v = self.xmlrpc("list_packages_with_serial", &[]).await?;
+        let (v, _hold) = self.xmlrpc("list_packages_with_serial", &[]).await?;
         xmlrpc::as_name_serials(v).map_err(|error| UpstreamError::XmlRpc {
             url: self.endpoint("/pypi").to_string(),
             error,
@@ -361,7 +432,7 @@ impl Upstream {
         &self,
         serial: u64,
     ) -> Result<Vec<ChangelogRow>, UpstreamError> {
-        let v = self
+        let (v, _hold) = self
             .xmlrpc("changelog_since_serial", &[Value::Int(serial as i64)])
             .await?;
         xmlrpc::as_changelog(v).map_err(|error| UpstreamError::XmlRpc {
@@ -387,6 +458,33 @@ impl Upstream {
         }
     }
 
+    /// One project's JSON document, with `max_project_releases` and `max_project_files`
+    /// applied while it is parsed: the entry past a cap ends the parse.
+    fn parse_capped<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &Url,
+        project: &str,
+        body: &[u8],
+    ) -> Result<T, UpstreamError> {
+        simple::parse_capped(body, self.caps).map_err(|e| match e {
+            CappedError::Exceeded(e) => UpstreamError::Metadata {
+                url: url.to_string(),
+                error: MetadataError::TooMany {
+                    project: ProjectName::new(project)
+                        .map_or_else(|_| crate::types::text::shown(project), |n| n.to_string()),
+                    count: None,
+                    what: e.what,
+                    key: e.key,
+                    limit: e.limit,
+                },
+            },
+            CappedError::Json(e) => UpstreamError::Json {
+                url: url.to_string(),
+                message: crate::types::text::shown(&e.to_string()),
+            },
+        })
+    }
+
     /// `GET /pypi/<name>/json`; `cache_bust` adds a query string so a CDN cannot answer from
     /// a stale cache entry.
     pub async fn project_json(
@@ -403,13 +501,14 @@ impl Upstream {
             return Ok(ProjectFetch::NotFound);
         }
         let answer = answer.success(&url)?;
-        let json: ProjectJson = parse_json(&url, &answer.body)?;
+        let json: ProjectJson = self.parse_capped(&url, name, &answer.body)?;
         let serial = last_serial(&answer.headers).or(json.last_serial);
         Ok(ProjectFetch::Found {
             json,
             serial,
             url: answer.url,
             body: answer.body,
+            hold: answer.hold,
         })
     }
 
@@ -454,7 +553,7 @@ impl Upstream {
             return Ok(PageAnswer::Unchanged);
         }
         let page: ProjectPage = match answer.is_json() {
-            true => parse_json(&url, &answer.body)?,
+            true => self.parse_capped(&url, name.as_str(), &answer.body)?,
             false => html::project_page(name.as_str(), &String::from_utf8_lossy(&answer.body)),
         };
         let serial = last_serial(&answer.headers).or(page.meta.last_serial);
@@ -625,6 +724,80 @@ impl RateLimit {
     }
 }
 
+/// The budget all metadata bodies in flight share (`max_metadata_memory`), in KiB.
+///
+/// Bodies grow a piece at a time, so a plain semaphore could deadlock: every body holding
+/// part of it, each waiting for more. So the budget is split. A shared part,
+/// `max_metadata_memory - max_metadata_bytes`, is taken without waiting while it lasts; the
+/// rest, a reserve of `max_metadata_bytes`, goes whole to one body at a time, the first that
+/// needs more than the shared part has left. That one can always reach `max_metadata_bytes`
+/// and finish (the reserve alone is enough), so the others wait for it, never for each other;
+/// a body whose shared part frees up meanwhile goes on without the reserve. Small answers
+/// wait only when the shared part is used up.
+struct Budget {
+    shared: Arc<Semaphore>,
+    /// One permit: the reserve.
+    reserve: Arc<Semaphore>,
+}
+
+/// One body's share of the [`Budget`], given back when dropped.
+#[derive(Debug, Default)]
+pub struct MetadataHold {
+    shared: Option<OwnedSemaphorePermit>,
+    /// Holding the reserve: may grow to `max_metadata_bytes` without asking.
+    reserve: Option<OwnedSemaphorePermit>,
+    /// KiB charged, shared and reserve together.
+    kib: u64,
+}
+
+impl MetadataHold {
+    /// Bytes of the budget held.
+    pub fn bytes(&self) -> u64 {
+        self.kib << 10
+    }
+}
+
+impl Budget {
+    fn new(total: u64, per_body: u64) -> Budget {
+        let shared = total.saturating_sub(per_body) >> 10;
+        Budget {
+            shared: Arc::new(Semaphore::new(
+                (shared as usize).min(Semaphore::MAX_PERMITS),
+            )),
+            reserve: Arc::new(Semaphore::new(1)),
+        }
+    }
+
+    /// Make `hold` cover `bytes` (never more than `max_metadata_bytes`).
+    async fn grow(&self, hold: &mut MetadataHold, bytes: u64) {
+        let kib = bytes.div_ceil(1024);
+        if kib <= hold.kib || hold.reserve.is_some() {
+            hold.kib = hold.kib.max(kib);
+            return;
+        }
+        let need = u32::try_from(kib - hold.kib).unwrap_or(u32::MAX);
+        let taken = match self.shared.clone().try_acquire_many_owned(need) {
+            Ok(permit) => Ok(permit),
+            Err(_) => tokio::select! {
+                permit = self.shared.clone().acquire_many_owned(need) => {
+                    Ok(permit.expect("the budget is never closed"))
+                }
+                reserve = self.reserve.clone().acquire_owned() => {
+                    Err(reserve.expect("the budget is never closed"))
+                }
+            },
+        };
+        match taken {
+            Ok(permit) => match &mut hold.shared {
+                Some(held) => held.merge(permit),
+                None => hold.shared = Some(permit),
+            },
+            Err(reserve) => hold.reserve = Some(reserve),
+        }
+        hold.kib = kib;
+    }
+}
+
 /// One semaphore per host (and port), created on first use.
 struct HostLimits {
     per_host: usize,
@@ -662,6 +835,68 @@ impl HostLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Many bodies growing a piece at a time, never more than the budget together, all done
+    /// (no deadlock), with a budget of a single whole body and with one of a few.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn bodies_in_flight_stay_within_the_budget_and_all_finish() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        const BODY: u64 = 1 << 20;
+        for total in [BODY, 3 * BODY, 3 * BODY + 5000] {
+            let budget = Arc::new(Budget::new(total, BODY));
+            let (held, peak) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            let tasks: Vec<_> = (0..24u64)
+                .map(|i| {
+                    let (budget, held, peak) = (budget.clone(), held.clone(), peak.clone());
+                    tokio::spawn(async move {
+                        let mut hold = MetadataHold::default();
+                        // Some small, some whole bodies, grown in 16 KiB steps.
+                        let size = if i % 3 == 0 { BODY } else { 40_000 * (i + 1) };
+                        let mut len = 0;
+                        while len < size {
+                            len = (len + (16 << 10)).min(size);
+                            let before = hold.bytes();
+                            budget.grow(&mut hold, len).await;
+                            let now = held.fetch_add(hold.bytes() - before, Ordering::SeqCst)
+                                + hold.bytes()
+                                - before;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                        }
+                        held.fetch_sub(hold.bytes(), Ordering::SeqCst);
+                        drop(hold);
+                    })
+                })
+                .collect();
+            tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(tasks))
+                .await
+                .expect("bodies waiting for each other for ever");
+            let peak = peak.load(Ordering::SeqCst);
+            assert!(peak <= total, "{peak} bytes held at once, budget {total}");
+            assert!(peak >= BODY, "{peak}");
+        }
+    }
+
+    /// When the shared part is used up, one body takes the reserve and grows to a whole body
+    /// without waiting; a third waits until one of them is done.
+    #[tokio::test]
+    async fn the_reserve_goes_to_one_body_at_a_time() {
+        let budget = Budget::new(3 << 20, 2 << 20);
+        let (mut a, mut b, mut c) = Default::default();
+        budget.grow(&mut a, 1 << 20).await;
+        assert!(a.reserve.is_none());
+        budget.grow(&mut b, 64 << 10).await;
+        assert!(b.reserve.is_some());
+        budget.grow(&mut b, 2 << 20).await;
+        let waiting = tokio::time::timeout(Duration::from_millis(100), budget.grow(&mut c, 1024));
+        assert!(waiting.await.is_err(), "a third body grew past the budget");
+        drop(a);
+        tokio::time::timeout(Duration::from_secs(5), budget.grow(&mut c, 1 << 20))
+            .await
+            .expect("the shared part freed up");
+        assert!(c.reserve.is_none());
+        drop(b);
+    }
 
     #[test]
     fn a_master_may_name_the_index_root_or_the_simple_index_itself() {

@@ -5,9 +5,13 @@
 //! page (`/simple/<name>/`) adds what the JSON API lacks: PEP 740 provenance, PEP 792 project
 //! status, and any digests besides sha256. Nothing here is trusted; `metadata.rs` checks it.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// PEP 691 JSON preferred, PEP 503 HTML accepted (an HTML-only index answers with it).
 pub const ACCEPT_ANY: &str = "application/vnd.pypi.simple.v1+json, \
@@ -54,10 +58,10 @@ pub struct ProjectPage {
     #[serde(default)]
     pub meta: Meta,
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped_files")]
     pub files: Vec<PageFile>,
     /// PEP 700 (api-version 1.1).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped_versions")]
     pub versions: Option<Vec<String>>,
     /// PEP 792 (api-version 1.4).
     #[serde(rename = "project-status", default)]
@@ -111,6 +115,207 @@ impl CoreMetadata {
         match self {
             CoreMetadata::Hashes(h) => h.get("sha256").map(String::as_str),
             CoreMetadata::Flag(_) => None,
+        }
+    }
+}
+
+/// Caps on one project's metadata, applied while it is parsed (0: no cap): a document of
+/// 18 million releases or a million files is refused at the entry past the cap, before the
+/// rest is read or held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caps {
+    /// `max_project_releases`: releases of the JSON API, `versions` of a PEP 691 page.
+    pub releases: usize,
+    /// `max_project_files`: files of all releases together, or of a page.
+    pub files: usize,
+}
+
+/// The cap a document passed while it was parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exceeded {
+    /// "releases" or "files".
+    pub what: &'static str,
+    /// The key that raises it.
+    pub key: &'static str,
+    pub limit: usize,
+}
+
+/// Why a capped parse failed.
+#[derive(Debug)]
+pub enum CappedError {
+    Exceeded(Exceeded),
+    Json(serde_json::Error),
+}
+
+/// The counts of the parse in progress on this thread. serde's derive cannot hand state down
+/// to a field (a `DeserializeSeed` would mean writing every struct's field handling by hand),
+/// so the capped fields read it here; a parse is synchronous, so it is one thread's.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counting {
+    caps: Caps,
+    releases: usize,
+    files: usize,
+    exceeded: Option<Exceeded>,
+}
+
+thread_local! {
+    static COUNTING: Cell<Counting> = Cell::new(Counting::default());
+}
+
+/// Parse `body` as `T`, with `caps` applied to its capped fields (`releases` of the JSON API,
+/// `files` and `versions` of a PEP 691 page) while they stream.
+pub fn parse_capped<T: DeserializeOwned>(body: &[u8], caps: Caps) -> Result<T, CappedError> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            COUNTING.set(Counting::default());
+        }
+    }
+    let _reset = Reset;
+    COUNTING.set(Counting {
+        caps,
+        ..Counting::default()
+    });
+    let parsed = serde_json::from_slice(body);
+    match (parsed, COUNTING.get().exceeded) {
+        (_, Some(exceeded)) => Err(CappedError::Exceeded(exceeded)),
+        (Ok(t), None) => Ok(t),
+        (Err(e), None) => Err(CappedError::Json(e)),
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(super) enum Counted {
+    Release,
+    File,
+}
+
+/// Count one more release or file of the parse in progress; past its cap, the error that
+/// ends the parse there.
+pub(super) fn count<E: serde::de::Error>(what: Counted) -> Result<(), E> {
+    let mut c = COUNTING.get();
+    let (n, limit, name, key) = match what {
+        Counted::Release => (
+            &mut c.releases,
+            c.caps.releases,
+            "releases",
+            "max_project_releases",
+        ),
+        Counted::File => (&mut c.files, c.caps.files, "files", "max_project_files"),
+    };
+    *n += 1;
+    let over = limit > 0 && *n > limit;
+    if over {
+        c.exceeded = Some(Exceeded {
+            what: name,
+            key,
+            limit,
+        });
+    }
+    COUNTING.set(c);
+    match over {
+        true => Err(E::custom(format_args!("more than {limit} {name}"))),
+        false => Ok(()),
+    }
+}
+
+/// A JSON array read element by element, each counted as `what` before the next is read.
+pub(super) struct CountedSeq<T> {
+    what: Counted,
+    _t: PhantomData<T>,
+}
+
+impl<T> CountedSeq<T> {
+    pub(super) fn new(what: Counted) -> Self {
+        CountedSeq {
+            what,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for CountedSeq<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            count(self.what)?;
+            out.push(item);
+        }
+        Ok(out)
+    }
+}
+
+/// A release's files: counted against `max_project_files` as they are read.
+pub(super) struct CountedFiles<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for CountedFiles<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(CountedSeq::new(Counted::File))
+            .map(CountedFiles)
+    }
+}
+
+fn capped_files<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PageFile>, D::Error> {
+    d.deserialize_seq(CountedSeq::new(Counted::File))
+}
+
+fn capped_versions<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct Versions;
+    impl<'de> Visitor<'de> for Versions {
+        type Value = Option<Vec<String>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an array of versions, or null")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_seq(CountedSeq::new(Counted::Release))
+                .map(Some)
+        }
+    }
+    d.deserialize_option(Versions)
+}
+
+/// The JSON API's `releases`, version → files, each release and file counted as it is read.
+pub(super) fn capped_releases<'de, D, T>(d: D) -> Result<BTreeMap<String, Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Releases<T>(PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Releases<T> {
+        type Value = BTreeMap<String, Vec<T>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of versions to files")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(version) = map.next_key::<String>()? {
+                count(Counted::Release)?;
+                let CountedFiles(files) = map.next_value()?;
+                out.insert(version, files);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Releases(PhantomData))
+}
+
+impl fmt::Display for CappedError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            CappedError::Exceeded(e) => write!(f, "more than {} {}", e.limit, e.what),
+            CappedError::Json(e) => e.fmt(f),
         }
     }
 }

@@ -23,12 +23,14 @@ pub enum MetadataError {
     #[error("upstream answered for project {got:?} when asked for {want}")]
     WrongProject { want: ProjectName, got: String },
     #[error(
-        "{project}: upstream lists {count} {what}, more than {key} = {limit}; refused \
-         (raise {key} if this is real)"
+        "{project}: upstream lists {} {what}, more than {key} = {limit}; refused \
+         (raise {key} if this is real)",
+        match .count { Some(n) => n.to_string(), None => format!("at least {}", .limit + 1) }
     )]
     TooMany {
-        project: ProjectName,
-        count: usize,
+        project: String,
+        /// None: the parse stopped at the entry past the cap (`simple::parse_capped`).
+        count: Option<usize>,
         what: &'static str,
         key: &'static str,
         limit: usize,
@@ -153,8 +155,8 @@ pub fn snapshot(
     ] {
         if limit > 0 && count > limit {
             return Err(MetadataError::TooMany {
-                project: want.clone(),
-                count,
+                project: want.to_string(),
+                count: Some(count),
                 what,
                 key,
                 limit,
@@ -366,6 +368,9 @@ fn check_file(
     let unknown = Unknown {
         size: f.size.is_none(),
         blake2b: blake2b.is_none(),
+        core_metadata: f.core_metadata.is_none()
+            && f.data_dist_info_metadata.is_none()
+            && filename.as_str().ends_with(".whl"),
     };
     let path = PackagePath::new(
         blake2b.unwrap_or(Blake2b256::from_bytes([0; 32])),

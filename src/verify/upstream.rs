@@ -43,7 +43,7 @@ pub async fn fetch(
     let asked = ask(cfg, upstream, name, display_name, None, None).await?;
     let json_body = match &asked {
         Asked::Answers {
-            json: ProjectFetch::Found { body, .. },
+            json: Some(ProjectFetch::Found { body, .. }),
             ..
         } => Some(body.clone()),
         _ => None,

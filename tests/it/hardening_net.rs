@@ -279,7 +279,7 @@ fn a_trickling_metadata_answer_is_cut_at_the_deadline() {
     let mirror = Mirror::with_settings(
         PYMIRROR,
         &up.url(),
-        &format!("{TEST_SETTINGS}metadata_deadline = 2\n"),
+        &format!("{TEST_SETTINGS}metadata_deadline = 2\nsimple_json = false\n"),
     );
     let started = Instant::now();
     let run = mirror.sync();
@@ -305,7 +305,12 @@ fn upstream_text_is_cut_and_escaped() {
         "1.0",
         serde_json::json!({"filename": "huge-1.0.tar.gz", "size": "A".repeat(5 << 20)}),
     );
-    let mirror = Mirror::new(PYMIRROR, &up.url());
+    // The JSON API is where the entry is injected: read it alone.
+    let mirror = Mirror::with_settings(
+        PYMIRROR,
+        &up.url(),
+        &format!("{TEST_SETTINGS}simple_json = false\n"),
+    );
     let run = mirror.sync();
     assert_eq!(run.code, 1, "{}", run.stderr);
     let longest = run.stderr.lines().map(str::len).max().unwrap_or(0);
@@ -364,10 +369,77 @@ fn a_project_with_too_many_files_is_refused() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("upstream lists 3 files, more than max_project_files = 2"),
+            .contains("upstream lists at least 3 files, more than max_project_files = 2"),
         "{}",
         run.stderr
     );
     assert_eq!(mirror.links("demo").len(), 1);
     assert!(mirror.page("many").is_none());
+}
+
+/// Eight projects whose JSON API document and PEP 691 page are each 16 MiB (valid, padded
+/// with spaces), all asked at once: with `max_metadata_memory` = 20 MiB the bodies wait for
+/// each other instead of adding up (16 × 16 MiB, twice that in buffers, without the budget),
+/// and the run is as it would be without it.
+#[test]
+fn concurrent_metadata_stays_within_max_metadata_memory() {
+    use pymirror_testkit::upstream::RawAnswer;
+    const BODY: usize = 16 << 20;
+    let up = FakeUpstream::start();
+    up.add_release("demo", "1.0", &[("demo-1.0.tar.gz", b"one".to_vec())]);
+    let names: Vec<String> = (0..8).map(|i| format!("big{i}")).collect();
+    for name in &names {
+        up.add_release(name, "1.0", &[]);
+    }
+    let serial = up.serial();
+    let padded = |content_type: &str, doc: String| {
+        let mut body = doc.into_bytes();
+        body.resize(BODY, b' ');
+        RawAnswer {
+            status: 200,
+            headers: vec![("content-type".into(), content_type.into())],
+            body,
+        }
+    };
+    for name in &names {
+        up.serve_response(
+            &format!("/pypi/{name}/json"),
+            padded(
+                "application/json",
+                format!(
+                    r#"{{"info": {{"name": "{name}"}}, "last_serial": {serial}, "releases": {{"1.0": []}}}}"#
+                ),
+            ),
+        );
+        up.serve_response(
+            &format!("/simple/{name}/"),
+            padded(
+                "application/vnd.pypi.simple.v1+json",
+                format!(
+                    r#"{{"meta": {{"api-version": "1.1", "_last-serial": {serial}}}, "name": "{name}", "files": [], "versions": ["1.0"]}}"#
+                ),
+            ),
+        );
+    }
+    let mirror = Mirror::with_settings(
+        PYMIRROR,
+        &up.url(),
+        "workers = 4\nmetadata_workers = 8\nretry_delay = 0.01\nfsync = false\n\
+         simple_json = true\nmax_metadata_bytes = 17825792\nmax_metadata_memory = 20971520\n\
+         metadata_deadline = 60\n",
+    );
+    let run = pymirror_testkit::measure::run_pymirror(
+        PYMIRROR,
+        &["sync", "--config", mirror.config.to_str().unwrap()],
+    );
+    assert_eq!(run.code, 0);
+    let peak_mib = run.max_rss_kib / 1024;
+    eprintln!("peak RSS {peak_mib} MiB");
+    assert!(peak_mib < 120, "peak RSS {peak_mib} MiB");
+    assert_eq!(mirror.links("demo").len(), 1);
+    for name in &names {
+        assert!(mirror.page(name).is_some(), "{name} not published");
+        assert!(mirror.links(name).is_empty());
+    }
+    mirror.assert_consistent();
 }

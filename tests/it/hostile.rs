@@ -178,7 +178,12 @@ fn redirects_to_another_host_or_in_a_loop_are_refused() {
         "/pypi/loop/again/json",
         answer(301, &[("location", "/pypi/loop/json")], ""),
     );
-    let mirror = Mirror::new(PYMIRROR, &up.url());
+    // The redirects are on the JSON API: read it alone.
+    let mirror = Mirror::with_settings(
+        PYMIRROR,
+        &up.url(),
+        &format!("{TEST_SETTINGS}simple_json = false\n"),
+    );
     only_good_survives(&mirror, "away", "redirect to another host refused");
     let run = mirror.sync();
     assert!(run.stderr.contains("redirect loop"), "{}", run.stderr);
@@ -271,7 +276,7 @@ fn file_hosts_allowlist_refuses_every_other_host_without_asking_it() {
     let mirror = Mirror::with_settings(
         PYMIRROR,
         &up.url(),
-        &format!("{TEST_SETTINGS}file_hosts = [\"files.example.org\"]\n"),
+        &format!("{TEST_SETTINGS}simple_json = false\nfile_hosts = [\"files.example.org\"]\n"),
     );
     let run = mirror.sync();
     assert_eq!(run.code, 1, "{}", run.stderr);
@@ -294,7 +299,7 @@ fn file_hosts_allowlist_refuses_every_other_host_without_asking_it() {
     let allowed = Mirror::with_settings(
         PYMIRROR,
         &up.url(),
-        &format!("{TEST_SETTINGS}file_hosts = [\"localhost\"]\n"),
+        &format!("{TEST_SETTINGS}simple_json = false\nfile_hosts = [\"localhost\"]\n"),
     );
     let run = allowed.sync();
     assert!(!run.stderr.contains("file_hosts"), "{}", run.stderr);

@@ -840,3 +840,48 @@ fn the_fake_upstreams_personalities_serve_what_they_list() {
         }
     }
 }
+
+/// An HTML-only upstream that offers no PEP 658 metadata for a wheel: the mirror derives it
+/// from the wheel it verified, serves it as the sidecar and advertises its digest; a second
+/// sync keeps it without asking again.
+#[test]
+fn core_metadata_is_derived_from_wheels_where_upstream_pages_say_nothing() {
+    let up = FakeUpstream::start_as(Personality::artifactory_like());
+    let wheel = dist::wheel("plain", "1.0", &[]);
+    up.add_file(
+        "plain",
+        "1.0",
+        &wheel.filename,
+        wheel.bytes.clone(),
+        FileOpts::default(),
+    );
+    let mirror = Mirror::new(PYMIRROR, &up.master_url());
+    sync_ok(&mirror);
+    let path = local_path(&up, &wheel.filename);
+    let sidecar = std::fs::read(mirror.web().join(format!("{path}.metadata"))).unwrap();
+    assert_eq!(sidecar, wheel.metadata);
+    let links = mirror.links("plain");
+    assert_eq!(links.len(), 1);
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&wheel.metadata))
+    };
+    assert_eq!(
+        links[0].core_metadata.as_deref(),
+        Some(format!("sha256={digest}").as_str())
+    );
+    assert!(
+        up.requests().iter().all(|r| !r.path.ends_with(".metadata")),
+        "upstream offers no sidecar, none may be asked for"
+    );
+    assert_verify_clean(&mirror);
+    sync_ok(&mirror);
+    assert_eq!(
+        std::fs::read(mirror.web().join(format!("{path}.metadata"))).unwrap(),
+        wheel.metadata
+    );
+    assert_eq!(
+        mirror.links("plain")[0].core_metadata,
+        links[0].core_metadata
+    );
+}

@@ -171,8 +171,12 @@ fn incremental_sync_fetches_only_the_changed_project_and_new_files() {
         .map(|r| format!("{} {}", r.method, r.path))
         .collect();
     let info = up.file_info("requests-2.0-py3-none-any.whl").unwrap();
-    let metadata: Vec<&String> = paths.iter().filter(|p| p.contains("/json")).collect();
-    assert_eq!(metadata, vec!["GET /pypi/Requests/json"], "{paths:#?}");
+    // One metadata document per changed project: its page, which says all the index needs.
+    let metadata: Vec<&String> = paths
+        .iter()
+        .filter(|p| p.contains("/json") || p.contains("/simple/"))
+        .collect();
+    assert_eq!(metadata, vec!["GET /simple/requests/"], "{paths:#?}");
     let downloads: Vec<&String> = paths.iter().filter(|p| p.contains("/packages/")).collect();
     assert_eq!(
         downloads,
@@ -299,7 +303,7 @@ fn stale_metadata_is_retried_with_cache_busting_and_never_recorded() {
     let busted = up
         .requests()
         .iter()
-        .filter(|r| r.path == "/pypi/demo/json" && r.query.is_some())
+        .filter(|r| r.path == "/simple/demo/" && r.query.is_some())
         .count();
     assert!(
         busted >= 1,
@@ -333,13 +337,13 @@ fn upstream_without_xmlrpc_is_followed_through_the_pep691_root() {
         up.add_release("beta", "2.0", &[("beta-2.0.tar.gz", b"b2".to_vec())]);
         up.reset_requests();
         mirror.sync().assert_ok();
-        let json: Vec<String> = up
+        let pages: Vec<String> = up
             .requests()
             .into_iter()
-            .filter(|r| r.path.ends_with("/json"))
+            .filter(|r| r.path.ends_with("/json") || r.path.starts_with("/simple/"))
             .map(|r| r.path)
             .collect();
-        assert_eq!(json, vec!["/pypi/beta/json"]);
+        assert_eq!(pages, vec!["/simple/", "/simple/beta/"]);
         assert_eq!(mirror.links("beta").len(), 2);
 
         up.reset_requests();
@@ -463,7 +467,15 @@ fn unsafe_urls_filenames_and_digests_are_refused_and_nothing_escapes() {
                    "upload_time_iso_8601": "2024-01-01T00:00:00.000000Z", "yanked": false, "yanked_reason": null}),
         );
     }
-    let mirror = Mirror::new(PYMIRROR, &up.url());
+    // The entries are injected into the JSON API: read it alone.
+    let mirror = Mirror::with_settings(
+        PYMIRROR,
+        &up.url(),
+        &format!(
+            "{}simple_json = false\n",
+            pymirror_testkit::mirror::TEST_SETTINGS
+        ),
+    );
     let sandbox_before: Vec<_> = std::fs::read_dir(mirror.sandbox.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -139,6 +139,8 @@ impl FakeUpstream {
         self.st().fail.insert(filename.to_string(), (status, times));
     }
 
+    /// The next `times` JSON API or project page answers for it serve the project as it was
+    /// before its latest change (a stale CDN copy), with that serial.
     pub fn stale_metadata(&self, display_name: &str, times: u32) {
         self.st().stale.insert(normalize(display_name), times);
     }

@@ -43,10 +43,11 @@
 //!
 //! Fault knobs: `set_latency` (delay before every response), `corrupt_downloads` (one byte
 //! flipped), `truncate_downloads` (half the body, then the connection drops), `fail_downloads`
-//! (an HTTP status), `stale_metadata` (the JSON API serves the project's previous snapshot),
+//! (an HTTP status), `stale_metadata` (the JSON API and the project page serve the project's previous snapshot),
 //! `set_xmlrpc_status` (XML-RPC disabled with 404/405...), `inject_file_json` (hostile file
 //! entries in the JSON API), `serve_raw` / `serve_response` (arbitrary bytes, or any status,
-//! headers and body, at an arbitrary path), `endless_changelog` (a change feed that never ends),
+//! headers and body, at an arbitrary path; `RawAnswer::gzip_bomb` makes a decompression bomb),
+//! `endless_changelog` (a change feed that never ends),
 //! `trickle` (an answer sent a byte at a time),
 //! `claim_json_serial` / `claim_last_serial` (absurd serials
 //! from the JSON API or `changelog_last_serial`), `set_fault_rates` (seeded random 5xx, 429 with
@@ -123,6 +124,32 @@ pub struct RawAnswer {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl RawAnswer {
+    /// A 200 with `Content-Encoding: gzip` whose body decompresses to `document` followed by
+    /// spaces up to `total` bytes (still valid JSON or HTML): a decompression bomb a few
+    /// hundred KiB on the wire. Compressed as it is generated, so `total` costs no memory.
+    pub fn gzip_bomb(content_type: &str, document: &[u8], total: usize) -> RawAnswer {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(document).unwrap();
+        let spaces = vec![b' '; 1 << 20];
+        let mut left = total.saturating_sub(document.len());
+        while left > 0 {
+            let n = left.min(spaces.len());
+            gz.write_all(&spaces[..n]).unwrap();
+            left -= n;
+        }
+        RawAnswer {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), content_type.into()),
+                ("content-encoding".into(), "gzip".into()),
+            ],
+            body: gz.finish().unwrap(),
+        }
+    }
 }
 
 /// Facts about a published file.

@@ -9,6 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::faults::take;
 use super::files::metadata_json;
 use super::personality::{
     ApiVersion, Page, Pages, RootIndex, Serials, UrlStyle, answer_page, file_url, link,
@@ -106,8 +107,18 @@ fn serial_header(st: &State, r: Response, serial: u64) -> Response {
 
 pub(super) fn simple_project(st: &mut State, req: &Req<'_>, key: &str) -> Response {
     let accept = req.accept;
-    let Some(p) = st.projects.get(key) else {
-        return not_found();
+    // `stale_metadata`: the project as it was before its latest change, as a stale CDN copy.
+    let previous = match take(&mut st.stale, key) {
+        true => Some(st.previous.get(key).cloned().flatten()),
+        false => None,
+    };
+    let p = match &previous {
+        Some(Some(p)) => p,
+        Some(None) => return not_found(),
+        None => match st.projects.get(key) {
+            Some(p) => p,
+            None => return not_found(),
+        },
     };
     let pers = &st.personality;
     let api = pers.api_version;
