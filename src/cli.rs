@@ -29,6 +29,23 @@ pub enum Command {
     /// Check the mirror against its state database (and upstream); repair what is wrong.
     /// Exit 0: clean; 1: problems found; 2: verify could not run (or not check everything).
     Verify(VerifyArgs),
+    /// Take over an existing bandersnatch mirror (the tree at [mirror] directory) without
+    /// downloading it again; offline. Exit 0: all adopted; 1: files missing or damaged
+    /// (queued for the next sync); 2: adopt could not run.
+    Adopt(AdoptArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Also hash every file (SHA-256 against its page, BLAKE2b-256 against its path).
+    #[arg(long)]
+    pub hash: bool,
+    /// Test hook: exit as if killed (code 137) once N projects are recorded.
+    #[cfg(feature = "test-hooks")]
+    #[arg(long, value_name = "N", hide = true)]
+    pub test_exit_after: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! pymirror: a PyPI mirror synchronizer. See ARCHITECTURE.md for the floors and the path a
 //! sync takes through them. Each module imports only the ones listed above it.
 
+pub mod adopt;
 pub mod cli;
 pub mod config;
 pub mod filter;

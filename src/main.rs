@@ -3,6 +3,7 @@
 //! Exit codes: 0 everything synced; 1 the run finished but something failed or it was
 //! interrupted (cron mails the operator); 2 it could not run at all (configuration, lock,
 //! database, upstream change feed). `verify`: 0 clean, 1 problems found, 2 could not run.
+//! `adopt`: 0 everything adopted, 1 files missing or damaged, 2 could not run.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -115,6 +116,24 @@ fn main() -> ExitCode {
                 Err(e) => fatal(format!("{e:#}")),
             }
         }
+        Command::Adopt(args) => {
+            let cfg = match load(&args.config) {
+                Ok(cfg) => cfg,
+                Err(code) => return code,
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            runtime.spawn(watch_signals(stop.clone(), ADOPT_STOP));
+            let options = pymirror::adopt::Options {
+                hash: args.hash,
+                #[cfg(feature = "test-hooks")]
+                exit_after: args.test_exit_after,
+            };
+            let mut out = std::io::stdout().lock();
+            match pymirror::adopt::run(&cfg, options, multi.as_ref(), stop, &mut out) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => fatal(format!("{e:#}")),
+            }
+        }
         Command::NginxConfig(args) => {
             let cfg = match load(&args.config) {
                 Ok(cfg) => cfg,
@@ -153,6 +172,11 @@ const SYNC_STOP: OnStop = OnStop {
 const VERIFY_STOP: OnStop = OnStop {
     finishing: "finishing the checks in flight",
     resumes: "`pymirror verify --resume` continues",
+};
+
+const ADOPT_STOP: OnStop = OnStop {
+    finishing: "recording the projects read so far",
+    resumes: "`pymirror adopt` again continues",
 };
 
 /// First SIGINT/SIGTERM: take no new work, finish what is in flight, commit, exit 1.

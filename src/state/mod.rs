@@ -14,6 +14,7 @@
 //! |---|---|
 //! | `mod.rs` | [`State`], the ways to open it, [`StateError`] and what each error tells the operator |
 //! | `migrate.rs` | `migrations/NNNN_*.sql`, applied in order and recorded |
+//! | `adopt.rs` | an adoption in progress: its marker, its batches of projects, its end |
 //! | `meta.rs` | the feed serial and the fully synced serial, the filters last applied, `root_dirty` |
 //! | `queue.rs` | `todo`: enqueue and requeue, pages of the queue, failures, what is pending |
 //! | `projects.rs` | projects, releases, files: record, stage, remove, read back, count |
@@ -22,6 +23,7 @@
 //! | `verify.rs` | what verify reads: a range of files, staged paths, a project as stored |
 //! | `verify_log.rs` | verify's checkpoint and findings, in `verify.db` |
 
+mod adopt;
 mod meta;
 mod migrate;
 mod projects;
@@ -31,6 +33,7 @@ mod trash;
 mod verify;
 mod verify_log;
 
+pub use adopt::{AdoptMarker, Adopted};
 pub use queue::{Change, Pending, Todo, TodoCursor};
 pub use runs::RunRecord;
 pub use verify::{ExpectedFile, FileOwner};

@@ -142,95 +142,7 @@ impl State {
     /// transaction; the caller deletes them and then calls [`State::emptied`].
     pub fn record_project(&mut self, snap: &ProjectSnapshot) -> Result<Vec<String>> {
         let tx = self.conn.transaction()?;
-        let old_paths = paths_of(&tx, &snap.name)?;
-        tx.execute(
-            "INSERT INTO projects (name, display_name, serial, synced_at, status, status_reason)
-             VALUES (?1, ?2, ?3, unixepoch(), ?4, ?5)
-             ON CONFLICT (name) DO UPDATE SET display_name = excluded.display_name,
-                 serial = excluded.serial, synced_at = excluded.synced_at,
-                 status = excluded.status, status_reason = excluded.status_reason",
-            params![
-                snap.name.as_str(),
-                snap.display_name,
-                snap.serial.to_db(),
-                snap.status.as_ref().map(|s| s.status.as_str()),
-                snap.status.as_ref().and_then(|s| s.reason.as_deref()),
-            ],
-        )?;
-        let project_id: i64 = tx.query_row(
-            "SELECT id FROM projects WHERE name = ?1",
-            [snap.name.as_str()],
-            |r| r.get(0),
-        )?;
-        // Rewriting the project's rows is simpler than diffing and costs the same: a project's
-        // rows are few and this runs only when upstream changed it.
-        tx.execute("DELETE FROM releases WHERE project_id = ?1", [project_id])?;
-        {
-            let mut rel =
-                tx.prepare_cached("INSERT INTO releases (project_id, version) VALUES (?1, ?2)")?;
-            let mut release_ids = HashMap::new();
-            let file_versions = snap.files.iter().map(|f| &f.record.version);
-            let mut versions: Vec<&String> = snap.versions.iter().chain(file_versions).collect();
-            versions.sort();
-            versions.dedup();
-            for v in versions {
-                rel.execute(params![project_id, v])?;
-                release_ids.insert(v.as_str(), tx.last_insert_rowid());
-            }
-            let mut file = tx.prepare_cached(
-                "INSERT INTO files (project_id, release_id, filename, path, size, sha256, blake2b_256,
-                    upload_time, requires_python, yanked, yanked_reason, packagetype, python_version,
-                    core_metadata_sha256, provenance, extra_hashes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            )?;
-            for f in snap.files.iter().map(|f| &f.record) {
-                let release_id = release_ids[f.version.as_str()];
-                file.execute(params![
-                    project_id,
-                    release_id,
-                    f.filename.as_str(),
-                    f.path.relative(),
-                    f.size as i64,
-                    f.sha256.to_hex(),
-                    f.blake2b().to_hex(),
-                    f.upload_time,
-                    f.requires_python,
-                    f.yanked,
-                    f.yanked_reason,
-                    f.packagetype,
-                    f.python_version,
-                    f.core_metadata.map(|h| h.to_hex()),
-                    f.provenance,
-                    (!f.extra_hashes.is_empty())
-                        .then(|| serde_json::to_string(&f.extra_hashes)
-                            .expect("a string map serializes")),
-                ])?;
-            }
-        }
-        tx.execute(
-            "DELETE FROM todo WHERE name = ?1 AND serial <= ?2",
-            params![snap.name.as_str(), snap.serial.to_db()],
-        )?;
-        match &snap.validators {
-            Some(v) => tx.execute(
-                "INSERT OR REPLACE INTO page_validators (name, etag, last_modified, digest)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    snap.name.as_str(),
-                    v.etag,
-                    v.last_modified,
-                    v.digest.to_hex()
-                ],
-            )?,
-            None => tx.execute(
-                "DELETE FROM page_validators WHERE name = ?1",
-                [snap.name.as_str()],
-            )?,
-        };
-        let mut gone = unreferenced(&tx, old_paths)?;
-        gone.extend(unstaged(&tx, &snap.name)?);
-        put_in_trash(&tx, &gone)?;
-        set_root_dirty(&tx)?;
+        let gone = record_in(&tx, snap)?;
         tx.commit()?;
         Ok(gone)
     }
@@ -354,4 +266,102 @@ impl State {
         )?;
         Ok(())
     }
+}
+
+/// [`State::record_project`] inside a transaction the caller commits (adoption records many
+/// projects in one).
+pub(super) fn record_in(
+    tx: &rusqlite::Transaction<'_>,
+    snap: &ProjectSnapshot,
+) -> Result<Vec<String>> {
+    let old_paths = paths_of(tx, &snap.name)?;
+    tx.execute(
+        "INSERT INTO projects (name, display_name, serial, synced_at, status, status_reason)
+         VALUES (?1, ?2, ?3, unixepoch(), ?4, ?5)
+         ON CONFLICT (name) DO UPDATE SET display_name = excluded.display_name,
+             serial = excluded.serial, synced_at = excluded.synced_at,
+             status = excluded.status, status_reason = excluded.status_reason",
+        params![
+            snap.name.as_str(),
+            snap.display_name,
+            snap.serial.to_db(),
+            snap.status.as_ref().map(|s| s.status.as_str()),
+            snap.status.as_ref().and_then(|s| s.reason.as_deref()),
+        ],
+    )?;
+    let project_id: i64 = tx.query_row(
+        "SELECT id FROM projects WHERE name = ?1",
+        [snap.name.as_str()],
+        |r| r.get(0),
+    )?;
+    // Rewriting the project's rows is simpler than diffing and costs the same: a project's
+    // rows are few and this runs only when upstream changed it.
+    tx.execute("DELETE FROM releases WHERE project_id = ?1", [project_id])?;
+    {
+        let mut rel =
+            tx.prepare_cached("INSERT INTO releases (project_id, version) VALUES (?1, ?2)")?;
+        let mut release_ids = HashMap::new();
+        let file_versions = snap.files.iter().map(|f| &f.record.version);
+        let mut versions: Vec<&String> = snap.versions.iter().chain(file_versions).collect();
+        versions.sort();
+        versions.dedup();
+        for v in versions {
+            rel.execute(params![project_id, v])?;
+            release_ids.insert(v.as_str(), tx.last_insert_rowid());
+        }
+        let mut file = tx.prepare_cached(
+            "INSERT INTO files (project_id, release_id, filename, path, size, sha256, blake2b_256,
+                upload_time, requires_python, yanked, yanked_reason, packagetype, python_version,
+                core_metadata_sha256, provenance, extra_hashes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        )?;
+        for f in snap.files.iter().map(|f| &f.record) {
+            let release_id = release_ids[f.version.as_str()];
+            file.execute(params![
+                project_id,
+                release_id,
+                f.filename.as_str(),
+                f.path.relative(),
+                f.size as i64,
+                f.sha256.to_hex(),
+                f.blake2b().to_hex(),
+                f.upload_time,
+                f.requires_python,
+                f.yanked,
+                f.yanked_reason,
+                f.packagetype,
+                f.python_version,
+                f.core_metadata.map(|h| h.to_hex()),
+                f.provenance,
+                (!f.extra_hashes.is_empty()).then(
+                    || serde_json::to_string(&f.extra_hashes).expect("a string map serializes")
+                ),
+            ])?;
+        }
+    }
+    tx.execute(
+        "DELETE FROM todo WHERE name = ?1 AND serial <= ?2",
+        params![snap.name.as_str(), snap.serial.to_db()],
+    )?;
+    match &snap.validators {
+        Some(v) => tx.execute(
+            "INSERT OR REPLACE INTO page_validators (name, etag, last_modified, digest)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                snap.name.as_str(),
+                v.etag,
+                v.last_modified,
+                v.digest.to_hex()
+            ],
+        )?,
+        None => tx.execute(
+            "DELETE FROM page_validators WHERE name = ?1",
+            [snap.name.as_str()],
+        )?,
+    };
+    let mut gone = unreferenced(tx, old_paths)?;
+    gone.extend(unstaged(tx, &snap.name)?);
+    put_in_trash(tx, &gone)?;
+    set_root_dirty(tx)?;
+    Ok(gone)
 }

@@ -163,7 +163,7 @@ impl State {
 
 /// Queue `changes`, merging with what is queued (newest serial, oldest first serial);
 /// `skip_mirrored`: leave out those mirrored at their serial already. How many were queued.
-fn put_todo(
+pub(super) fn put_todo(
     tx: &rusqlite::Transaction<'_>,
     changes: &[Change],
     skip_mirrored: bool,

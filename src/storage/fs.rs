@@ -250,6 +250,36 @@ impl Storage {
         self.open_listed(key)
     }
 
+    /// [`Storage::open`] for a walk that opens many keys under the same directories (an
+    /// adoption): the directories on the way that are remembered (not a file's own hash
+    /// directory, see `verified`) are checked once per run, the others every time.
+    pub fn open_walking(&self, key: &str) -> std::io::Result<File> {
+        let parts: Vec<&str> = key.trim_end_matches('/').split('/').collect();
+        let dirs = &parts[..parts.len().saturating_sub(1)];
+        let mut dir = self.web.clone();
+        for (depth, part) in dirs.iter().enumerate() {
+            dir.push(part);
+            let per_file = dirs[0] == "packages" && depth + 1 == dirs.len();
+            let way = dirs[..=depth].join("/");
+            if !per_file && self.verified.lock().expect("verified").contains(&way) {
+                continue;
+            }
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(symlink_refused(format!(
+                        "not reading {}: a directory on its way is a symlink",
+                        self.describe(key)
+                    )));
+                }
+                Ok(m) if m.is_dir() && !per_file => {
+                    self.verified.lock().expect("verified").insert(way);
+                }
+                _ => {}
+            }
+        }
+        self.open_listed(key)
+    }
+
     /// [`Storage::open`] for a key just met in a listing of its directory (which checked the
     /// way there): only the key itself is checked (`O_NOFOLLOW`, a regular file).
     pub fn open_listed(&self, key: &str) -> std::io::Result<File> {
@@ -280,6 +310,11 @@ impl Storage {
         hash_file(self.open(key)?, buf)
     }
 
+    /// [`Storage::hash`] through [`Storage::open_walking`].
+    pub fn hash_walking(&self, key: &str, buf: &mut [u8]) -> std::io::Result<Hashes> {
+        hash_file(self.open_walking(key)?, buf)
+    }
+
     /// [`Storage::hash`] of a key just met in a listing of its directory (see
     /// [`Storage::open_listed`]).
     pub fn hash_listed(&self, key: &str, buf: &mut [u8]) -> std::io::Result<Hashes> {
@@ -306,6 +341,33 @@ impl Storage {
             return Ok(None);
         }
         self.read_listing(&format!("{}/{}", parent.trim_end_matches('/'), entry.name))
+    }
+
+    /// [`Storage::list_within`] without sizes (every size 0): one `read_dir` and no `lstat`,
+    /// for a walk that needs only names and kinds (an adoption's orphans).
+    pub fn kinds_within(&self, parent: &str, entry: &Entry) -> std::io::Result<Option<Vec<Entry>>> {
+        if !entry.meta.is_dir() {
+            return Ok(None);
+        }
+        let prefix = format!("{}/{}", parent.trim_end_matches('/'), entry.name);
+        let entries = match std::fs::read_dir(self.path(&prefix)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            out.push(Entry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                meta: Meta {
+                    kind: Kind::of(entry.file_type()?),
+                    size: 0,
+                },
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Some(out))
     }
 
     fn read_listing(&self, prefix: &str) -> std::io::Result<Option<Vec<Entry>>> {
@@ -558,6 +620,37 @@ impl Write for Tee<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_walk_never_opens_through_a_symlinked_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let web = dir.path().join("web");
+        let hash = "c".repeat(60);
+        for (shard, target) in [("aa/bb", "real"), ("aa/cc", "elsewhere")] {
+            let d = web.join(format!("packages/{shard}/{hash}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("f.tar.gz"), target).unwrap();
+        }
+        let s = Storage::new(&web, &dir.path().join("tmp"), Durability::None);
+        let key = |shard: &str| format!("packages/{shard}/{hash}/f.tar.gz");
+        let mut text = String::new();
+        s.open_walking(&key("aa/bb"))
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "real");
+        // A file's own hash directory, then a shard remembered as real, replaced by symlinks.
+        let own = web.join(format!("packages/aa/bb/{}", "d".repeat(60)));
+        std::os::unix::fs::symlink(web.join(format!("packages/aa/cc/{hash}")), &own).unwrap();
+        let e = s
+            .open_walking(&format!("packages/aa/bb/{}/f.tar.gz", "d".repeat(60)))
+            .unwrap_err();
+        assert!(is_symlink_refused(&e), "{e}");
+        std::fs::remove_dir_all(web.join("packages/aa/cc")).unwrap();
+        std::os::unix::fs::symlink(web.join("packages/aa/bb"), web.join("packages/aa/cc")).unwrap();
+        let e = s.open_walking(&key("aa/cc")).unwrap_err();
+        assert!(is_symlink_refused(&e), "{e}");
+    }
 
     #[test]
     fn grouped_flushes_are_shared_by_the_callers_waiting_at_once() {

@@ -82,7 +82,14 @@ pub async fn run(
     let layout = Arc::new(Layout::new(&cfg.directory));
     layout.create()?;
     let _lock = MirrorLock::acquire(&layout)?;
-    let state = Arc::new(Mutex::new(State::open(&layout.db)?));
+    let state = State::open(&layout.db)?;
+    if state.adoption()?.is_some() {
+        anyhow::bail!(
+            "an adoption of {} is unfinished: run `pymirror adopt` again to finish it, then sync",
+            layout.root.display()
+        );
+    }
+    let state = Arc::new(Mutex::new(state));
     let run_id = lock(&state).start_run()?;
     let result = run_locked(cfg, options, multi, stop, layout, state.clone()).await;
     let (outcome, line) = match &result {

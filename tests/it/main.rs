@@ -1,6 +1,7 @@
 //! The integration tests, one binary: each module drives the real `pymirror` binary against the
 //! fake upstream of `pymirror-testkit` (tests/support) and checks what it published.
 
+mod adopt;
 mod consistency;
 mod e2e;
 mod filters;
