@@ -12,6 +12,9 @@ pub(super) const CHANGELOG_SERIAL: &str = "changelog_serial";
 const FILTERS: &str = "filters";
 /// Which change feed the last plan read (`upstream::feed::Source::key`).
 const CHANGE_FEED: &str = "change_feed";
+/// `<serial> <unix seconds>`: upstream's `changelog_last_serial` was found at or beyond this
+/// feed serial at that time.
+const FEED_CONFIRMED: &str = "feed_confirmed";
 
 impl State {
     /// How far the change feed has been read (and queued). `None` before the first sync.
@@ -61,6 +64,26 @@ impl State {
 
     pub fn set_change_feed(&mut self, key: &str) -> Result<()> {
         put_meta(&self.conn, CHANGE_FEED, key)
+    }
+
+    /// The feed serial upstream last confirmed, and when (unix seconds).
+    pub fn feed_confirmed(&self) -> Result<Option<(Serial, i64)>> {
+        let v: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [FEED_CONFIRMED],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(v.and_then(|v| {
+            let (serial, at) = v.split_once(' ')?;
+            Some((Serial(serial.parse().ok()?), at.parse().ok()?))
+        }))
+    }
+
+    pub fn set_feed_confirmed(&mut self, serial: Serial, at: i64) -> Result<()> {
+        put_meta(&self.conn, FEED_CONFIRMED, &format!("{serial} {at}"))
     }
 
     /// The filter configuration (canonical text) the mirror was last evaluated against;

@@ -18,7 +18,8 @@
 //! the changelog answers nothing, upstream's `changelog_last_serial` is asked: if it is behind
 //! ours, the run warns and starts over as a first run (the listing, or every allowlisted
 //! project, compared again; files already held are kept), and project serials beyond the
-//! feed are forgotten.
+//! feed are forgotten. A serial upstream has confirmed is not asked about again for an hour,
+//! so a no-op run is one request.
 //!
 //! The queue and the new feed serial are committed together ([`State::enqueue`]), so the
 //! feed is never read past work that was not saved. A sync commits the changelog page by page
@@ -308,6 +309,12 @@ pub async fn plan(
     }) else {
         return Ok(plan);
     };
+    // Asked once per serial and hour at most: a no-op run is then one request.
+    let now = unix_now();
+    let confirmed = tokio::task::block_in_place(|| lock(state).feed_confirmed())?;
+    if confirmed.is_some_and(|(serial, at)| serial == ours && now - at < RECHECK_EVERY) {
+        return Ok(plan);
+    }
     let upstream_serial = match feed.upstream().changelog_last_serial().await {
         Ok(serial) => Serial(serial),
         Err(e) => {
@@ -316,6 +323,7 @@ pub async fn plan(
         }
     };
     if upstream_serial >= ours {
+        tokio::task::block_in_place(|| lock(state).set_feed_confirmed(ours, now))?;
         return Ok(plan);
     }
     tracing::warn!(
@@ -327,6 +335,15 @@ pub async fn plan(
     let (mut plan, _) = plan_since(feed, state, None, scope).await?;
     plan.restarted = true;
     Ok(plan)
+}
+
+/// How long a feed serial upstream confirmed is not asked about again (seconds).
+const RECHECK_EVERY: i64 = 3600;
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 async fn plan_since(

@@ -140,7 +140,8 @@ fn initial_sync_builds_an_exact_mirror_and_a_second_run_is_a_no_op() {
         "{page}"
     );
 
-    // No upstream change: one changelog request, not a single file touched.
+    // No upstream change: the changelog, and once upstream's serial to check ours against;
+    // not a single file touched.
     let web_before = snapshot(&mirror.web());
     let status_before = snapshot(&mirror.dir.join("status"));
     up.reset_requests();
@@ -149,6 +150,16 @@ fn initial_sync_builds_an_exact_mirror_and_a_second_run_is_a_no_op() {
     assert!(requests.len() <= 2, "{requests:#?}");
     assert_eq!(snapshot(&mirror.web()), web_before);
     assert_eq!(snapshot(&mirror.dir.join("status")), status_before);
+    // The serial confirmed, a no-op is one request.
+    up.reset_requests();
+    mirror.sync().assert_ok();
+    let methods: Vec<Option<String>> = up.requests().into_iter().map(|r| r.xmlrpc_method).collect();
+    assert_eq!(
+        methods,
+        [Some("changelog_since_serial".to_owned())],
+        "a no-op sync"
+    );
+    assert_eq!(snapshot(&mirror.web()), web_before);
 }
 
 #[test]
