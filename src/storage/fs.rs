@@ -329,7 +329,7 @@ impl Storage {
         if self.through_symlink(prefix) || !self.stat(prefix)?.is_some_and(|m| m.is_dir()) {
             return Ok(None);
         }
-        self.read_listing(prefix)
+        self.read_entries(prefix, true)
     }
 
     /// The entries of `entry`, a directory met in the listing of `parent`: that listing
@@ -340,7 +340,10 @@ impl Storage {
         if !entry.meta.is_dir() {
             return Ok(None);
         }
-        self.read_listing(&format!("{}/{}", parent.trim_end_matches('/'), entry.name))
+        self.read_entries(
+            &format!("{}/{}", parent.trim_end_matches('/'), entry.name),
+            true,
+        )
     }
 
     /// [`Storage::list_within`] without sizes (every size 0): one `read_dir` and no `lstat`,
@@ -350,27 +353,11 @@ impl Storage {
             return Ok(None);
         }
         let prefix = format!("{}/{}", parent.trim_end_matches('/'), entry.name);
-        let entries = match std::fs::read_dir(self.path(&prefix)) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry?;
-            out.push(Entry {
-                name: entry.file_name().to_string_lossy().into_owned(),
-                meta: Meta {
-                    kind: Kind::of(entry.file_type()?),
-                    size: 0,
-                },
-            });
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Some(out))
+        self.read_entries(&prefix, false)
     }
 
-    fn read_listing(&self, prefix: &str) -> std::io::Result<Option<Vec<Entry>>> {
+    /// One `read_dir` of `prefix`, sorted; `sizes`: an `lstat` per file for its size (else 0).
+    fn read_entries(&self, prefix: &str, sizes: bool) -> std::io::Result<Option<Vec<Entry>>> {
         let entries = match std::fs::read_dir(self.path(prefix)) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -381,7 +368,7 @@ impl Storage {
             let entry = entry?;
             let kind = Kind::of(entry.file_type()?);
             let size = match kind {
-                Kind::File => entry.metadata()?.len(),
+                Kind::File if sizes => entry.metadata()?.len(),
                 _ => 0,
             };
             out.push(Entry {
