@@ -2,9 +2,7 @@
 //! how far it got, committed with each batch of projects it records, so a killed adoption
 //! continues where it stopped and a sync refuses to start before it is done.
 
-use rusqlite::OptionalExtension;
-
-use super::meta::{CHANGELOG_SERIAL, put_meta};
+use super::meta::{CHANGELOG_SERIAL, get_meta, put_meta};
 use super::projects::record_in;
 use super::queue::{Change, put_todo};
 use super::{Result, State};
@@ -34,12 +32,7 @@ pub struct Adopted {
 impl State {
     /// The marker of an unfinished adoption; `None` when there is none.
     pub fn adoption(&self) -> Result<Option<AdoptMarker>> {
-        let get = |key: &str| -> Result<Option<String>> {
-            Ok(self
-                .conn
-                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-                .optional()?)
-        };
+        let get = |key: &str| get_meta(&self.conn, key);
         Ok(get(ADOPT_AFTER)?.map(|after| AdoptMarker {
             after,
             pages_from: get(ADOPT_PAGES_FROM).ok().flatten(),

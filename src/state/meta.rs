@@ -19,20 +19,13 @@ const FEED_CONFIRMED: &str = "feed_confirmed";
 impl State {
     /// How far the change feed has been read (and queued). `None` before the first sync.
     pub fn changelog_serial(&self) -> Result<Option<Serial>> {
-        let v: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = ?1",
-                [CHANGELOG_SERIAL],
-                |r| r.get(0),
-            )
-            .optional()?;
-        v.map(|s| {
-            s.parse()
-                .map(Serial)
-                .map_err(|_| StateError::InvalidRow(format!("changelog_serial {s:?}")))
-        })
-        .transpose()
+        get_meta(&self.conn, CHANGELOG_SERIAL)?
+            .map(|s| {
+                s.parse()
+                    .map(Serial)
+                    .map_err(|_| StateError::InvalidRow(format!("changelog_serial {s:?}")))
+            })
+            .transpose()
     }
 
     /// The serial every project is mirrored at or beyond: the feed's serial unless work is
@@ -52,14 +45,7 @@ impl State {
 
     /// Which change feed the last plan read, as recorded (`None` before the first).
     pub fn change_feed(&self) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = ?1",
-                [CHANGE_FEED],
-                |r| r.get(0),
-            )
-            .optional()?)
+        get_meta(&self.conn, CHANGE_FEED)
     }
 
     pub fn set_change_feed(&mut self, key: &str) -> Result<()> {
@@ -68,15 +54,7 @@ impl State {
 
     /// The feed serial upstream last confirmed, and when (unix seconds).
     pub fn feed_confirmed(&self) -> Result<Option<(Serial, i64)>> {
-        let v: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = ?1",
-                [FEED_CONFIRMED],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(v.and_then(|v| {
+        Ok(get_meta(&self.conn, FEED_CONFIRMED)?.and_then(|v| {
             let (serial, at) = v.split_once(' ')?;
             Some((Serial(serial.parse().ok()?), at.parse().ok()?))
         }))
@@ -89,12 +67,7 @@ impl State {
     /// The filter configuration (canonical text) the mirror was last evaluated against;
     /// `None` before the first sync with a pymirror that has filters.
     pub fn filters(&self) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [FILTERS], |r| {
-                r.get(0)
-            })
-            .optional()?)
+        get_meta(&self.conn, FILTERS)
     }
 
     pub fn set_filters(&mut self, canonical: &str) -> Result<()> {
@@ -120,6 +93,12 @@ impl State {
             .execute("DELETE FROM meta WHERE key = 'root_dirty'", [])?;
         Ok(())
     }
+}
+
+pub(super) fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
 }
 
 pub(super) fn put_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
