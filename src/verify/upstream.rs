@@ -51,8 +51,9 @@ pub async fn fetch(
         } => Some(body.clone()),
         _ => None,
     };
-    let serial_known = asked.serial().is_some();
-    let serial = asked.serial().unwrap_or_default();
+    let answered = asked.serial();
+    let serial_known = answered.is_some();
+    let serial = answered.unwrap_or_default();
     let mut snapshot = match validate(cfg, policy, name, display_name, asked, serial)? {
         Look::Found(snapshot, _) => snapshot,
         Look::Gone | Look::Unchanged => {
