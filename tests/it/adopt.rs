@@ -5,49 +5,16 @@
 use std::collections::BTreeSet;
 
 use pymirror_testkit::bandersnatch::{self, Damage};
+use pymirror_testkit::mirror::normalize;
 use pymirror_testkit::mirror::{Mirror, Run};
-use pymirror_testkit::upstream::{FakeUpstream, FileOpts};
-use pymirror_testkit::{dist, mirror::normalize};
+use pymirror_testkit::upstream::{FakeUpstream, Personality};
 
 use crate::PYMIRROR;
+use crate::personalities::bytes;
 
-fn bytes(name: &str) -> Vec<u8> {
-    format!("contents of {name}\n").repeat(20).into_bytes()
-}
-
-/// Alpha (a wheel with PEP 658 metadata, an sdist), Beta.Lib (two releases), gamma (two),
-/// delta_tool (one): 8 files.
+/// The personalities' catalog, from the Warehouse-like upstream.
 fn catalog() -> FakeUpstream {
-    let up = FakeUpstream::start();
-    let wheel = dist::wheel("alpha", "1.0", &[]);
-    let opts = FileOpts {
-        metadata: Some(wheel.metadata.clone()),
-        ..FileOpts::default()
-    };
-    up.add_file("Alpha", "1.0", &wheel.filename, wheel.bytes.clone(), opts);
-    let sdist = dist::sdist("alpha", "1.0");
-    up.add_file(
-        "Alpha",
-        "1.0",
-        &sdist.filename,
-        sdist.bytes,
-        FileOpts::default(),
-    );
-    for (project, version, files) in [
-        ("Beta.Lib", "1.0", &["beta_lib-1.0.tar.gz"][..]),
-        (
-            "Beta.Lib",
-            "2.0",
-            &["beta_lib-2.0.tar.gz", "beta_lib-2.0-py3-none-any.whl"][..],
-        ),
-        ("gamma", "0.1", &["gamma-0.1.tar.gz"][..]),
-        ("gamma", "0.2", &["gamma-0.2.tar.gz"][..]),
-        ("delta_tool", "1.0", &["delta_tool-1.0.tar.gz"][..]),
-    ] {
-        let files: Vec<(&str, Vec<u8>)> = files.iter().map(|f| (*f, bytes(f))).collect();
-        up.add_release(project, version, &files);
-    }
-    up
+    crate::personalities::catalog(Personality::warehouse())
 }
 
 /// A mirror of `up` whose directory holds what bandersnatch wrote with `opts`.

@@ -38,13 +38,13 @@ fn publish(up: &FakeUpstream, project: &str, version: &str, d: &dist::Dist) {
     up.add_file(project, version, &d.filename, d.bytes.clone(), opts);
 }
 
-fn bytes(name: &str) -> Vec<u8> {
+pub(crate) fn bytes(name: &str) -> Vec<u8> {
     format!("contents of {name}\n").repeat(20).into_bytes()
 }
 
 /// Four projects: Alpha (a real wheel with PEP 658 metadata, and an sdist), Beta.Lib (two
 /// releases), gamma (two releases), delta_tool (one).
-fn catalog(personality: Personality) -> FakeUpstream {
+pub(crate) fn catalog(personality: Personality) -> FakeUpstream {
     let up = FakeUpstream::start_as(personality);
     publish(&up, "Alpha", "1.0", &dist::wheel("alpha", "1.0", &[]));
     let sdist = dist::sdist("alpha", "1.0");
