@@ -192,6 +192,22 @@ fn measured(m: &measure::Measured, up: &FakeUpstream) -> Row {
 }
 
 /// Distribution files under a `packages/` tree (PEP 658 sidecars not counted).
+/// `<sandbox>/mirror.toml`: a mirror in `<sandbox>/mirror` of `up`, every other key at its
+/// default.
+fn default_config(sandbox: &Path, up: &FakeUpstream) -> std::path::PathBuf {
+    let config = sandbox.join("mirror.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mirror]\ndirectory = \"{}\"\nmaster = \"{}\"\n",
+            sandbox.join("mirror").display(),
+            up.url()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 fn count_files(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -245,16 +261,7 @@ fn versus(
             &format!("bandersnatch 8.2.0 (workers={BANDERSNATCH_WORKERS})"),
             latency,
         );
-        let config = sandbox.path().join("mirror.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[mirror]\ndirectory = \"{}\"\nmaster = \"{}\"\n",
-                sandbox.path().join("mirror").display(),
-                up.url()
-            ),
-        )
-        .unwrap();
+        let config = default_config(sandbox.path(), up);
         up.reset_requests();
         let m = measure::run_pymirror(PYMIRROR, &["sync", "--config", config.to_str().unwrap()]);
         assert_eq!(m.code, 0, "pymirror failed");
@@ -316,16 +323,7 @@ fn bombs(bytes: usize, tempdir: &dyn Fn() -> tempfile::TempDir) {
         t.elapsed().as_secs_f64()
     );
     let sandbox = tempdir();
-    let config = sandbox.path().join("mirror.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[mirror]\ndirectory = \"{}\"\nmaster = \"{}\"\n",
-            sandbox.path().join("mirror").display(),
-            up.url()
-        ),
-    )
-    .unwrap();
+    let config = default_config(sandbox.path(), &up);
     let m = measure::run_pymirror(PYMIRROR, &["sync", "--config", config.to_str().unwrap()]);
     println!(
         "{:<34} {:>9} {:>9} {:>13} {:>9} {:>5}",
