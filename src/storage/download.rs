@@ -356,14 +356,10 @@ impl Downloader {
             self.max_unsized,
         );
         tokio::task::spawn_blocking(move || {
-            let Some(bytes) = super::wheel::metadata(&storage, &wheel, want, limit) else {
+            let Some((bytes, hashes)) = super::wheel::metadata(&storage, &wheel, want, limit)
+            else {
                 return Ok(None);
             };
-            let hashes = crate::types::hashing::hash_reader(&mut &bytes[..], &mut [0u8; 8192])
-                .map_err(|error| DownloadError::Disk {
-                    path: wheel.clone(),
-                    error,
-                })?;
             let mut staged = storage.stage();
             let written = staged
                 .write_all(&bytes)

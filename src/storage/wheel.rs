@@ -8,12 +8,19 @@ use std::io::Read;
 
 use super::fs::Storage;
 use crate::types::Sha256;
-use crate::types::hashing::sha256;
+use crate::types::hashing::{Hashes, hash_reader};
 
 /// The `METADATA` of the wheel at `key` when it hashes to `want`, read through at most
-/// `limit` bytes of it.
-pub fn metadata(storage: &Storage, key: &str, want: Sha256, limit: u64) -> Option<Vec<u8>> {
-    read_metadata(storage, key, limit).filter(|bytes| sha256(bytes) == want)
+/// `limit` bytes of it, with its digests (hashed once, for the caller to keep).
+pub fn metadata(
+    storage: &Storage,
+    key: &str,
+    want: Sha256,
+    limit: u64,
+) -> Option<(Vec<u8>, Hashes)> {
+    let bytes = read_metadata(storage, key, limit)?;
+    let hashes = hash_reader(&mut &bytes[..], &mut [0u8; 8192]).ok()?;
+    (hashes.sha256 == want).then_some((bytes, hashes))
 }
 
 /// The `METADATA` of the wheel at `key` (at most `limit` bytes), whatever it hashes to: for
@@ -51,6 +58,7 @@ mod tests {
 
     use super::*;
     use crate::storage::Durability;
+    use crate::types::hashing::sha256;
 
     fn wheel(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut out = std::io::Cursor::new(Vec::new());
@@ -103,8 +111,8 @@ mod tests {
         put("w/notzip.whl", b"not a zip".to_vec());
         let want = sha256(meta);
         assert_eq!(
-            metadata(&storage, "w/good.whl", want, 1 << 20).as_deref(),
-            Some(&meta[..])
+            metadata(&storage, "w/good.whl", want, 1 << 20).map(|(bytes, _)| bytes),
+            Some(meta.to_vec())
         );
         assert_eq!(
             metadata(&storage, "w/good.whl", sha256(b"other"), 1 << 20),
