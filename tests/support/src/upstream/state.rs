@@ -12,7 +12,7 @@ use blake2::Blake2b256;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::faults::{FaultCounts, FaultRates};
+use super::faults::{Bucket, FaultCounts, FaultRates};
 use super::personality::{Personality, unix_now};
 use super::{FileOpts, RawAnswer, Request};
 
@@ -106,6 +106,7 @@ pub(super) struct State {
     pub(super) endless_changelog: bool,
     /// Answers to these paths are sent one byte every so often.
     pub(super) trickle: HashMap<String, Duration>,
+    pub(super) rate_limit: Option<Bucket>,
     // Random faults: the rates, what fired so far, the generator's state.
     pub(super) faults: FaultRates,
     pub(super) injected: FaultCounts,
@@ -147,6 +148,7 @@ impl State {
             last_serial: None,
             endless_changelog: false,
             trickle: HashMap::new(),
+            rate_limit: None,
             faults: FaultRates::default(),
             injected: FaultCounts::default(),
             rng: 0x9E37_79B9_7F4A_7C15,
