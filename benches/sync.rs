@@ -201,22 +201,6 @@ fn measured(m: &measure::Measured, up: &FakeUpstream) -> Row {
 }
 
 /// Distribution files under a `packages/` tree (PEP 658 sidecars not counted).
-/// `<sandbox>/mirror.toml`: a mirror in `<sandbox>/mirror` of `up`, every other key at its
-/// default.
-fn default_config(sandbox: &Path, up: &FakeUpstream) -> std::path::PathBuf {
-    let config = sandbox.join("mirror.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[mirror]\ndirectory = \"{}\"\nmaster = \"{}\"\n",
-            sandbox.join("mirror").display(),
-            up.url()
-        ),
-    )
-    .unwrap();
-    config
-}
-
 fn count_files(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -270,7 +254,7 @@ fn versus(
             &format!("bandersnatch 8.2.0 (workers={BANDERSNATCH_WORKERS})"),
             latency,
         );
-        let config = default_config(sandbox.path(), up);
+        let config = measure::default_config(sandbox.path(), &up.url());
         up.reset_requests();
         let m = measure::run_pymirror(PYMIRROR, &["sync", "--config", config.to_str().unwrap()]);
         assert_eq!(m.code, 0, "pymirror failed");
@@ -332,7 +316,7 @@ fn bombs(bytes: usize, tempdir: &dyn Fn() -> tempfile::TempDir) {
         t.elapsed().as_secs_f64()
     );
     let sandbox = tempdir();
-    let config = default_config(sandbox.path(), &up);
+    let config = measure::default_config(sandbox.path(), &up.url());
     let m = measure::run_pymirror(PYMIRROR, &["sync", "--config", config.to_str().unwrap()]);
     println!(
         "{:<34} {:>9} {:>9} {:>13} {:>9} {:>5}",
@@ -362,7 +346,7 @@ fn rate_limited(
     let latency = a.latencies.first().copied().unwrap_or(0);
     up.set_latency(Duration::from_millis(latency));
     let sandbox = tempdir();
-    let config = default_config(sandbox.path(), up);
+    let config = measure::default_config(sandbox.path(), &up.url());
     up.reset_requests();
     up.rate_limit(Some(per_second));
     let m = measure::run_pymirror(PYMIRROR, &["sync", "--config", config.to_str().unwrap()]);

@@ -128,6 +128,7 @@ pub async fn run(
     summary: &mut Summary,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<u64> {
+    let started = std::time::Instant::now();
     let (since, filter_change) = {
         let (cfg, state) = (cfg.clone(), state.clone());
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -208,12 +209,15 @@ pub async fn run(
             }
         }
         let pending = state.pending_count()?;
+        let took = started.elapsed().as_secs_f64();
         match plan.source.filter(|s| !s.has_serials()) {
             Some(source) => tracing::info!(
-                "change feed: {source}: {queued} projects to ask, {pending} queued in all"
+                "change feed: {source}: {queued} projects to ask, {pending} queued in all \
+                 (planned in {took:.2} s)"
             ),
             None => tracing::info!(
-                "upstream serial {}: {} changed projects queued, {} to sync",
+                "upstream serial {}: {} changed projects queued, {} to sync (planned in \
+                 {took:.2} s)",
                 plan.feed_serial,
                 queued,
                 pending

@@ -107,6 +107,8 @@ pub(super) struct State {
     /// Answers to these paths are sent one byte every so often.
     pub(super) trickle: HashMap<String, Duration>,
     pub(super) rate_limit: Option<Bucket>,
+    /// Generated projects not yet made real (the scale benchmark's).
+    pub(super) catalog: Option<super::catalog::Catalog>,
     // Random faults: the rates, what fired so far, the generator's state.
     pub(super) faults: FaultRates,
     pub(super) injected: FaultCounts,
@@ -149,6 +151,7 @@ impl State {
             endless_changelog: false,
             trickle: HashMap::new(),
             rate_limit: None,
+            catalog: None,
             faults: FaultRates::default(),
             injected: FaultCounts::default(),
             rng: 0x9E37_79B9_7F4A_7C15,
@@ -159,7 +162,8 @@ impl State {
         }
     }
 
-    pub(super) fn project(&self, display: &str) -> &Project {
+    pub(super) fn project(&mut self, display: &str) -> &Project {
+        self.materialize(&normalize(display));
         self.projects
             .get(&normalize(display))
             .unwrap_or_else(|| panic!("fake upstream: no project {display:?}"))
@@ -199,6 +203,7 @@ impl State {
 
     pub(super) fn ensure_project(&mut self, display: &str) -> String {
         let key = normalize(display);
+        self.materialize(&key);
         if !self.projects.contains_key(&key) {
             let p = Project {
                 display: display.to_string(),
@@ -348,7 +353,7 @@ pub(super) fn latest_version(p: &Project) -> Option<String> {
 }
 
 /// Deterministic fake clock: 2020-09-13T12:26:40Z plus one minute per serial.
-fn fake_epoch(serial: u64) -> i64 {
+pub(super) fn fake_epoch(serial: u64) -> i64 {
     1_600_000_000 + serial as i64 * 60
 }
 
