@@ -323,7 +323,10 @@ pub async fn plan(
         }
     };
     if upstream_serial >= ours {
-        tokio::task::block_in_place(|| lock(state).set_feed_confirmed(ours, now))?;
+        // A dry run (nothing committed) writes nothing: its database is read-only.
+        if scope.batches.is_some() {
+            tokio::task::block_in_place(|| lock(state).set_feed_confirmed(ours, now))?;
+        }
         return Ok(plan);
     }
     tracing::warn!(
