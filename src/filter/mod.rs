@@ -316,11 +316,22 @@ impl Filters {
     /// Refuse the files of `snapshot` whose SHA-256 upstream gives differs from the one a
     /// lock file names: a tampered upstream (or a lock written against another index). Each
     /// goes to `snapshot.refused` with both digests; the download then checks the bytes
-    /// against upstream's digest, which is the lock's.
-    pub fn check_locked(&self, snapshot: &mut ProjectSnapshot) {
+    /// against upstream's digest, which is the lock's. Returns the files a lock names that
+    /// upstream does not list (a build installing from the lock would miss them).
+    pub fn check_locked(&self, snapshot: &mut ProjectSnapshot) -> Vec<String> {
         let Some(locked) = self.spec.locked.get(snapshot.name.as_str()) else {
-            return;
+            return Vec::new();
         };
+        let listed: HashSet<&str> = snapshot
+            .files
+            .iter()
+            .map(|f| f.record.filename.as_str())
+            .collect();
+        let missing = locked
+            .keys()
+            .filter(|f| !listed.contains(f.as_str()))
+            .cloned()
+            .collect();
         let mut refused = Vec::new();
         snapshot.files.retain(|f| {
             let Some(want) = locked.get(f.record.filename.as_str()) else {
@@ -338,6 +349,7 @@ impl Filters {
             false
         });
         snapshot.refused.extend(refused);
+        missing
     }
 
     /// Decide a project: which of its `versions` and `files` are kept, or that it is left

@@ -98,7 +98,12 @@ pub async fn look(
             Fetched::Unchanged => return Ok((Decision::Unchanged, None)),
             Fetched::Found(snapshot, json) => (snapshot, json),
         };
-    cfg.filters.check_locked(&mut snapshot);
+    for file in cfg.filters.check_locked(&mut snapshot) {
+        tracing::warn!(
+            "{}: a lock file names {file}, which upstream does not list",
+            snapshot.name
+        );
+    }
     for why in &snapshot.refused {
         tracing::warn!("{}", crate::types::text::shown(why));
     }

@@ -188,6 +188,15 @@ fn the_cooldown_holds_back_fresh_uploads_until_they_come_of_age() {
     let serial = up.serial();
     std::thread::sleep(Duration::from_secs(COOLDOWN + 1).saturating_sub(started.elapsed()));
     let requests = up.requests().len();
+    let dry = m.sync_with(&["--dry-run"]);
+    let downloads: Vec<&str> = dry
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("download "))
+        .map(|l| l.split(' ').nth(2).unwrap())
+        .collect();
+    assert_eq!(sorted(&downloads), sorted(YOUNG), "{}", dry.stdout);
+    assert!(!dry.stdout.contains("hold "), "{}", dry.stdout);
     m.sync().assert_ok();
     assert_eq!(up.serial(), serial);
     assert!(up.requests().len() > requests);
@@ -307,7 +316,10 @@ name = "Beta"
 version = "0.6"
 index = "https://index.example/simple"
 sdist = {{ name = "beta-0.6.tar.gz", url = "https://files.example/b/beta-0.6.tar.gz", upload-time = 2024-01-01T00:00:00Z, size = 200, hashes = {{ sha256 = "{}" }} }}
-wheels = [{{ url = "https://files.example/b/beta-0.6-py3-none-any.whl", size = 200, hashes = {{ sha256 = "{}" }} }}]
+wheels = [
+    {{ url = "https://files.example/b/beta-0.6-py3-none-any.whl", size = 200, hashes = {{ sha256 = "{}" }} }},
+    {{ url = "https://files.example/b/beta-0.6-cp312-cp312-win_amd64.whl", size = 200, hashes = {{ sha256 = "{}" }} }},
+]
 
 [[packages]]
 name = "tools"
@@ -317,6 +329,7 @@ editable = true
 "#,
         sha256(&content("beta-0.6.tar.gz", 200)),
         sha256(&content("beta-0.6-py3-none-any.whl", 200)),
+        "cd".repeat(32),
     )
 }
 
@@ -382,6 +395,13 @@ fn lock_files_pin_the_mirror_and_catch_a_tampered_upstream() {
         run.stderr.lines().any(|l| l.contains("beta-0.6.tar.gz")
             && l.contains(&tampered)
             && l.contains("lock file")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "beta: a lock file names beta-0.6-cp312-cp312-win_amd64.whl, which upstream does not list"
+        ),
         "{}",
         run.stderr
     );
