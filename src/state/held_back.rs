@@ -91,3 +91,71 @@ pub(super) fn put_held_back(
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Filename, ProjectSnapshot};
+
+    fn held(filename: &str, size: u64, matures_at: i64) -> HeldFile {
+        HeldFile {
+            filename: Filename::new(filename).unwrap(),
+            size,
+            matures_at,
+        }
+    }
+
+    #[test]
+    fn what_is_held_back_is_due_when_it_comes_of_age_and_forgotten_once_released() {
+        let mut state = State::in_memory().unwrap();
+        let name = ProjectName::new("demo").unwrap();
+        let mut snap = ProjectSnapshot {
+            name: name.clone(),
+            display_name: "Demo".into(),
+            serial: Serial(5),
+            versions: Vec::new(),
+            files: Vec::new(),
+            status: None,
+            refused: Vec::new(),
+            validators: None,
+            held_back: vec![held("demo-2.tar.gz", 10, 200), held("demo-2.zip", 5, 100)],
+        };
+        state.record_project(&snap).unwrap();
+        // Not held at all (every file young): remembered all the same.
+        let other = ProjectName::new("other").unwrap();
+        state
+            .remove_holding_back(
+                &other,
+                "Other",
+                Serial(6),
+                &[held("other-1.tar.gz", 1, 300)],
+            )
+            .unwrap();
+        let totals = state.held_back_totals().unwrap();
+        assert_eq!(
+            totals,
+            HeldBackTotals {
+                files: 3,
+                bytes: 16,
+                projects: 2,
+                next_release: Some(100)
+            }
+        );
+        let due = |now| -> Vec<(String, String, u64)> {
+            state
+                .held_back_due(now, Serial(9))
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.name.to_string(), c.display_name, c.serial.0))
+                .collect()
+        };
+        assert!(due(99).is_empty());
+        assert_eq!(due(100), [("demo".into(), "Demo".into(), 5)]);
+        assert_eq!(due(300).len(), 2);
+        // Judged again with nothing held back: forgotten; removed: forgotten too.
+        snap.held_back.clear();
+        state.record_project(&snap).unwrap();
+        state.remove_project(&other, Serial(6)).unwrap();
+        assert_eq!(state.held_back_totals().unwrap(), HeldBackTotals::default());
+    }
+}

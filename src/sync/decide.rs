@@ -277,4 +277,36 @@ mod tests {
             Decision::Remove(Removal::Gone)
         ));
     }
+
+    #[test]
+    fn a_new_project_with_only_young_files_is_not_listed_a_held_one_is_emptied_behind_the_guard() {
+        let young = record("demo-1.0.tar.gz", 1);
+        let filters = {
+            let table: toml::Table = "[filters]\ncooldown = \"1h\"".parse().unwrap();
+            crate::config::filters::parse(table.get("filters"), std::path::Path::new("/"))
+                .unwrap()
+                .at(7200)
+        };
+        let fresh = || {
+            snapshot(vec![FileRecord {
+                upload_time: Some("1970-01-01T01:30:00Z".into()),
+                ..young.clone()
+            }])
+        };
+        let Decision::Remove(Removal::Excluded { held_back, .. }) =
+            decide(&filters, Some(fresh()), vec![])
+        else {
+            panic!("a new project with only young files is left out");
+        };
+        assert_eq!(held_back.len(), 1);
+        assert_eq!(held_back[0].matures_at, 9000);
+        // Held already (the cooldown grew): kept, emptied, which the guard weighs.
+        let held = decide(&filters, Some(fresh()), vec![young.clone()]);
+        assert!(held.empties());
+        let Decision::Keep { snapshot, .. } = held else {
+            panic!("kept");
+        };
+        assert_eq!(snapshot.held_back.len(), 1);
+        assert!(snapshot.versions.is_empty(), "its one release is all young");
+    }
 }
