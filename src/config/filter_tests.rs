@@ -262,8 +262,19 @@ fn lock_files_pin_versions_and_their_hashes() {
         "{:?}",
         f.spec().locked
     );
+    std::fs::write(
+        dir.path().join("other.lock"),
+        std::fs::read_to_string(dir.path().join("uv.lock"))
+            .unwrap()
+            .replace(&sha, &"cd".repeat(32)),
+    )
+    .unwrap();
     for (body, needle) in [
         ("lockfiles = [\"missing.lock\"]", "cannot read lock file"),
+        (
+            "lockfiles = [\"uv.lock\", \"other.lock\"]",
+            "other.lock names the sha256 cdcd",
+        ),
         (
             "lockfiles = [\"uv.lock\", \"bad.toml\"]",
             "bad.toml is not a lock file",

@@ -110,7 +110,15 @@ pub fn parse(table: Option<&Value>, base: &Path) -> Result<Filters, String> {
                 .entry(pin.requirement.name.to_string())
                 .or_insert_with(BTreeMap::new);
             for (filename, sha256) in pin.files {
-                of.insert(filename.to_string(), sha256.to_hex());
+                let hex = sha256.to_hex();
+                if let Some(other) = of.insert(filename.to_string(), hex.clone())
+                    && other != hex
+                {
+                    return Err(format!(
+                        "[filters] lockfiles: {} names the sha256 {hex} for {filename}, another lock file {other}; at most one is right: fix or regenerate them",
+                        path.display()
+                    ));
+                }
             }
             allowed(pin.requirement);
         }

@@ -88,7 +88,7 @@ fn packages(table: &Table, key: &str, read: Reader) -> Result<LockFile, String> 
 }
 
 /// uv.lock: `source = { registry = … }`; `sdist = { url, hash = "sha256:…" }`,
-/// `wheels = [{ url, hash }]`.
+/// `wheels = [{ url, hash }]` (`path` instead of `url` for a registry on disk).
 fn uv_package(
     entry: &Table,
     name: &str,
@@ -103,7 +103,8 @@ fn uv_package(
     }
     let mut files = Vec::new();
     for dist in dists(entry) {
-        let url = dist.get("url").and_then(Value::as_str);
+        let url = dist.get("url").or_else(|| dist.get("path"));
+        let url = url.and_then(Value::as_str);
         let hash = dist.get("hash").and_then(Value::as_str);
         let (Some(url), Some(hash)) = (url, hash) else {
             continue;
@@ -233,6 +234,14 @@ sdist = {{ url = "https://files.example/t/typing_extensions-4.12.2.tar.gz", hash
 name = "vendored"
 version = "1.0"
 source = {{ git = "https://git.example/vendored?rev=main#0123abcd" }}
+
+[[package]]
+name = "wheelhouse"
+version = "2.0"
+source = {{ registry = "../wheels" }}
+wheels = [
+    {{ path = "wheelhouse-2.0-py3-none-any.whl", hash = "sha256:{B}" }},
+]
 "#
         )
     }
@@ -298,6 +307,7 @@ commit-id = "0123abcd"
             [
                 "certifi==2024.8.30 certifi-2024.8.30.tar.gz:a3c1,certifi-2024.8.30-py3-none-any.whl:0b5c",
                 "typing-extensions==4.12.2 ",
+                "wheelhouse==2.0 wheelhouse-2.0-py3-none-any.whl:0b5c",
             ]
         );
         assert_eq!(lock.skipped.len(), 2, "{:?}", lock.skipped);
