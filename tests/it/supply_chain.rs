@@ -128,7 +128,14 @@ fn the_cooldown_holds_back_fresh_uploads_until_they_come_of_age() {
         dry.stdout
     );
 
-    m.sync().assert_ok();
+    let run = m.sync();
+    run.assert_ok();
+    assert!(
+        run.stderr
+            .contains("the cooldown holds back 3 files of 2 projects; the first comes of age at"),
+        "{}",
+        run.stderr
+    );
     assert!(
         started.elapsed() < Duration::from_secs(COOLDOWN),
         "the test machine is too slow"
