@@ -19,6 +19,15 @@ pub fn finish(
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
     summary.serial = lock(state).fully_synced_serial()?;
+    let held = lock(state).held_back_totals()?;
+    if let Some(next) = held.next_release {
+        tracing::info!(
+            "the cooldown holds back {} files of {} projects; the first comes of age at {}",
+            held.files,
+            held.projects,
+            crate::filter::cooldown::show_time(next)
+        );
+    }
     let finished = (|| -> anyhow::Result<()> {
         let index = IndexWriter::from_config(storage, cfg);
         let state_now = lock(state);

@@ -183,6 +183,18 @@ pub struct FileOpts {
     pub extra_hashes: Vec<(String, String)>,
 }
 
+impl FileOpts {
+    /// A file uploaded `secs` seconds before now, by the real clock (what a cooldown measures).
+    pub fn uploaded_secs_ago(secs: u64) -> FileOpts {
+        FileOpts {
+            upload_time: Some(state::iso_time(
+                personality::unix_now().saturating_sub(secs),
+            )),
+            ..FileOpts::default()
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Public handle: start, publish, observe (the fault knobs are in `faults`)
 

@@ -359,17 +359,22 @@ pub(super) fn fake_epoch(serial: u64) -> i64 {
 
 /// ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.ffffffZ") for the fake clock at `serial`.
 fn fake_time(serial: u64) -> (String, String) {
-    let secs = fake_epoch(serial);
+    let base = iso_time(fake_epoch(serial) as u64);
+    let micros = serial.wrapping_mul(7919) % 1_000_000;
+    (base.clone(), format!("{base}.{micros:06}Z"))
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SS` (UTC).
+pub(super) fn iso_time(secs: u64) -> String {
+    let secs = secs as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    let base = format!(
+    format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
-    );
-    let micros = serial.wrapping_mul(7919) % 1_000_000;
-    (base.clone(), format!("{base}.{micros:06}Z"))
+    )
 }
 
 /// Howard Hinnant's days-since-1970 to (year, month, day).
