@@ -7,7 +7,7 @@
 //! - an incremental sync of `--changes` changed projects (a new file each) against the mirror
 //!   that holds them all: wall, CPU, requests, and its root index.
 //!
-//! `cargo bench --bench scale -- [--projects N] [--changes N] [--dir DIR]`
+//! `cargo bench --bench scale -- [--projects N] [--changes N] [--dir DIR] [--log] [--hold]`
 //! (`scripts/bench --scale` runs it at PyPI's size).
 
 use std::time::Instant;
@@ -22,6 +22,11 @@ struct Args {
     projects: u64,
     changes: u64,
     dir: Option<std::path::PathBuf>,
+    /// Print every run's log lines with their times (set `RUST_LOG` for more of them).
+    log: bool,
+    /// Afterwards, keep the upstream serving and the mirror in place (for a profiler) until
+    /// killed.
+    hold: bool,
 }
 
 fn args() -> Args {
@@ -29,6 +34,8 @@ fn args() -> Args {
         projects: 740_000,
         changes: 1000,
         dir: None,
+        log: false,
+        hold: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -37,6 +44,8 @@ fn args() -> Args {
             "--projects" => a.projects = value().parse().unwrap(),
             "--changes" => a.changes = value().parse().unwrap(),
             "--dir" => a.dir = Some(value().into()),
+            "--log" => a.log = true,
+            "--hold" => a.hold = true,
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -75,8 +84,13 @@ fn print_phase(label: &str, m: &Measured, needle: &str) {
     }
 }
 
-fn sync(config: &std::path::Path) -> Measured {
+fn sync(config: &std::path::Path, log: bool) -> Measured {
     let m = measure::run_pymirror(PYMIRROR, &["sync", "--config", config.to_str().unwrap()]);
+    if log {
+        for line in &m.stderr {
+            eprintln!("{:>8.3}s {}", line.at.as_secs_f64(), line.text);
+        }
+    }
     if m.code != 0 {
         for line in &m.stderr {
             eprintln!("{}", line.text);
@@ -105,13 +119,13 @@ fn main() {
         "run", "wall s", "cpu s", "peak RSS", "requests"
     );
 
-    let first = sync(&config);
+    let first = sync(&config, a.log);
     print_run("first sync", &first, up.request_count());
     print_phase("  planning (listing + queue)", &first, "planned in");
     print_phase("  root index", &first, "root index:");
 
     up.reset_requests();
-    let noop = sync(&config);
+    let noop = sync(&config, a.log);
     print_run("no-op sync", &noop, up.request_count());
 
     let t = Instant::now();
@@ -126,7 +140,7 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
     up.reset_requests();
-    let incremental = sync(&config);
+    let incremental = sync(&config, a.log);
     print_run(
         &format!("incremental sync, {} changes", a.changes),
         &incremental,
@@ -134,4 +148,14 @@ fn main() {
     );
     print_phase("  planning", &incremental, "planned in");
     print_phase("  root index", &incremental, "root index:");
+    if a.hold {
+        println!(
+            "holding: upstream {}, mirror config {}; kill this process to end",
+            up.url(),
+            config.display()
+        );
+        loop {
+            std::thread::park();
+        }
+    }
 }

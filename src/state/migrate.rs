@@ -40,6 +40,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0007_held_back.sql",
         include_str!("../../migrations/0007_held_back.sql"),
     ),
+    (
+        8,
+        "0008_projects_serial.sql",
+        include_str!("../../migrations/0008_projects_serial.sql"),
+    ),
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -11,23 +11,30 @@ impl State {
     /// come first, so no page ever links a file already deleted.
     pub fn trash(&mut self) -> Result<Vec<String>> {
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "DELETE FROM trash WHERE path IN (SELECT path FROM files)",
-            [],
-        )?;
-        // A project taken back keeps its pages: `types::keys::project_keys`, spelled in SQL.
-        tx.execute(
-            "DELETE FROM trash WHERE path IN (SELECT 'simple/' || name || '/' FROM projects)
-                 OR path IN (SELECT 'pypi/' || name || '/' FROM projects)
-                 OR path IN (SELECT 'json/' || name FROM projects)",
-            [],
-        )?;
-        let paths = {
+        let mut paths = Vec::new();
+        {
+            // Row by row through the indexes (files.path, projects.name): the trash is a
+            // run's deletions, the tables are the whole mirror.
             let mut stmt =
                 tx.prepare("SELECT path FROM trash ORDER BY path LIKE '%/' DESC, path")?;
-            stmt.query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()?
-        };
+            let mut file = tx.prepare_cached("SELECT 1 FROM files WHERE path = ?1")?;
+            let mut project = tx.prepare_cached("SELECT 1 FROM projects WHERE name = ?1")?;
+            let mut taken_back = tx.prepare_cached("DELETE FROM trash WHERE path = ?1")?;
+            let queued = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            for path in queued {
+                let referenced = file.exists([&path])?
+                    || crate::types::keys::project_of_key(&path)
+                        .map(|name| project.exists([name]))
+                        .transpose()?
+                        .unwrap_or(false);
+                match referenced {
+                    true => _ = taken_back.execute([&path])?,
+                    false => paths.push(path),
+                }
+            }
+        }
         tx.commit()?;
         Ok(paths)
     }
@@ -51,9 +58,13 @@ impl State {
 pub(super) fn unstaged(tx: &rusqlite::Transaction<'_>, name: &ProjectName) -> Result<Vec<String>> {
     let paths: Vec<String> = {
         let mut stmt = tx.prepare_cached(
+            // Correlated lookups through files.path: a NOT IN over an expression would
+            // build a table of every file in the mirror for each project recorded.
             "SELECT s.path FROM staged s WHERE s.project = ?1
-               AND s.path NOT IN (SELECT path FROM files)
-               AND s.path NOT IN (SELECT path || '.metadata' FROM files WHERE core_metadata_sha256 IS NOT NULL)",
+               AND NOT EXISTS (SELECT 1 FROM files f WHERE f.path = s.path)
+               AND NOT (substr(s.path, -9) = '.metadata' AND EXISTS (
+                   SELECT 1 FROM files f WHERE f.path = substr(s.path, 1, length(s.path) - 9)
+                     AND f.core_metadata_sha256 IS NOT NULL))",
         )?;
         stmt.query_map([name.as_str()], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?

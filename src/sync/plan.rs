@@ -322,6 +322,16 @@ pub async fn plan(
     scope: &Scope<'_>,
 ) -> anyhow::Result<Plan> {
     let (plan, source) = plan_since(feed, state, since, scope).await?;
+    let now = unix_now();
+    // A serial upstream itself just named (its current one on a first run, a changelog row's)
+    // is one it has reached: the next no-op need not ask again. (A dry run writes nothing:
+    // its database is read-only.)
+    if source == Some(Source::XmlRpc)
+        && since.is_none_or(|s| plan.feed_serial > s)
+        && scope.batches.is_some()
+    {
+        tokio::task::block_in_place(|| lock(state).set_feed_confirmed(plan.feed_serial, now))?;
+    }
     // Nothing since ours: is ours beyond upstream's? (XML-RPC only: the root index compares
     // serials itself.)
     let Some(ours) = since.filter(|&s| {
@@ -330,7 +340,6 @@ pub async fn plan(
         return Ok(plan);
     };
     // Asked once per serial and hour at most: a no-op run is then one request.
-    let now = unix_now();
     let confirmed = tokio::task::block_in_place(|| lock(state).feed_confirmed())?;
     if confirmed.is_some_and(|(serial, at)| serial == ours && now - at < RECHECK_EVERY) {
         return Ok(plan);

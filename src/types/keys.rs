@@ -70,3 +70,35 @@ pub fn project_keys(name: &ProjectName) -> [String; 3] {
         format!("pypi/{name}/"),
     ]
 }
+
+/// The project whose key (one of [`project_keys`]) this is, if it is one: the inverse that
+/// lets a deletion queued for a removed project be dropped when the project came back.
+pub fn project_of_key(key: &str) -> Option<&str> {
+    key.strip_prefix(SIMPLE)
+        .and_then(|rest| rest.strip_suffix('/'))
+        .or_else(|| key.strip_prefix("pypi/")?.strip_suffix('/'))
+        .or_else(|| key.strip_prefix("json/"))
+        .filter(|name| !name.is_empty() && !name.contains('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_project_key_names_its_project_and_nothing_else_does() {
+        let name = ProjectName::new("Demo.Pkg").unwrap();
+        for key in project_keys(&name) {
+            assert_eq!(project_of_key(&key), Some(name.as_str()), "{key}");
+        }
+        for key in [
+            root_page(Page::Html),
+            project_page(&name, Page::V1Json),
+            "packages/aa/bb/cc/demo.tar.gz".to_string(),
+            "pypi/demo/json".to_string(),
+            "simple//".to_string(),
+        ] {
+            assert_eq!(project_of_key(&key), None, "{key}");
+        }
+    }
+}
