@@ -60,6 +60,16 @@ impl State {
         Ok(queued)
     }
 
+    /// Queue part of a first run's listing, the feed serial left alone: only the
+    /// transaction of the listing's last part records it, so a run killed before that lists
+    /// again.
+    pub fn enqueue_listed(&mut self, changes: &[Change]) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let queued = put_todo(&tx, changes, true)?;
+        tx.commit()?;
+        Ok(queued)
+    }
+
     /// Queue projects whatever serial they are mirrored at (a filter change makes the sync
     /// look at them again), merging with what is already queued for them.
     pub fn requeue(&mut self, changes: &[Change]) -> Result<()> {

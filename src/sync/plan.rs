@@ -78,6 +78,10 @@ impl Changes {
         self.put(display, serial, true);
     }
 
+    fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
     /// The changes collected so far, leaving the invalid names.
     fn take(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.by_name).into_values().collect()
@@ -305,7 +309,19 @@ pub struct Batches<'a> {
     pub filters: &'a crate::filter::Filters,
 }
 
+/// Projects of a first run's listing queued per transaction.
+const LISTING_BATCH: usize = 50_000;
+
 impl Batches<'_> {
+    /// Queue part of a first run's listing (those the filters let in), the feed serial left
+    /// for the last part's transaction.
+    fn commit_listed(&self, mut changes: Vec<Change>) -> anyhow::Result<usize> {
+        changes.retain(|c| self.filters.allows_project(&c.name).is_ok());
+        Ok(tokio::task::block_in_place(|| {
+            lock(self.state).enqueue_listed(&changes)
+        })?)
+    }
+
     fn commit(&self, mut changes: Vec<Change>, serial: Serial) -> anyhow::Result<usize> {
         changes.retain(|c| self.filters.allows_project(&c.name).is_ok());
         Ok(tokio::task::block_in_place(|| {
@@ -445,11 +461,22 @@ async fn from_xmlrpc(
     let mut changes = Changes::default();
     let Some(since) = since else {
         let listing = upstream.list_packages_with_serial().await?;
-        let feed_serial = Serial(listing.values().copied().max().unwrap_or(0));
+        let feed_serial = Serial(listing.iter().map(|(_, s)| *s).max().unwrap_or(0));
+        // Queued a part at a time: a PyPI-sized listing held whole, twice over (names and
+        // queue entries), would be most of the run's memory.
+        let mut queued_in_batches = 0;
         for (display, serial) in listing {
             changes.add(display, Serial(serial));
+            if let Some(batches) = &scope.batches
+                && changes.len() >= LISTING_BATCH
+            {
+                queued_in_batches += batches.commit_listed(changes.take())?;
+            }
         }
-        return Ok(changes.into_plan(feed_serial));
+        return Ok(Plan {
+            queued_in_batches,
+            ..changes.into_plan(feed_serial)
+        });
     };
     // Read pages until one is empty rather than until one is short of Warehouse's page size
     // (50,000 rows): correct whatever page size upstream uses, for one extra request only

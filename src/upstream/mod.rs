@@ -22,7 +22,6 @@ pub mod simple;
 pub mod snapshot;
 pub mod xmlrpc;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -428,7 +427,7 @@ impl Upstream {
         }
     }
 
-    pub async fn list_packages_with_serial(&self) -> Result<HashMap<String, u64>, UpstreamError> {
+    pub async fn list_packages_with_serial(&self) -> Result<Vec<(String, u64)>, UpstreamError> {
         let (v, _hold) = self.xmlrpc("list_packages_with_serial", &[]).await?;
         xmlrpc::as_name_serials(v).map_err(|error| UpstreamError::XmlRpc {
             url: self.endpoint("/pypi").to_string(),

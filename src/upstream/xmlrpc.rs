@@ -4,8 +4,6 @@
 //! and owning the parser lets it refuse hostile input (deep nesting, huge bodies, unknown
 //! entities) with one clear error instead of following whatever a library tolerates.
 
-use std::collections::HashMap;
-
 use crate::types::text::shown;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -398,8 +396,9 @@ impl Parser<'_> {
     }
 }
 
-/// `list_packages_with_serial` → {display name: serial}.
-pub fn as_name_serials(v: Value) -> Result<HashMap<String, u64>, XmlRpcError> {
+/// `list_packages_with_serial` → (display name, serial) pairs (a list, not a map: at 740k
+/// projects the hash table alone would be tens of MB more, for lookups nobody makes).
+pub fn as_name_serials(v: Value) -> Result<Vec<(String, u64)>, XmlRpcError> {
     let Value::Struct(members) = v else {
         return Err(malformed(
             "list_packages_with_serial did not return a struct",
