@@ -509,9 +509,8 @@ mod tests {
         let body = method_call("x", std::slice::from_ref(&listing))
             .replace("methodCall><methodName>x</methodName>", "methodResponse>")
             .replace("</methodCall>", "</methodResponse>");
-        let map = as_name_serials(parse_response(&body).unwrap()).unwrap();
-        assert_eq!(map["A"], 7);
-        assert_eq!(map["b.c"], 9);
+        let listed = as_name_serials(parse_response(&body).unwrap()).unwrap();
+        assert_eq!(listed, vec![("A".to_string(), 7), ("b.c".to_string(), 9)]);
     }
 
     #[test]
