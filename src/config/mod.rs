@@ -412,7 +412,7 @@ mod tests {
     fn the_example_parses_and_documents_every_key() {
         let example = include_str!("../../mirror.toml.example");
         parse(example).unwrap();
-        for key in MIRROR_KEYS {
+        for key in MIRROR_KEYS.iter().chain(storage::KEYS) {
             assert!(
                 example.contains(&format!("\n{key} = "))
                     || example.contains(&format!("\n# {key} = ")),

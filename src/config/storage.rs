@@ -26,7 +26,7 @@ pub struct S3 {
     pub region: Option<String>,
 }
 
-const KEYS: &[&str] = &["backend", "bucket", "prefix", "endpoint", "region"];
+pub(super) const KEYS: &[&str] = &["backend", "bucket", "prefix", "endpoint", "region"];
 
 pub fn parse(table: Option<&Value>, allow_http: bool) -> Result<Backend, String> {
     let Some(value) = table else {

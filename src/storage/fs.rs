@@ -250,8 +250,8 @@ impl Storage {
 
     /// Whether anything (even a symlink) is at `key`.
     pub fn exists(&self, key: &str) -> bool {
-        if self.bucket.is_some() {
-            return self.stat(key).is_ok_and(|m| m.is_some());
+        if let Some(b) = &self.bucket {
+            return b.exists(key);
         }
         std::fs::symlink_metadata(self.path(key)).is_ok()
     }

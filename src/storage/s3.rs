@@ -176,6 +176,18 @@ impl Bucket {
         }
     }
 
+    /// Whether an object is at `key` (one HEAD), or anything under it when it ends in `/`.
+    pub fn exists(&self, key: &str) -> bool {
+        if key.ends_with('/') {
+            return self.stat(key).is_ok_and(|m| m.is_some());
+        }
+        let Ok(path) = self.path(key) else {
+            return false;
+        };
+        let store = self.store.clone();
+        self.run(async move { store.head(&path).await }).is_ok()
+    }
+
     fn failed(&self, what: &str, key: &str, e: object_store::Error) -> std::io::Error {
         let kind = io_error_kind(&e);
         std::io::Error::new(kind, format!("{what} {}: {e}", self.describe(key)))
