@@ -315,7 +315,7 @@ impl Config {
                 .integer("max_project_releases", 0, i64::MAX)?
                 .unwrap_or(100_000) as usize,
             filters: filters::parse(table.get("filters"), base)?,
-            storage: storage::parse(table.get("storage"), allow_http)?,
+            storage: storage::parse(table.get("storage"))?,
         })
     }
 }

@@ -28,7 +28,7 @@ pub struct S3 {
 
 pub(super) const KEYS: &[&str] = &["backend", "bucket", "prefix", "endpoint", "region"];
 
-pub fn parse(table: Option<&Value>, allow_http: bool) -> Result<Backend, String> {
+pub fn parse(table: Option<&Value>) -> Result<Backend, String> {
     let Some(value) = table else {
         return Ok(Backend::Filesystem);
     };
@@ -75,7 +75,7 @@ pub fn parse(table: Option<&Value>, allow_http: bool) -> Result<Backend, String>
                 prefix: parse_prefix(keys.string("prefix")?.unwrap_or_default())?,
                 endpoint: keys
                     .string("endpoint")?
-                    .map(|e| parse_endpoint(&e, allow_http))
+                    .map(|e| parse_endpoint(&e))
                     .transpose()?,
                 region: keys.string("region")?.filter(|r| !r.is_empty()),
             }))
@@ -112,7 +112,10 @@ fn parse_prefix(raw: String) -> Result<String, String> {
     Ok(format!("{trimmed}/"))
 }
 
-fn parse_endpoint(raw: &str, allow_http: bool) -> Result<Url, String> {
+/// Plain http is accepted: the endpoint is the operator's own store (often on a private
+/// network), not upstream, and SigV4 never sends the secret; a sync says so when the host is
+/// not loopback.
+fn parse_endpoint(raw: &str) -> Result<Url, String> {
     let bad = |why: &str| format!("[storage] endpoint = {raw:?} {why}");
     let url = Url::parse(raw).map_err(|e| {
         bad(&format!(
@@ -125,13 +128,8 @@ fn parse_endpoint(raw: &str, allow_http: bool) -> Result<Url, String> {
         ));
     }
     match url.scheme() {
-        "https" => Ok(url),
-        "http" if allow_http || super::host_is_loopback(&url) => Ok(url),
-        "http" => Err(bad(
-            "uses plain http to a non-loopback host; use https, or set allow_http = true in \
-             [mirror] if you really mean it",
-        )),
-        _ => Err(bad("must be an https URL")),
+        "https" | "http" => Ok(url),
+        _ => Err(bad("must be an https (or http) URL")),
     }
 }
 
@@ -141,7 +139,7 @@ mod tests {
 
     fn parse_str(text: &str) -> Result<Backend, String> {
         let table: toml::Table = text.parse().unwrap();
-        parse(table.get("storage"), false)
+        parse(table.get("storage"))
     }
 
     #[test]
@@ -193,8 +191,8 @@ mod tests {
                 "is not a key prefix",
             ),
             (
-                "backend = \"s3\"\nbucket = \"pypi\"\nendpoint = \"http://s3.example.org\"",
-                "plain http to a non-loopback host",
+                "backend = \"s3\"\nbucket = \"pypi\"\nendpoint = \"ftp://s3.example.org\"",
+                "must be an https (or http) URL",
             ),
             (
                 "backend = \"s3\"\nbucket = \"pypi\"\nendpoint = \"nope\"",

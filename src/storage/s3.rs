@@ -76,6 +76,12 @@ impl Bucket {
             builder = builder.with_region(region);
         }
         if let Some(endpoint) = &s3.endpoint {
+            if endpoint.scheme() == "http" && !crate::config::host_is_loopback(endpoint) {
+                tracing::warn!(
+                    "[storage] endpoint {endpoint} is plain http: objects and their signatures \
+                     cross the network unencrypted"
+                );
+            }
             builder = builder
                 .with_endpoint(endpoint.as_str().trim_end_matches('/'))
                 .with_virtual_hosted_style_request(false)
@@ -110,12 +116,29 @@ impl Bucket {
             .thread_name("pymirror-s3")
             .enable_all()
             .build()?;
-        Ok(Bucket {
+        let bucket = Bucket {
             store: Arc::new(store),
             prefix: s3.prefix.clone(),
             shown: format!("s3://{}/{}", s3.bucket, s3.prefix),
             runtime: Some(runtime),
-        })
+        };
+        // One listing of the tree's root (a few entries) before any work: a missing bucket or
+        // wrong credentials stop the run here, in one line, not at the first upload.
+        bucket.list("").map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{e}; check that bucket {:?} exists{} and that the credentials \
+                     (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) may list, read, write and \
+                     delete objects in it",
+                    s3.bucket,
+                    s3.endpoint
+                        .as_ref()
+                        .map_or(String::new(), |e| format!(" at {e}"))
+                ),
+            )
+        })?;
+        Ok(bucket)
     }
 
     /// Run `work` on the bucket's runtime and wait for it.

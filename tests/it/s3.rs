@@ -130,6 +130,7 @@ fn verify_finds_a_missing_object_and_an_orphan_in_the_bucket_and_fixes_them() {
     let sdist = up.file_info("alpha-1.0.tar.gz").unwrap();
     let orphan = format!("packages/00/00/{}/junk.bin", "0".repeat(60));
     std::fs::remove_file(mirror.web().join(&wheel.path)).unwrap();
+    std::fs::remove_file(mirror.web().join("simple/beta/index.v1_json")).unwrap();
     std::fs::create_dir_all(mirror.web().join(&orphan).parent().unwrap()).unwrap();
     std::fs::write(mirror.web().join(&orphan), b"junk").unwrap();
     // Same size, other bytes: only --hash, which streams the object, can tell.
@@ -151,6 +152,12 @@ fn verify_finds_a_missing_object_and_an_orphan_in_the_bucket_and_fixes_them() {
     assert!(
         run.stdout
             .contains(&line("orphan", &orphan, "not referenced by the database")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains(&line("bad_page", "simple/beta/index.v1_json", "missing")),
         "{}",
         run.stdout
     );
@@ -180,6 +187,7 @@ fn verify_finds_a_missing_object_and_an_orphan_in_the_bucket_and_fixes_them() {
         !mirror.web().join(&orphan).exists(),
         "--delete-orphans deletes the orphan"
     );
+    assert!(mirror.web().join("simple/beta/index.v1_json").is_file());
     let again = mirror.verify(&["--hash"]);
     assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
     mirror.assert_consistent();
@@ -238,6 +246,25 @@ fn a_sync_killed_while_uploading_is_finished_by_the_next() {
         assert_eq!(verified.code, 0, "{}", verified.stdout);
     }
     assert!(kills >= 3, "only {kills} kills landed mid-run");
+}
+
+#[test]
+fn a_missing_bucket_stops_the_sync_before_any_work_in_one_line() {
+    let s3 = S3Server::start();
+    let up = FakeUpstream::start();
+    publish(&up);
+    let mirror = Mirror::in_bucket(PYMIRROR, &up.url(), &s3, "pypi", "");
+    std::fs::remove_dir(s3.root.join("pypi")).unwrap();
+    let run = mirror.sync();
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", run.stderr);
+    assert!(
+        lines[0].contains("check that bucket \"pypi\" exists at http://127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(up.request_count(), 0, "upstream was asked");
 }
 
 #[test]
