@@ -13,6 +13,11 @@
 //! `max_metadata_bytes` (`--bomb-bytes`, default 256 MiB - 4 KiB), synced by pymirror at its
 //! defaults; prints its peak RSS.
 //!
+//! `--rate-limit N` (the benchmark of record for a rate-limited upstream): the upstream
+//! answers 429 (`Retry-After: 1`) beyond N requests a second; pymirror at its defaults syncs
+//! it at the first `--latency-ms`; prints the share of 429 answers overall and after the first
+//! `SETTLE` seconds, and the rate achieved against N.
+//!
 //! `--vs-bandersnatch PATH` (the `bandersnatch` executable; `scripts/bench --vs-bandersnatch`
 //! installs 8.2.0 and passes it) is the benchmark of record: at each latency, bandersnatch
 //! and pymirror, both at their defaults (bandersnatch with `workers = 10`, its maximum),
@@ -44,6 +49,8 @@ struct Args {
     bandersnatch: Option<std::path::PathBuf>,
     /// Decompressed size of each bomb (`--bombs`), if that mode is asked.
     bombs: Option<usize>,
+    /// Requests per second the upstream allows (`--rate-limit`), if that mode is asked.
+    rate_limit: Option<f64>,
 }
 
 fn args() -> Args {
@@ -58,6 +65,7 @@ fn args() -> Args {
         dir: None,
         bandersnatch: None,
         bombs: None,
+        rate_limit: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -76,6 +84,7 @@ fn args() -> Args {
             "--vs-bandersnatch" => a.bandersnatch = Some(value().into()),
             "--bombs" => a.bombs = a.bombs.or(Some((256 << 20) - 4096)),
             "--bomb-bytes" => a.bombs = Some(value().parse().unwrap()),
+            "--rate-limit" => a.rate_limit = Some(value().parse().unwrap()),
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -192,22 +201,6 @@ fn measured(m: &measure::Measured, up: &FakeUpstream) -> Row {
 }
 
 /// Distribution files under a `packages/` tree (PEP 658 sidecars not counted).
-/// `<sandbox>/mirror.toml`: a mirror in `<sandbox>/mirror` of `up`, every other key at its
-/// default.
-fn default_config(sandbox: &Path, up: &FakeUpstream) -> std::path::PathBuf {
-    let config = sandbox.join("mirror.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[mirror]\ndirectory = \"{}\"\nmaster = \"{}\"\n",
-            sandbox.join("mirror").display(),
-            up.url()
-        ),
-    )
-    .unwrap();
-    config
-}
-
 fn count_files(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -261,7 +254,7 @@ fn versus(
             &format!("bandersnatch 8.2.0 (workers={BANDERSNATCH_WORKERS})"),
             latency,
         );
-        let config = default_config(sandbox.path(), up);
+        let config = measure::default_config(sandbox.path(), &up.url());
         up.reset_requests();
         let m = measure::run_pymirror(PYMIRROR, &["sync", "--config", config.to_str().unwrap()]);
         assert_eq!(m.code, 0, "pymirror failed");
@@ -323,7 +316,7 @@ fn bombs(bytes: usize, tempdir: &dyn Fn() -> tempfile::TempDir) {
         t.elapsed().as_secs_f64()
     );
     let sandbox = tempdir();
-    let config = default_config(sandbox.path(), &up);
+    let config = measure::default_config(sandbox.path(), &up.url());
     let m = measure::run_pymirror(PYMIRROR, &["sync", "--config", config.to_str().unwrap()]);
     println!(
         "{:<34} {:>9} {:>9} {:>13} {:>9} {:>5}",
@@ -337,6 +330,58 @@ fn bombs(bytes: usize, tempdir: &dyn Fn() -> tempfile::TempDir) {
         m.max_rss_kib / 1024,
         up.request_count(),
         m.code
+    );
+}
+
+/// After this long, the rate should be learned: 429s from then on count against the target.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// pymirror at its defaults against an upstream that allows `per_second` requests a second.
+fn rate_limited(
+    a: &Args,
+    per_second: f64,
+    up: &FakeUpstream,
+    tempdir: &dyn Fn() -> tempfile::TempDir,
+) {
+    let latency = a.latencies.first().copied().unwrap_or(0);
+    up.set_latency(Duration::from_millis(latency));
+    let sandbox = tempdir();
+    let config = measure::default_config(sandbox.path(), &up.url());
+    up.reset_requests();
+    up.rate_limit(Some(per_second));
+    let m = measure::run_pymirror(PYMIRROR, &["sync", "--config", config.to_str().unwrap()]);
+    up.rate_limit(None);
+    assert_eq!(m.code, 0, "pymirror failed against the rate limit");
+    let want = a.projects * a.files;
+    let held = count_files(&sandbox.path().join("mirror/web/packages"));
+    assert_eq!(held, want, "pymirror mirrored {held} of {want} files");
+    let requests = up.requests();
+    let start = requests.iter().map(|r| r.at).min().expect("requests");
+    let share = |from: Duration| {
+        let late: Vec<_> = requests
+            .iter()
+            .filter(|r| r.at.duration_since(start) >= from)
+            .collect();
+        let limited = late.iter().filter(|r| r.status == 429).count();
+        (limited, late.len())
+    };
+    let (all_429, all) = share(Duration::ZERO);
+    let (late_429, late) = share(SETTLE);
+    let accepted = all - all_429;
+    println!(
+        "rate limit {per_second} req/s, latency {latency} ms: {want} files mirrored in {:.2} s \
+         ({:.2} s CPU), {all} requests, {accepted} accepted ({:.1} req/s, {:.0}% of the limit)",
+        m.wall.as_secs_f64(),
+        (m.user + m.sys).as_secs_f64(),
+        accepted as f64 / m.wall.as_secs_f64(),
+        100.0 * accepted as f64 / m.wall.as_secs_f64() / per_second
+    );
+    println!(
+        "429 answers: {all_429} of {all} ({:.1}%) overall; after the first {} s: {late_429} of \
+         {late} ({:.1}%)",
+        100.0 * all_429 as f64 / all.max(1) as f64,
+        SETTLE.as_secs(),
+        100.0 * late_429 as f64 / late.max(1) as f64
     );
 }
 
@@ -364,6 +409,10 @@ fn main() {
         Some(d) => tempfile::tempdir_in(d).unwrap(),
         None => tempfile::tempdir().unwrap(),
     };
+    if let Some(per_second) = a.rate_limit {
+        rate_limited(&a, per_second, &up, &tempdir);
+        return;
+    }
     if let Some(bandersnatch) = &a.bandersnatch {
         versus(&a, bandersnatch, &up, &tempdir);
         return;

@@ -168,6 +168,7 @@ fn build(root: &Path, a: &Args) -> (u64, u64) {
             status: None,
             refused: Vec::new(),
             validators: None,
+            held_back: Vec::new(),
         };
         state.record_project(&snap).unwrap();
         let records: Vec<&FileRecord> = snap.files.iter().map(|f| &f.record).collect();

@@ -10,7 +10,8 @@ use indicatif::HumanBytes;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::state::{Pending, RunRecord, State};
+use crate::filter::cooldown;
+use crate::state::{HeldBackTotals, Pending, RunRecord, State};
 use crate::storage::Layout;
 use crate::types::Serial;
 use crate::upstream::Upstream;
@@ -38,7 +39,22 @@ pub struct Report {
     pub bytes: u64,
     pub pending_count: u64,
     pub pending: Vec<Pending>,
+    /// What the cooldown holds back.
+    pub held_back: HeldBack,
     pub last_run: Option<RunRecord>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HeldBack {
+    /// The configured cooldown, in seconds (0: off).
+    pub cooldown: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub projects: u64,
+    /// When the next held-back file comes of age: unix seconds, and as RFC 3339. The first
+    /// sync from then on mirrors it.
+    pub next_release: Option<i64>,
+    pub next_release_at: Option<String>,
 }
 
 pub async fn report(cfg: &Config) -> anyhow::Result<Report> {
@@ -63,11 +79,26 @@ pub async fn report(cfg: &Config) -> anyhow::Result<Report> {
                 state.pending(PENDING_SHOWN)?,
                 state.last_run()?,
                 state.change_feed()?,
+                state.held_back_totals()?,
             ))
         })
     });
-    let (serial, feed_serial, (projects, files, bytes), pending_count, pending, last_run, feed) =
-        read.await??;
+    let (
+        serial,
+        feed_serial,
+        (projects, files, bytes),
+        pending_count,
+        pending,
+        last_run,
+        feed,
+        held,
+    ) = read.await??;
+    let HeldBackTotals {
+        files: held_files,
+        bytes: held_bytes,
+        projects: held_projects,
+        next_release,
+    } = held;
     // A feed without serials has none to compare: not worth reading a whole listing for.
     let serialless = feed
         .as_deref()
@@ -98,6 +129,14 @@ pub async fn report(cfg: &Config) -> anyhow::Result<Report> {
         bytes,
         pending_count,
         pending,
+        held_back: HeldBack {
+            cooldown: cfg.filters.spec().content.cooldown,
+            files: held_files,
+            bytes: held_bytes,
+            projects: held_projects,
+            next_release,
+            next_release_at: next_release.map(cooldown::show_time),
+        },
         last_run,
     })
 }
@@ -158,6 +197,30 @@ impl Report {
                 "  … and {} more",
                 self.pending_count - self.pending.len() as u64
             );
+        }
+        let held = &self.held_back;
+        if held.cooldown > 0 || held.files > 0 {
+            let _ = write!(
+                out,
+                "cooldown:  {}, {} files ({}) of {} projects held back",
+                cooldown::show_duration(held.cooldown),
+                held.files,
+                HumanBytes(held.bytes),
+                held.projects
+            );
+            match (held.next_release, &held.next_release_at) {
+                (Some(at), Some(shown)) => {
+                    let wait = at - cooldown::unix_now();
+                    let when = match wait > 0 {
+                        true => format!("in {wait}s"),
+                        false => "due: the next sync mirrors it".into(),
+                    };
+                    let _ = writeln!(out, ", the next released at {shown} ({when})");
+                }
+                _ => {
+                    let _ = writeln!(out);
+                }
+            }
         }
         match &self.last_run {
             Some(run) => {

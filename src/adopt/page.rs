@@ -157,6 +157,7 @@ pub fn read(
         status: None,
         refused: Vec::new(),
         validators: None,
+        held_back: Vec::new(),
     };
     Ok(Ok(Read {
         adopted: Some(Adopted { snapshot, queue }),

@@ -1,7 +1,7 @@
 //! The `[filters]` table of mirror.toml → [`Filters`], every entry checked with a one-line
 //! error naming the key, the entry and the fix.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use toml::Value;
@@ -10,6 +10,7 @@ use super::Keys;
 use crate::filter::requirement::{self, Requirement};
 use crate::filter::tags::{PackageType, PlatformPattern, PythonTag};
 use crate::filter::{FilterSpec, Filters, Prereleases};
+use crate::filter::{cooldown, lockfile};
 use crate::types::ProjectName;
 
 const KEYS: &[&str] = &[
@@ -29,10 +30,13 @@ const KEYS: &[&str] = &[
     "max_file_size",
     "max_project_size",
     "size_allowlist",
+    "cooldown",
+    "cooldown_exempt",
+    "lockfiles",
 ];
 
-/// Parse `[filters]` (absent: no filters). Requirements files are read now, relative to
-/// `base`, so a broken one stops the run before anything changes.
+/// Parse `[filters]` (absent: no filters). Requirements and lock files are read now,
+/// relative to `base`, so a broken one stops the run before anything changes.
 pub fn parse(table: Option<&Value>, base: &Path) -> Result<Filters, String> {
     let Some(table) = table else {
         return Ok(Filters::default());
@@ -79,6 +83,47 @@ pub fn parse(table: Option<&Value>, base: &Path) -> Result<Filters, String> {
             .map_err(|e| format!("[filters] requirements: {e}"))?;
         requirements.into_iter().for_each(&mut allowed);
     }
+    let mut locked = BTreeMap::new();
+    // Said once the whole table is read: a mistake further on is the one line shown.
+    let mut skipped = Vec::new();
+    for file in list("lockfiles", r#"["uv.lock", "pylock.toml"]"#)? {
+        let path = base.join(&file);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "[filters] lockfiles: cannot read lock file {} ({e}); fix the path (relative to the configuration file) or remove it from lockfiles",
+                path.display()
+            )
+        })?;
+        let lock = lockfile::parse(&text).map_err(|e| {
+            format!(
+                "[filters] lockfiles: {} is not a lock file pymirror reads: {e}; fix it or remove it from lockfiles",
+                path.display()
+            )
+        })?;
+        skipped.extend(
+            lock.skipped
+                .iter()
+                .map(|why| format!("lock file {}: {why}; skipped", path.display())),
+        );
+        for pin in lock.pins {
+            let of = locked
+                .entry(pin.requirement.name.to_string())
+                .or_insert_with(BTreeMap::new);
+            for (filename, sha256) in pin.files {
+                let hex = sha256.to_hex();
+                if let Some(other) = of.insert(filename.to_string(), hex.clone())
+                    && other != hex
+                {
+                    return Err(format!(
+                        "[filters] lockfiles: {} names the sha256 {hex} for {filename}, another lock file {other}; at most one is right: fix or regenerate them",
+                        path.display()
+                    ));
+                }
+            }
+            allowed(pin.requirement);
+        }
+    }
+    spec.locked = locked;
     spec.allow_regex = regexes("allowlist_regex", &list)?;
     for entry in list("blocklist", r#"["tensorflow", "django<3"]"#)? {
         let r = requirement::parse(&entry).map_err(|e| {
@@ -155,13 +200,37 @@ pub fn parse(table: Option<&Value>, base: &Path) -> Result<Filters, String> {
         "size_allowlist",
         list("size_allowlist", r#"["tensorflow"]"#)?,
     )?;
+    c.cooldown = match table.get("cooldown") {
+        None => 0,
+        Some(Value::Integer(0)) => 0,
+        Some(Value::String(s)) => cooldown::parse_duration(s).ok_or_else(|| {
+            keys.wrong(
+                "cooldown",
+                r#"a duration like "90s", "30m", "48h" or "7d", or 0 (off)"#,
+            )
+        })?,
+        Some(_) => {
+            return Err(keys.wrong(
+                "cooldown",
+                r#"a duration like "90s", "30m", "48h" or "7d", or 0 (off)"#,
+            ));
+        }
+    };
+    c.cooldown_exempt = names(
+        "cooldown_exempt",
+        list("cooldown_exempt", r#"["certifi", "urllib3"]"#)?,
+    )?;
     if !c.size_allowlist.is_empty() && c.max_file_size == 0 && c.max_project_size == 0 {
         return Err(
             "[filters] size_allowlist is set but neither max_file_size nor max_project_size is; set a limit or remove size_allowlist"
                 .into(),
         );
     }
-    Filters::compile(spec).map_err(|e| format!("[filters] {e}; fix the entry"))
+    let filters = Filters::compile(spec).map_err(|e| format!("[filters] {e}; fix the entry"))?;
+    for line in skipped {
+        tracing::info!("{line}");
+    }
+    Ok(filters)
 }
 
 /// Regular expressions, each checked on its own so the error names it.

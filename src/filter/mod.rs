@@ -11,9 +11,17 @@
 //!   filters (platform, Python tag, package type, file name, size) select within a project
 //!   ([`Filters::select`]), as do the size limits, which may leave a project out entirely.
 //!
+//! - The cooldown (`cooldown`, [`cooldown`]) holds back files younger than it, as a file
+//!   filter that depends on the clock: [`Filters`] carry the moment they judge at, and
+//!   [`Selection::held_back`] says when each held-back file comes of age.
+//! - Lock files ([`lockfile`]) pin exact versions (they join the allowlist) and name the
+//!   SHA-256 of their files, which [`Filters::check_locked`] holds upstream to.
+//!
 //! [`FilterSpec`] is the effective configuration in canonical form; stored in the database,
 //! it tells the next sync what changed (`sync::filter_change`).
 
+pub mod cooldown;
+pub mod lockfile;
 pub mod pep440;
 pub mod requirement;
 pub mod tags;
@@ -24,7 +32,7 @@ use regex::RegexSet;
 use serde::{Deserialize, Serialize};
 
 use crate::types::ProjectName;
-use crate::types::{FileRecord, ProjectSnapshot};
+use crate::types::{FileRecord, HeldFile, ProjectSnapshot};
 use pep440::{SpecifierSet, Version};
 use tags::{PackageType, PlatformPattern, PythonTag};
 
@@ -60,6 +68,10 @@ pub struct ContentSpec {
     pub max_project_size: u64,
     /// Projects the size limits do not apply to.
     pub size_allowlist: BTreeSet<String>,
+    /// Seconds a file must have been uploaded for before it is mirrored (0: no cooldown).
+    pub cooldown: u64,
+    /// Projects the cooldown does not apply to.
+    pub cooldown_exempt: BTreeSet<String>,
 }
 
 /// The effective filter configuration in canonical form: normalized names, normalized and
@@ -77,6 +89,8 @@ pub struct FilterSpec {
     pub block_versions: BTreeMap<String, BTreeSet<String>>,
     pub block_regex: BTreeSet<String>,
     pub content: ContentSpec,
+    /// The SHA-256 lock files give for files: project → file name → hex.
+    pub locked: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl FilterSpec {
@@ -97,11 +111,11 @@ impl FilterSpec {
             && self.block_regex == other.block_regex
     }
 
-    /// Projects whose own release specifiers differ between the two.
+    /// Projects whose own release specifiers (or locked hashes) differ between the two.
     pub fn specifier_changes(&self, other: &FilterSpec) -> BTreeSet<String> {
-        fn changed(
-            a: &BTreeMap<String, BTreeSet<String>>,
-            b: &BTreeMap<String, BTreeSet<String>>,
+        fn changed<V: PartialEq>(
+            a: &BTreeMap<String, V>,
+            b: &BTreeMap<String, V>,
         ) -> impl Iterator<Item = String> {
             let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             names
@@ -113,6 +127,7 @@ impl FilterSpec {
         }
         changed(&self.allow, &other.allow)
             .chain(changed(&self.block_versions, &other.block_versions))
+            .chain(changed(&self.locked, &other.locked))
             .collect()
     }
 }
@@ -131,6 +146,9 @@ pub struct Filters {
     exclude_python: Vec<PythonTag>,
     exclude_packagetypes: Vec<PackageType>,
     exclude_filenames: Option<RegexSet>,
+    /// The moment the cooldown is judged at (unix seconds): when the filters were compiled,
+    /// so one run judges every project alike.
+    now: i64,
 }
 
 /// What [`Filters::select`] keeps of a project.
@@ -142,6 +160,9 @@ pub struct Selection {
     pub versions: Vec<bool>,
     /// One per file given, in order.
     pub files: Vec<bool>,
+    /// One per file given: when a file the cooldown holds back comes of age (unix seconds).
+    /// Such a file is not kept, and a release whose only files are held back is left out.
+    pub held_back: Vec<Option<i64>>,
 }
 
 impl Filters {
@@ -196,7 +217,24 @@ impl Filters {
                 .collect::<Result<_, _>>()?,
             exclude_filenames: regexes(&c.exclude_filenames)?,
             spec,
+            now: cooldown::unix_now(),
         })
+    }
+
+    /// The same filters judging the cooldown at `now` (unix seconds).
+    pub fn at(self, now: i64) -> Filters {
+        Filters { now, ..self }
+    }
+
+    /// The moment the cooldown is judged at.
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// Whether files of `name` are held back while young (a cooldown, and not exempt).
+    pub fn cooldown_applies(&self, name: &ProjectName) -> bool {
+        let c = &self.spec.content;
+        c.cooldown > 0 && !c.cooldown_exempt.contains(name.as_str())
     }
 
     pub fn spec(&self) -> &FilterSpec {
@@ -256,11 +294,62 @@ impl Filters {
         if let Some(why) = selection.excluded {
             return Err(why);
         }
+        snapshot.held_back = snapshot
+            .files
+            .iter()
+            .zip(&selection.held_back)
+            .filter_map(|(f, at)| {
+                at.map(|matures_at| HeldFile {
+                    filename: f.record.filename.clone(),
+                    size: f.record.size,
+                    matures_at,
+                })
+            })
+            .collect();
         let mut keep = selection.versions.into_iter();
         snapshot.versions.retain(|_| keep.next().unwrap_or(false));
         let mut keep = selection.files.into_iter();
         snapshot.files.retain(|_| keep.next().unwrap_or(false));
         Ok(())
+    }
+
+    /// Refuse the files of `snapshot` whose SHA-256 upstream gives differs from the one a
+    /// lock file names: a tampered upstream (or a lock written against another index). Each
+    /// goes to `snapshot.refused` with both digests; the download then checks the bytes
+    /// against upstream's digest, which is the lock's. Returns the files a lock names that
+    /// upstream does not list (a build installing from the lock would miss them).
+    pub fn check_locked(&self, snapshot: &mut ProjectSnapshot) -> Vec<String> {
+        let Some(locked) = self.spec.locked.get(snapshot.name.as_str()) else {
+            return Vec::new();
+        };
+        let listed: HashSet<&str> = snapshot
+            .files
+            .iter()
+            .map(|f| f.record.filename.as_str())
+            .collect();
+        let missing = locked
+            .keys()
+            .filter(|f| !listed.contains(f.as_str()))
+            .cloned()
+            .collect();
+        let mut refused = Vec::new();
+        snapshot.files.retain(|f| {
+            let Some(want) = locked.get(f.record.filename.as_str()) else {
+                return true;
+            };
+            let given = f.record.sha256.to_hex();
+            if *want == given {
+                return true;
+            }
+            refused.push(format!(
+                "{}: upstream gives {} the sha256 {given}, the lock file names {want}; refused \
+                 (a tampered upstream, or a lock file written against another index)",
+                snapshot.name, f.record.filename
+            ));
+            false
+        });
+        snapshot.refused.extend(refused);
+        missing
     }
 
     /// Decide a project: which of its `versions` and `files` are kept, or that it is left
@@ -276,6 +365,7 @@ impl Filters {
             excluded: None,
             versions: vec![true; versions.len()],
             files: vec![true; files.len()],
+            held_back: vec![None; files.len()],
         };
         if let Err(why) = self.allows_project(name) {
             selection.excluded = Some(why);
@@ -289,6 +379,7 @@ impl Filters {
         }
         let c = &self.spec.content;
         let size_exempt = c.size_allowlist.contains(name.as_str());
+        let cooldown = self.cooldown_applies(name).then_some(c.cooldown);
 
         // Every version the project has, parsed once.
         let mut parsed: BTreeMap<&str, Option<Version>> = BTreeMap::new();
@@ -300,13 +391,30 @@ impl Filters {
         let release_ok = self.release_filter(name, &parsed, files);
 
         let mut kept_files_of: HashMap<&str, usize> = HashMap::new();
-        for (keep, f) in selection.files.iter_mut().zip(files) {
+        let mut held_back_of: HashSet<&str> = HashSet::new();
+        for ((keep, held), f) in selection
+            .files
+            .iter_mut()
+            .zip(&mut selection.held_back)
+            .zip(files)
+        {
             *keep = release_ok.contains(f.version.as_str()) && self.file_ok(f, size_exempt);
+            if *keep
+                && let Some(at) = cooldown
+                    .and_then(|c| cooldown::matures_at(f.upload_time.as_deref(), c))
+                    .filter(|at| *at > self.now)
+            {
+                *keep = false;
+                *held = Some(at);
+                held_back_of.insert(f.version.as_str());
+            }
             if *keep {
                 *kept_files_of.entry(f.version.as_str()).or_default() += 1;
             }
         }
-        let mut version_ok: HashSet<&str> = release_ok;
+        // A release whose files are all held back is not offered yet.
+        let mut version_ok = release_ok;
+        version_ok.retain(|v| !held_back_of.contains(v) || kept_files_of.contains_key(v));
         if c.latest_releases > 0 {
             let mut candidates: Vec<&str> = version_ok
                 .iter()

@@ -129,6 +129,7 @@ mod tests {
                 status: None,
                 refused: Vec::new(),
                 validators: None,
+                held_back: Vec::new(),
             },
             queue,
         }

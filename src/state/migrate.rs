@@ -35,6 +35,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0006_page_validators.sql",
         include_str!("../../migrations/0006_page_validators.sql"),
     ),
+    (
+        7,
+        "0007_held_back.sql",
+        include_str!("../../migrations/0007_held_back.sql"),
+    ),
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

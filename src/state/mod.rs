@@ -16,6 +16,7 @@
 //! | `migrate.rs` | `migrations/NNNN_*.sql`, applied in order and recorded |
 //! | `adopt.rs` | an adoption in progress: its marker, its batches of projects, its end |
 //! | `meta.rs` | the feed serial and the fully synced serial, the filters last applied, `root_dirty` |
+//! | `held_back.rs` | what the cooldown holds back of each project, and when it comes of age |
 //! | `queue.rs` | `todo`: enqueue and requeue, pages of the queue, failures, what is pending |
 //! | `projects.rs` | projects, releases, files: record, stage, remove, read back, count |
 //! | `trash.rs` | `trash`: what no project references any more, until it is deleted from disk |
@@ -24,6 +25,7 @@
 //! | `verify_log.rs` | verify's checkpoint and findings, in `verify.db` |
 
 mod adopt;
+mod held_back;
 mod meta;
 mod migrate;
 mod projects;
@@ -34,6 +36,7 @@ mod verify;
 mod verify_log;
 
 pub use adopt::{AdoptMarker, Adopted};
+pub use held_back::HeldBackTotals;
 pub use queue::{Change, Pending, Todo, TodoCursor};
 pub use runs::RunRecord;
 pub use verify::{ExpectedFile, FileOwner};

@@ -6,11 +6,12 @@ use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, params};
 
+use super::held_back::put_held_back;
 use super::meta::set_root_dirty;
 use super::trash::{paths_of, put_in_trash, unreferenced, unstaged};
 use super::{Result, State, StateError};
 use crate::types::keys;
-use crate::types::{FileRecord, PageValidators, ProjectSnapshot};
+use crate::types::{FileRecord, HeldFile, PageValidators, ProjectSnapshot};
 use crate::types::{Filename, PackagePath, ProjectName, Serial, Sha256};
 
 impl State {
@@ -202,7 +203,20 @@ impl State {
     /// files nothing else references go to `trash` in the same transaction. `false` when the
     /// mirror did not hold it.
     pub fn remove_project(&mut self, name: &ProjectName, serial: Serial) -> Result<bool> {
+        self.remove_holding_back(name, "", serial, &[])
+    }
+
+    /// [`State::remove_project`], remembering in the same transaction the files the cooldown
+    /// holds back of it (`display_name` and `serial`: what to queue when they come of age).
+    pub fn remove_holding_back(
+        &mut self,
+        name: &ProjectName,
+        display_name: &str,
+        serial: Serial,
+        held: &[HeldFile],
+    ) -> Result<bool> {
         let tx = self.conn.transaction()?;
+        put_held_back(&tx, name, display_name, serial, held)?;
         let old_paths = paths_of(&tx, name)?;
         let removed = tx.execute("DELETE FROM projects WHERE name = ?1", [name.as_str()])? > 0;
         tx.execute(
@@ -342,6 +356,13 @@ pub(super) fn record_in(
     tx.execute(
         "DELETE FROM todo WHERE name = ?1 AND serial <= ?2",
         params![snap.name.as_str(), snap.serial.to_db()],
+    )?;
+    put_held_back(
+        tx,
+        &snap.name,
+        &snap.display_name,
+        snap.serial,
+        &snap.held_back,
     )?;
     match &snap.validators {
         Some(v) => tx.execute(

@@ -22,7 +22,8 @@
 //! size or BLAKE2b in the metadata, so their length is capped instead).
 //!
 //! How many downloads run at once, across all projects, adapts to upstream
-//! ([`crate::upstream::pace`]: AIMD up to `workers`; a 429, 5xx, timeout or reset halves it).
+//! ([`crate::upstream::pace`]: AIMD up to `workers`; a 429, 5xx, timeout or reset halves it),
+//! and at the pace a host that answered 429 allows ([`crate::upstream::hosts`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -422,9 +423,9 @@ impl Downloader {
         loop {
             let result = {
                 let _slot = self.pace.acquire().await;
-                let _host = self.upstream.host_permit(url).await;
+                let host = self.upstream.host_permit(url).await;
                 let fetch = self.fetch(target, url, partial.take(), on_key.clone());
-                match tokio::time::timeout(deadline, fetch).await {
+                let result = match tokio::time::timeout(deadline, fetch).await {
                     Ok(result) => result,
                     Err(_) => Err((
                         DownloadError::TimedOut {
@@ -433,7 +434,17 @@ impl Downloader {
                         },
                         None,
                     )),
+                };
+                match &result {
+                    Err((DownloadError::Status { status, .. }, _))
+                        if *status == StatusCode::TOO_MANY_REQUESTS =>
+                    {
+                        host.too_many()
+                    }
+                    Err((DownloadError::Network { .. } | DownloadError::TimedOut { .. }, _)) => {}
+                    _ => host.accepted(),
                 }
+                result
             };
             let (e, keep) = match result {
                 Ok(hashes) => {

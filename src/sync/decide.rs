@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::filter::Filters;
 use crate::state::Todo;
 use crate::storage::download::Target;
-use crate::types::{FileRecord, PageValidators, ProjectSnapshot, Serial};
+use crate::types::{FileRecord, HeldFile, PageValidators, ProjectSnapshot, Serial};
 use crate::upstream::Upstream;
 use crate::upstream::snapshot::UrlPolicy;
 
@@ -29,8 +29,13 @@ pub enum Removal {
     Gone,
     /// The filters leave it out (`why`): not guarded again, a filter change is guarded
     /// before it is applied. Its queue entry goes up to `serial` (the answer's; left out by
-    /// name, before any answer: every entry).
-    Excluded { why: String, serial: Serial },
+    /// name, before any answer: every entry). `held_back`: every file it offers is in its
+    /// cooldown, and the mirror holds none of it; it is looked at again when one comes of age.
+    Excluded {
+        why: String,
+        serial: Serial,
+        held_back: Vec<HeldFile>,
+    },
 }
 
 /// One file (or sidecar) to put in place.
@@ -87,12 +92,18 @@ pub async fn look(
     if let Some(decision) = by_name(&cfg.filters, todo) {
         return Ok((decision, None));
     }
-    let (snapshot, json) =
+    let (mut snapshot, json) =
         match fetch::fetch_fresh(cfg, upstream, permits, policy, todo, announced, known).await? {
             Fetched::Gone => return Ok((decide(&cfg.filters, None, Vec::new()), None)),
             Fetched::Unchanged => return Ok((Decision::Unchanged, None)),
             Fetched::Found(snapshot, json) => (snapshot, json),
         };
+    for file in cfg.filters.check_locked(&mut snapshot) {
+        tracing::warn!(
+            "{}: a lock file names {file}, which upstream does not list",
+            snapshot.name
+        );
+    }
     for why in &snapshot.refused {
         tracing::warn!("{}", crate::types::text::shown(why));
     }
@@ -106,6 +117,7 @@ fn by_name(filters: &Filters, todo: &Todo) -> Option<Decision> {
         Decision::Remove(Removal::Excluded {
             why,
             serial: Serial(u64::MAX),
+            held_back: Vec::new(),
         })
     })
 }
@@ -126,6 +138,19 @@ pub fn decide(
         return Decision::Remove(Removal::Excluded {
             why,
             serial: snapshot.serial,
+            held_back: Vec::new(),
+        });
+    }
+    // A project new to the mirror whose files are all in their cooldown is not listed yet,
+    // not even in the root: it has nothing to offer.
+    if snapshot.files.is_empty() && !snapshot.held_back.is_empty() && held.is_empty() {
+        return Decision::Remove(Removal::Excluded {
+            why: format!(
+                "each of its {} files is younger than the cooldown",
+                snapshot.held_back.len()
+            ),
+            serial: snapshot.serial,
+            held_back: snapshot.held_back,
         });
     }
     let mut held: HashMap<_, FileRecord> =
@@ -196,6 +221,7 @@ mod tests {
             status: None,
             refused: Vec::new(),
             validators: None,
+            held_back: Vec::new(),
         }
     }
 
@@ -250,5 +276,37 @@ mod tests {
             decide(&Filters::default(), None, vec![]),
             Decision::Remove(Removal::Gone)
         ));
+    }
+
+    #[test]
+    fn a_new_project_with_only_young_files_is_not_listed_a_held_one_is_emptied_behind_the_guard() {
+        let young = record("demo-1.0.tar.gz", 1);
+        let filters = {
+            let table: toml::Table = "[filters]\ncooldown = \"1h\"".parse().unwrap();
+            crate::config::filters::parse(table.get("filters"), std::path::Path::new("/"))
+                .unwrap()
+                .at(7200)
+        };
+        let fresh = || {
+            snapshot(vec![FileRecord {
+                upload_time: Some("1970-01-01T01:30:00Z".into()),
+                ..young.clone()
+            }])
+        };
+        let Decision::Remove(Removal::Excluded { held_back, .. }) =
+            decide(&filters, Some(fresh()), vec![])
+        else {
+            panic!("a new project with only young files is left out");
+        };
+        assert_eq!(held_back.len(), 1);
+        assert_eq!(held_back[0].matures_at, 9000);
+        // Held already (the cooldown grew): kept, emptied, which the guard weighs.
+        let held = decide(&filters, Some(fresh()), vec![young.clone()]);
+        assert!(held.empties());
+        let Decision::Keep { snapshot, .. } = held else {
+            panic!("kept");
+        };
+        assert_eq!(snapshot.held_back.len(), 1);
+        assert!(snapshot.versions.is_empty(), "its one release is all young");
     }
 }

@@ -13,6 +13,7 @@
 //! download <project> <file name> <bytes>
 //! delete <project> <file name> <bytes>
 //! remove <project> <files> files <bytes> bytes (<why>)
+//! hold <project> <file name> <bytes> until <RFC 3339 time>     (the cooldown)
 //! would download N files, B bytes (…)
 //! ```
 
@@ -30,9 +31,10 @@ use super::filter_change::{FilterChange, Revisits};
 use super::guard::{Guard, Options, Weight};
 use super::{lock, plan, queue};
 use crate::config::Config;
+use crate::filter::cooldown;
 use crate::state::{State, Todo, TodoCursor};
 use crate::storage::Layout;
-use crate::types::{FileRecord, ProjectName, Serial};
+use crate::types::{FileRecord, HeldFile, ProjectName, Serial};
 use crate::upstream::Upstream;
 use crate::upstream::snapshot::UrlPolicy;
 
@@ -43,6 +45,9 @@ pub struct DryRun {
     pub keep: (u64, u64),
     pub delete: (u64, u64),
     pub removed_projects: u64,
+    /// Files the cooldown holds back, their bytes, and when the first comes of age.
+    pub held_back: (u64, u64),
+    pub next_release: Option<i64>,
     /// Projects whose metadata could not be read (a sync would leave them queued).
     pub failures: u64,
     /// Projects gone upstream (the mass-delete guard counts them).
@@ -108,6 +113,13 @@ pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow
             {
                 continue;
             }
+            merge(c.name, c.display_name, c.serial);
+        }
+        let due_by = match &filter_change {
+            Some(change) if change.content_changed => i64::MAX,
+            _ => cfg.filters.now(),
+        };
+        for c in state.held_back_due(due_by, Serial(0))? {
             merge(c.name, c.display_name, c.serial);
         }
         if let Some(change) = &filter_change {
@@ -183,6 +195,14 @@ pub async fn run(cfg: &Config, options: Options, out: &mut impl Write) -> anyhow
         total(report.delete),
         report.removed_projects
     )?;
+    if let Some(next) = report.next_release {
+        writeln!(
+            out,
+            "would hold back {} for the cooldown, the first until {}",
+            total(report.held_back),
+            cooldown::show_time(next)
+        )?;
+    }
     for note in notes {
         writeln!(out, "note: {note}")?;
     }
@@ -242,6 +262,9 @@ impl Look<'_> {
                 }
                 Ok((Decision::Unchanged, _)) => {}
                 Ok((Decision::Remove(removal), _)) => {
+                    if let Removal::Excluded { held_back, .. } = &removal {
+                        hold(out, report, name, held_back)?;
+                    }
                     let state = lock(self.state);
                     if state.project_serial(name)?.is_none() {
                         continue;
@@ -275,6 +298,7 @@ impl Look<'_> {
                     else {
                         unreachable!("matched above");
                     };
+                    hold(out, report, name, &snapshot.held_back)?;
                     for p in download.iter().filter(|p| !p.sidecar) {
                         let f = &snapshot.files[p.file].record;
                         report.download.0 += 1;
@@ -302,4 +326,30 @@ fn delete(
     report.delete.0 += 1;
     report.delete.1 += f.size;
     writeln!(out, "delete {name} {} {}", f.filename, f.size)
+}
+
+/// The files the cooldown holds back of a project.
+fn hold(
+    out: &mut impl Write,
+    report: &mut DryRun,
+    name: &ProjectName,
+    held: &[HeldFile],
+) -> std::io::Result<()> {
+    for f in held {
+        report.held_back.0 += 1;
+        report.held_back.1 += f.size;
+        report.next_release = Some(
+            report
+                .next_release
+                .map_or(f.matures_at, |n| n.min(f.matures_at)),
+        );
+        writeln!(
+            out,
+            "hold {name} {} {} until {}",
+            f.filename,
+            f.size,
+            cooldown::show_time(f.matures_at)
+        )?;
+    }
+    Ok(())
 }

@@ -75,7 +75,7 @@ impl Asked {
 /// - `simple_json` (the default) and not `json`: the project page alone (PEP 691 JSON, else
 ///   PEP 503 HTML), which carries everything the index needs. The JSON API is asked too only
 ///   for what the page lacks: no page at all, a file whose version its name does not tell,
-///   or a yank without its reason.
+///   a yank without its reason, or (with a cooldown) an upload time.
 /// - `json = true`: the JSON API (its document is mirrored), and the page with `simple_json`.
 /// - `simple_json = false`: the JSON API alone, and the page only where it has nothing.
 ///
@@ -104,9 +104,14 @@ pub async fn ask(
             PageAnswer::Unchanged => return Ok(Asked::Unchanged),
             answer => page_of(answer),
         };
-        let lacking = page
-            .as_ref()
-            .is_none_or(|(p, ..)| p.files.iter().any(|f| lacks(name, f)));
+        // The cooldown needs each file's upload time, which PEP 503 HTML and PEP 691 1.0
+        // pages do not give: the JSON API does.
+        let timed = cfg.filters.cooldown_applies(name);
+        let lacking = page.as_ref().is_none_or(|(p, ..)| {
+            p.files
+                .iter()
+                .any(|f| lacks(name, f) || (timed && f.upload_time.is_none()))
+        });
         let json = match lacking || cfg.json || !cfg.simple_json {
             true => {
                 // Asked after the page: its share of `max_metadata_memory` is never held while

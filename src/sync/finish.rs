@@ -19,21 +19,41 @@ pub fn finish(
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
     summary.serial = lock(state).fully_synced_serial()?;
+    let held = lock(state).held_back_totals()?;
+    if let Some(next) = held.next_release {
+        tracing::info!(
+            "the cooldown holds back {} files of {} projects; the first comes of age at {}",
+            held.files,
+            held.projects,
+            crate::filter::cooldown::show_time(next)
+        );
+    }
     let finished = (|| -> anyhow::Result<()> {
         let index = IndexWriter::from_config(storage, cfg);
         let state_now = lock(state);
         // Set in the transactions that record or remove a project (the JSON root lists each
         // project's serial), so even a killed run's changes reach the root next time.
         if state_now.root_dirty()? || !index.root_exists() {
+            let started = std::time::Instant::now();
+            let listed = std::cell::Cell::new(0u64);
             let rows: crate::index::Rows<'_> = &|each| {
+                listed.set(0);
                 state_now
-                    .for_each_project(each)
+                    .for_each_project(|name, display, serial| {
+                        listed.set(listed.get() + 1);
+                        each(name, display, serial)
+                    })
                     .map_err(std::io::Error::other)
             };
             index.write_root(rows, summary.serial)?;
             drop(state_now);
             storage.flush()?;
             lock(state).root_written()?;
+            tracing::info!(
+                "root index: {} projects written in {:.2} s",
+                listed.get(),
+                started.elapsed().as_secs_f64()
+            );
         } else {
             drop(state_now);
         }

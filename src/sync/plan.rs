@@ -128,6 +128,7 @@ pub async fn run(
     summary: &mut Summary,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<u64> {
+    let started = std::time::Instant::now();
     let (since, filter_change) = {
         let (cfg, state) = (cfg.clone(), state.clone());
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -189,9 +190,25 @@ pub async fn run(
         if let Some(source) = plan.source {
             state.set_change_feed(source.key())?;
         }
+        // A filter change or a file coming of age is no upstream change: what it queues
+        // does not hold the fully synced serial back.
+        let first_serial = Serial(plan.feed_serial.0.saturating_add(1));
+        // Projects holding back files that have come of age, without any upstream change;
+        // all of them when the release or file filters (the cooldown among them) changed.
+        let due_by = match &filter_change {
+            Some(change) if change.content_changed => i64::MAX,
+            _ => cfg.filters.now(),
+        };
+        let due = state.held_back_due(due_by, first_serial)?;
+        if !due.is_empty() {
+            state.requeue(&due)?;
+            tracing::info!(
+                "{} projects hold back files for the cooldown that are now to be judged again",
+                due.len()
+            );
+        }
         if let Some(change) = &filter_change {
             // After the feed's changes are queued: a crash in between re-detects the change.
-            let first_serial = Serial(plan.feed_serial.0.saturating_add(1));
             let mut revisits = Revisits::default();
             let mut requeued = 0;
             while let Some(batch) =
@@ -208,12 +225,15 @@ pub async fn run(
             }
         }
         let pending = state.pending_count()?;
+        let took = started.elapsed().as_secs_f64();
         match plan.source.filter(|s| !s.has_serials()) {
             Some(source) => tracing::info!(
-                "change feed: {source}: {queued} projects to ask, {pending} queued in all"
+                "change feed: {source}: {queued} projects to ask, {pending} queued in all \
+                 (planned in {took:.2} s)"
             ),
             None => tracing::info!(
-                "upstream serial {}: {} changed projects queued, {} to sync",
+                "upstream serial {}: {} changed projects queued, {} to sync (planned in \
+                 {took:.2} s)",
                 plan.feed_serial,
                 queued,
                 pending
@@ -323,7 +343,10 @@ pub async fn plan(
         }
     };
     if upstream_serial >= ours {
-        tokio::task::block_in_place(|| lock(state).set_feed_confirmed(ours, now))?;
+        // A dry run (nothing committed) writes nothing: its database is read-only.
+        if scope.batches.is_some() {
+            tokio::task::block_in_place(|| lock(state).set_feed_confirmed(ours, now))?;
+        }
         return Ok(plan);
     }
     tracing::warn!(

@@ -119,6 +119,19 @@ async fn try_sync(ctx: &Arc<Ctx>, todo: &Todo, pass: Pass) -> anyhow::Result<Out
     )
     .await?;
     let held = held_files.load(Ordering::Relaxed);
+    let held_back = match &decision {
+        Decision::Keep { snapshot, .. } => &snapshot.held_back[..],
+        Decision::Remove(Removal::Excluded { held_back, .. }) => held_back,
+        _ => &[],
+    };
+    if let Some(next) = held_back.iter().map(|f| f.matures_at).min() {
+        tracing::info!(
+            "{}: {} files held back by the cooldown, the first until {}",
+            todo.name,
+            held_back.len(),
+            crate::filter::cooldown::show_time(next)
+        );
+    }
     if let Decision::Keep { delete, .. } = &decision {
         let deletes = delete.len() as u64;
         match pass {

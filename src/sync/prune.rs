@@ -44,10 +44,15 @@ pub fn prune(
         }
     }
     for (todo, removal) in removed {
-        let Removal::Excluded { why, serial } = removal else {
+        let Removal::Excluded {
+            why,
+            serial,
+            held_back,
+        } = removal
+        else {
             continue;
         };
-        if state.remove_project(&todo.name, *serial)? {
+        if state.remove_holding_back(&todo.name, &todo.display_name, *serial, held_back)? {
             tracing::info!(
                 "{}: left out by the filters ({why}); removing it from the mirror",
                 todo.name

@@ -16,7 +16,7 @@ pub use digest::{Blake2b256, InvalidDigest, Sha256};
 pub use name::{InvalidName, ProjectName, is_valid_display_name};
 pub use package_path::{Filename, PackagePath, UnsafePath};
 pub use record::{
-    FileRecord, JsonApiRecord, PageValidators, ProjectSnapshot, ProjectStatus, RemoteFile,
-    StoredProject, Unknown,
+    FileRecord, HeldFile, JsonApiRecord, PageValidators, ProjectSnapshot, ProjectStatus,
+    RemoteFile, StoredProject, Unknown,
 };
 pub use serial::Serial;

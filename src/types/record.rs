@@ -168,6 +168,17 @@ pub struct ProjectSnapshot {
     pub refused: Vec<String>,
     /// How to ask upstream next time whether the project page changed (serial-less feeds).
     pub validators: Option<PageValidators>,
+    /// Files upstream offers that the cooldown holds back for now (not in `files`).
+    pub held_back: Vec<HeldFile>,
+}
+
+/// A file the cooldown holds back, and when it comes of age.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldFile {
+    pub filename: Filename,
+    pub size: u64,
+    /// Unix seconds.
+    pub matures_at: i64,
 }
 
 /// What a project's page was when it was read: HTTP validators to send back

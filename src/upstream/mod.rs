@@ -13,6 +13,7 @@
 
 pub mod address;
 pub mod feed;
+pub mod hosts;
 pub mod html;
 pub mod json_api;
 pub mod pace;
@@ -22,7 +23,7 @@ pub mod snapshot;
 pub mod xmlrpc;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -164,7 +165,7 @@ pub struct Upstream {
     metadata: Client,
     files: Client,
     rate: RateLimit,
-    hosts: HostLimits,
+    hosts: hosts::HostLimits,
     /// Metadata requests in flight: adaptive, up to `metadata_workers`.
     pace: Arc<pace::Pace>,
     /// Where the JSON API (`/pypi/<name>/json`) and XML-RPC (`/pypi`) live, no trailing `/`.
@@ -205,7 +206,7 @@ impl Upstream {
             metadata: build(true)?,
             files: build(false)?,
             rate: RateLimit::new(cfg.metadata_rate),
-            hosts: HostLimits::new(cfg.max_connections_per_host),
+            hosts: hosts::HostLimits::new(cfg.max_connections_per_host),
             pace: pace::Pace::new(cfg.metadata_workers),
             api_base: api_base(&cfg.master),
             simple_root: simple_root(&cfg.master),
@@ -229,7 +230,7 @@ impl Upstream {
     }
 
     /// Held for the duration of one request to `url`'s host (`max_connections_per_host`).
-    pub async fn host_permit(&self, url: &Url) -> Option<OwnedSemaphorePermit> {
+    pub async fn host_permit(&self, url: &Url) -> hosts::HostPermit {
         self.hosts.acquire(url).await
     }
 
@@ -277,8 +278,15 @@ impl Upstream {
             self.rate.wait().await;
             let result = {
                 let _slot = self.pace.acquire().await;
-                let _host = self.hosts.acquire(url).await;
-                match build().send().await {
+                let host = self.hosts.acquire(url).await;
+                let sent = build().send().await;
+                if let Ok(resp) = &sent {
+                    match resp.status() {
+                        StatusCode::TOO_MANY_REQUESTS => host.too_many(),
+                        _ => host.accepted(),
+                    }
+                }
+                match sent {
                     Ok(resp) if retry::is_transient(resp.status()) => Err(Retry::Status(
                         resp.status(),
                         retry::retry_after(resp.headers()),
@@ -795,40 +803,6 @@ impl Budget {
             Err(reserve) => hold.reserve = Some(reserve),
         }
         hold.kib = kib;
-    }
-}
-
-/// One semaphore per host (and port), created on first use.
-struct HostLimits {
-    per_host: usize,
-    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
-}
-
-impl HostLimits {
-    fn new(per_host: usize) -> HostLimits {
-        HostLimits {
-            per_host,
-            hosts: Mutex::new(HashMap::new()),
-        }
-    }
-
-    async fn acquire(&self, url: &Url) -> Option<OwnedSemaphorePermit> {
-        if self.per_host == 0 {
-            return None;
-        }
-        let key = format!(
-            "{}:{}",
-            url.host_str().unwrap_or(""),
-            url.port_or_known_default().unwrap_or(0)
-        );
-        let sem = self
-            .hosts
-            .lock()
-            .expect("host limits lock")
-            .entry(key)
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
-            .clone();
-        sem.acquire_owned().await.ok()
     }
 }
 

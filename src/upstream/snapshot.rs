@@ -172,6 +172,7 @@ pub fn snapshot(
         status,
         refused: Vec::new(),
         validators: None,
+        held_back: Vec::new(),
     };
     let quarantined = snap
         .status

@@ -214,6 +214,7 @@ mod tests {
             status: None,
             refused: Vec::new(),
             validators: None,
+            held_back: Vec::new(),
         };
         Fetched {
             snapshot: Some(snapshot),

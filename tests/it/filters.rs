@@ -101,7 +101,7 @@ const DEMO: &[Dist] = &[
     ("2.1rc1", "demo-2.1rc1-py3-none-any.whl", None, None, 440),
 ];
 
-fn content(filename: &str, size: usize) -> Vec<u8> {
+pub(crate) fn content(filename: &str, size: usize) -> Vec<u8> {
     let mut bytes = filename.as_bytes().to_vec();
     bytes.extend((0..size.saturating_sub(filename.len())).map(|i| (i * 31 % 251) as u8));
     bytes
@@ -161,7 +161,7 @@ fn demo_of(versions: &[&str]) -> Vec<&'static str> {
         .collect()
 }
 
-fn sorted<S: AsRef<str>>(items: &[S]) -> Vec<String> {
+pub(crate) fn sorted<S: AsRef<str>>(items: &[S]) -> Vec<String> {
     let set: BTreeSet<String> = items.iter().map(|s| s.as_ref().to_owned()).collect();
     set.into_iter().collect()
 }
@@ -174,7 +174,7 @@ fn mirror_with(up: &FakeUpstream, filters: &str) -> Mirror {
     )
 }
 
-fn read_json(path: &std::path::Path) -> Value {
+pub(crate) fn read_json(path: &std::path::Path) -> Value {
     serde_json::from_slice(
         &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
     )
@@ -186,7 +186,7 @@ fn read_json(path: &std::path::Path) -> Value {
 /// page lists the same files (and `versions`, when given), and of `candidates` exactly the
 /// files in `want` are on disk.
 #[track_caller]
-fn assert_project(
+pub(crate) fn assert_project(
     mirror: &Mirror,
     up: &FakeUpstream,
     project: &str,
@@ -239,7 +239,7 @@ fn assert_project(
 /// The root index (HTML and JSON) lists exactly these normalized names, and no other
 /// project directory has pages.
 #[track_caller]
-fn assert_root(mirror: &Mirror, want: &[&str]) {
+pub(crate) fn assert_root(mirror: &Mirror, want: &[&str]) {
     let html: Vec<String> = mirror
         .root_links()
         .iter()

@@ -12,6 +12,7 @@ mod index;
 mod network;
 mod personalities;
 mod s3;
+mod supply_chain;
 mod sync;
 mod verify;
 

@@ -206,6 +206,46 @@ fn requests_are_polite_user_agent_per_host_connections_and_metadata_rate() {
 }
 
 #[test]
+fn a_rate_limited_upstream_is_paced_below_its_limit_and_the_sync_completes() {
+    let up = FakeUpstream::start();
+    publish(&up);
+    let clean = Mirror::new(PYMIRROR, &up.url());
+    clean.sync().assert_ok();
+    let want = clean.published();
+    // 20 requests a second, 429 with Retry-After beyond; pymirror at its default ceilings
+    // (64 downloads, 32 metadata requests) must find that pace by itself.
+    up.rate_limit(Some(20.0));
+    up.reset_requests();
+    let limited = Mirror::with_settings(PYMIRROR, &up.url(), "fsync = false\n");
+    limited.sync().assert_ok();
+    up.rate_limit(None);
+    assert_eq!(
+        limited.published(),
+        want,
+        "the rate-limited sync is incomplete"
+    );
+    limited.assert_consistent();
+    let requests = up.requests();
+    let start = requests[0].at;
+    let late: Vec<_> = requests
+        .iter()
+        .filter(|r| r.at.duration_since(start) >= Duration::from_secs(2))
+        .collect();
+    let late_429 = late.iter().filter(|r| r.status == 429).count();
+    assert!(
+        late.len() >= 20,
+        "only {} requests after the first 2 s: the limit was not reached",
+        late.len()
+    );
+    // Unpaced, nearly every request after the first burst would be a 429.
+    assert!(
+        late_429 * 10 <= late.len(),
+        "{late_429} of {} requests after the first 2 s got 429",
+        late.len()
+    );
+}
+
+#[test]
 fn download_mirror_serves_first_and_upstream_fills_in_unless_told_not_to() {
     let up = FakeUpstream::start();
     let alt = FakeUpstream::start();

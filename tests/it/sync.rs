@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
 
 use pymirror_testkit::mirror::{Mirror, normalize, snapshot};
-use pymirror_testkit::upstream::{FakeUpstream, FileOpts};
+use pymirror_testkit::upstream::{FakeUpstream, FileOpts, generated_name};
 use serde_json::json;
 
 use crate::PYMIRROR;
@@ -222,6 +222,61 @@ fn changelog_is_paged_until_empty() {
         assert_eq!(mirror.links(&format!("later{i}")).len(), 1);
     }
     assert_eq!(mirror.status_serial(), up.serial());
+}
+
+/// The scale benchmark's generated catalog is the same index as one built by hand: a first
+/// sync (its changelog paged), a change to one generated project, a removal, and both feeds.
+#[test]
+fn a_generated_catalog_mirrors_like_a_published_index() {
+    let up = FakeUpstream::start();
+    up.generate(40);
+    up.set_changelog_page(15);
+    let mirror = Mirror::new(PYMIRROR, &up.url());
+    mirror.sync().assert_ok();
+    let root: BTreeSet<String> = mirror.root_links().into_iter().map(|l| l.href).collect();
+    let want: BTreeSet<String> = (0..40).map(|i| format!("{}/", generated_name(i))).collect();
+    assert_eq!(root, want);
+    for i in 0..40 {
+        let links = mirror.links(&generated_name(i));
+        assert_eq!(
+            links.len(),
+            usize::from(i % 2 == 0),
+            "{}",
+            generated_name(i)
+        );
+        for link in &links {
+            let bytes = mirror.follow(&generated_name(i), link);
+            assert_eq!(bytes, up.file_info(&link.text).unwrap().content);
+        }
+    }
+    assert_eq!(mirror.status_serial(), 40);
+
+    let changed = generated_name(7);
+    up.add_release(
+        &changed,
+        "2.0",
+        &[("scale_0000007-2.0.tar.gz", b"new".to_vec())],
+    );
+    up.remove_project(&generated_name(8));
+    up.reset_requests();
+    mirror.sync().assert_ok();
+    assert_eq!(mirror.links(&changed).len(), 1);
+    assert!(mirror.page(&generated_name(8)).is_none());
+    assert_eq!(mirror.root_links().len(), 39);
+    let pages: BTreeSet<String> = up
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/simple/"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(
+        pages,
+        BTreeSet::from([
+            format!("/simple/{changed}/"),
+            format!("/simple/{}/", generated_name(8))
+        ])
+    );
+    mirror.assert_consistent();
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Run a program (the real `pymirror` binary, or bandersnatch beside it) and measure it: wall
 //! time, CPU time (wait4's rusage, children included), peak RSS (the child's own VmHWM), and
-//! what it printed on stdout. Shared by the benchmarks.
+//! what it printed on stdout, and each line it printed on stderr with when and the peak RSS
+//! by then (so a phase's log line tells its time and memory). Shared by the benchmarks.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -13,6 +14,23 @@ pub struct Measured {
     pub max_rss_kib: i64,
     pub code: i32,
     pub stdout: String,
+    pub stderr: Vec<Line>,
+}
+
+/// A line the program printed on stderr.
+pub struct Line {
+    /// Since the program started.
+    pub at: Duration,
+    /// Its peak RSS when the line came (within one 5 ms sample).
+    pub peak_kib: i64,
+    pub text: String,
+}
+
+impl Measured {
+    /// The first stderr line containing `needle`.
+    pub fn line(&self, needle: &str) -> Option<&Line> {
+        self.stderr.iter().find(|l| l.text.contains(needle))
+    }
 }
 
 /// Run `bin` (the bench passes `env!("CARGO_BIN_EXE_pymirror")`) with `args`.
@@ -20,7 +38,7 @@ pub fn run_pymirror(bin: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Measured
     run(bin, args)
 }
 
-/// Run any program with `args`, no proxy, stderr discarded.
+/// Run any program with `args`, no proxy.
 pub fn run(bin: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Measured {
     run_env(bin, args, &[])
 }
@@ -39,7 +57,7 @@ pub fn run_env(
         .env("NO_PROXY", "*")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut pipe = child.stdout.take().unwrap();
@@ -48,10 +66,25 @@ pub fn run_env(
         let _ = pipe.read_to_string(&mut out);
         out
     });
+    let peak = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let errors = {
+        let (pipe, peak) = (child.stderr.take().unwrap(), peak.clone());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(pipe)
+                .lines()
+                .map_while(Result::ok)
+                .map(|text| Line {
+                    at: start.elapsed(),
+                    peak_kib: peak.load(std::sync::atomic::Ordering::Relaxed),
+                    text,
+                })
+                .collect::<Vec<_>>()
+        })
+    };
     // ru_maxrss survives execve (it would report this big parent's memory), so sample the
     // child's own high-water mark, VmHWM, until it exits; it only grows, so the last sample
     // is within one interval of the true peak.
-    let peak = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let sampler = {
         let (peak, pid) = (peak.clone(), child.id());
         std::thread::spawn(move || {
@@ -82,5 +115,21 @@ pub fn run_env(
         max_rss_kib: peak.load(std::sync::atomic::Ordering::Relaxed),
         code: libc::WEXITSTATUS(status),
         stdout: reader.join().unwrap(),
+        stderr: errors.join().unwrap(),
     }
+}
+
+/// `<sandbox>/mirror.toml`: a mirror in `<sandbox>/mirror` of `master`, every other key at its
+/// default (benchmarks compare defaults).
+pub fn default_config(sandbox: &std::path::Path, master: &str) -> std::path::PathBuf {
+    let config = sandbox.join("mirror.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mirror]\ndirectory = \"{}\"\nmaster = \"{master}\"\n",
+            sandbox.join("mirror").display(),
+        ),
+    )
+    .unwrap();
+    config
 }

@@ -41,6 +41,31 @@ pub struct FaultCounts {
     pub too_many: u32,
     pub truncate: u32,
     pub corrupt: u32,
+    /// Answered 429 by the rate limit (`rate_limit`), not at random.
+    pub rate_limited: u32,
+}
+
+/// A token bucket, like a rate-limiting proxy in front of an index: `per_second` tokens a
+/// second, at most `per_second` saved up (one second's burst); a request finding the bucket
+/// empty is answered 429 with `Retry-After: 1`, and takes no token.
+pub(super) struct Bucket {
+    per_second: f64,
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Bucket {
+    fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let earned = now.duration_since(self.at).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + earned).min(self.per_second);
+        self.at = now;
+        let ok = self.tokens >= 1.0;
+        if ok {
+            self.tokens -= 1.0;
+        }
+        ok
+    }
 }
 
 impl State {
@@ -74,6 +99,14 @@ pub(super) fn random_faults(
     method: &Method,
     path: &str,
 ) -> (Option<Response>, Duration) {
+    if st.rate_limit.as_mut().is_some_and(|b| !b.take()) {
+        st.injected.rate_limited += 1;
+        let r = text(StatusCode::TOO_MANY_REQUESTS, "rate limited");
+        return (
+            Some(with_header(r, header::RETRY_AFTER, "1")),
+            Duration::ZERO,
+        );
+    }
     let faults = st.faults.clone();
     let (fault, extra_latency) = {
         let r = st.roll();
@@ -120,6 +153,16 @@ impl FakeUpstream {
     /// The random faults injected so far.
     pub fn faults_injected(&self) -> FaultCounts {
         self.st().injected
+    }
+
+    /// Answer 429 (`Retry-After: 1`) to requests beyond `per_second` a second (a token
+    /// bucket with one second's burst); `None` lifts the limit.
+    pub fn rate_limit(&self, per_second: Option<f64>) {
+        self.st().rate_limit = per_second.map(|per_second| Bucket {
+            per_second,
+            tokens: per_second,
+            at: std::time::Instant::now(),
+        });
     }
 
     pub fn set_latency(&self, d: Duration) {

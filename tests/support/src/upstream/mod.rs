@@ -76,6 +76,7 @@
 //! `files` (downloads), `xmlrpc`, and `faults` (fault injection, including the connection
 //! layer that truncates).
 
+mod catalog;
 mod faults;
 mod files;
 mod json_api;
@@ -90,6 +91,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use state::{Project, Shared, State, lock, normalize};
 
+pub use catalog::name as generated_name;
 pub use faults::{FaultCounts, FaultRates};
 pub use personality::{
     ApiVersion, Conditional, FileLayout, MasterForm, Pages, Personality, RootIndex, Serials,
@@ -179,6 +181,18 @@ pub struct FileOpts {
     pub provenance: Option<String>,
     /// Digests besides sha256 listed in the project page's `hashes` ({name: hex}).
     pub extra_hashes: Vec<(String, String)>,
+}
+
+impl FileOpts {
+    /// A file uploaded `secs` seconds before now, by the real clock (what a cooldown measures).
+    pub fn uploaded_secs_ago(secs: u64) -> FileOpts {
+        FileOpts {
+            upload_time: Some(state::iso_time(
+                personality::unix_now().saturating_sub(secs),
+            )),
+            ..FileOpts::default()
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -402,6 +416,19 @@ impl FakeUpstream {
         st.projects.get_mut(&key).expect("checked").status =
             status.map(|(s, r)| (s.to_string(), r.map(str::to_string)));
         serial
+    }
+
+    /// Add `count` generated projects (`catalog::name(i)`, serials 1..=count, half of them
+    /// with one tiny sdist), made real only when asked for: PyPI's size without its memory.
+    /// Only on an empty index.
+    pub fn generate(&self, count: u64) {
+        let mut st = self.st();
+        assert!(
+            st.serial == 0 && st.catalog.is_none(),
+            "fake upstream: generate() on an index that has projects"
+        );
+        st.catalog = Some(catalog::Catalog::new(count));
+        st.serial = count;
     }
 
     pub fn serial(&self) -> u64 {

@@ -222,6 +222,7 @@ fn route(st: &mut State, req: &Req<'_>) -> Response {
         if name != norm || !tail.ends_with('/') {
             return redirect(&format!("{simple_root}{}/{q}", encode_path(&norm)));
         }
+        st.materialize(&norm);
         return simple_project(st, req, &norm);
     }
     if let Some(name) = rest
@@ -231,7 +232,11 @@ fn route(st: &mut State, req: &Req<'_>) -> Response {
         if name.is_empty() || name.contains('/') || !st.personality.json_api {
             return not_found();
         }
+        st.materialize(&normalize(name));
         return json_api(st, req, name, &q);
+    }
+    if let Some(rel) = rest.strip_prefix('/') {
+        st.materialize_file(rel);
     }
     if let Some(rel) = served_file(st, rest) {
         return download(st, req, &rel);

@@ -50,18 +50,16 @@ pub(super) fn simple_index(st: &State, accept: Option<&str>) -> Response {
     let root_serials = pers.root != RootIndex::JsonWithoutSerials;
     if wants_json(accept) && pers.root != RootIndex::HtmlOnly {
         let serial = |n: u64| serial_value(st, n).filter(|_| root_serials);
-        let projects: Vec<Value> = st
-            .projects
-            .values()
-            .filter(|p| !p.quarantined())
-            .map(|p| {
+        let mut projects: Vec<Value> = Vec::new();
+        st.each_listed(|p| {
+            if !p.quarantined {
                 let mut v = json!({"name": p.display});
-                if let Some(s) = serial(p.last_serial) {
+                if let Some(s) = serial(p.serial) {
                     v["_last-serial"] = s;
                 }
-                v
-            })
-            .collect();
+                projects.push(v);
+            }
+        });
         let mut meta = json!({"api-version": pers.api_version.as_str()});
         if let Some(s) = serial(st.serial) {
             meta["_last-serial"] = s;
@@ -75,16 +73,17 @@ pub(super) fn simple_index(st: &State, accept: Option<&str>) -> Response {
         repository_version(st)
     );
     let root = pers.simple_root();
-    for (key, p) in &st.projects {
+    st.each_listed(|p| {
+        let key = p.key;
         html.push_str(&format!(
             "    <a href=\"{}\">{}</a>\n",
             html_escape(&match pers.file_urls {
                 UrlStyle::Absolute => encode_path(&format!("{root}{key}/")),
                 UrlStyle::Relative => link(st, &format!("{root}{key}/"), &root),
             }),
-            html_escape(&p.display)
+            html_escape(p.display)
         ));
-    }
+    });
     html.push_str("  </body>\n</html>\n");
     let content_type = match pers.root {
         RootIndex::HtmlOnly => "text/html",

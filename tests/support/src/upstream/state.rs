@@ -12,7 +12,7 @@ use blake2::Blake2b256;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::faults::{FaultCounts, FaultRates};
+use super::faults::{Bucket, FaultCounts, FaultRates};
 use super::personality::{Personality, unix_now};
 use super::{FileOpts, RawAnswer, Request};
 
@@ -106,6 +106,9 @@ pub(super) struct State {
     pub(super) endless_changelog: bool,
     /// Answers to these paths are sent one byte every so often.
     pub(super) trickle: HashMap<String, Duration>,
+    pub(super) rate_limit: Option<Bucket>,
+    /// Generated projects not yet made real (the scale benchmark's).
+    pub(super) catalog: Option<super::catalog::Catalog>,
     // Random faults: the rates, what fired so far, the generator's state.
     pub(super) faults: FaultRates,
     pub(super) injected: FaultCounts,
@@ -147,6 +150,8 @@ impl State {
             last_serial: None,
             endless_changelog: false,
             trickle: HashMap::new(),
+            rate_limit: None,
+            catalog: None,
             faults: FaultRates::default(),
             injected: FaultCounts::default(),
             rng: 0x9E37_79B9_7F4A_7C15,
@@ -157,7 +162,8 @@ impl State {
         }
     }
 
-    pub(super) fn project(&self, display: &str) -> &Project {
+    pub(super) fn project(&mut self, display: &str) -> &Project {
+        self.materialize(&normalize(display));
         self.projects
             .get(&normalize(display))
             .unwrap_or_else(|| panic!("fake upstream: no project {display:?}"))
@@ -197,6 +203,7 @@ impl State {
 
     pub(super) fn ensure_project(&mut self, display: &str) -> String {
         let key = normalize(display);
+        self.materialize(&key);
         if !self.projects.contains_key(&key) {
             let p = Project {
                 display: display.to_string(),
@@ -346,23 +353,28 @@ pub(super) fn latest_version(p: &Project) -> Option<String> {
 }
 
 /// Deterministic fake clock: 2020-09-13T12:26:40Z plus one minute per serial.
-fn fake_epoch(serial: u64) -> i64 {
+pub(super) fn fake_epoch(serial: u64) -> i64 {
     1_600_000_000 + serial as i64 * 60
 }
 
 /// ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.ffffffZ") for the fake clock at `serial`.
 fn fake_time(serial: u64) -> (String, String) {
-    let secs = fake_epoch(serial);
+    let base = iso_time(fake_epoch(serial) as u64);
+    let micros = serial.wrapping_mul(7919) % 1_000_000;
+    (base.clone(), format!("{base}.{micros:06}Z"))
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SS` (UTC).
+pub(super) fn iso_time(secs: u64) -> String {
+    let secs = secs as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    let base = format!(
+    format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
-    );
-    let micros = serial.wrapping_mul(7919) % 1_000_000;
-    (base.clone(), format!("{base}.{micros:06}Z"))
+    )
 }
 
 /// Howard Hinnant's days-since-1970 to (year, month, day).

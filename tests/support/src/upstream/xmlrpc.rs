@@ -86,12 +86,11 @@ pub(super) fn xmlrpc(st: &mut State, body: &[u8]) -> Response {
         .find_map(|t| between(params, &format!("<{t}>"), &format!("</{t}>")))
         .map(|s| s.trim().parse::<i64>());
     let result = match method {
-        "list_packages_with_serial" => Xv::Struct(
-            st.projects
-                .values()
-                .map(|p| (p.display.clone(), Xv::Int(p.last_serial as i64)))
-                .collect(),
-        ),
+        "list_packages_with_serial" => {
+            let mut all = Vec::new();
+            st.each_listed(|p| all.push((p.display.to_string(), Xv::Int(p.serial as i64))));
+            Xv::Struct(all)
+        }
         "changelog_last_serial" => Xv::Int(st.last_serial.unwrap_or(st.serial as i64)),
         "changelog_since_serial" => {
             let since = match param {
@@ -113,20 +112,38 @@ pub(super) fn xmlrpc(st: &mut State, body: &[u8]) -> Response {
                     .collect();
                 return xml_ok(Xv::Array(rows));
             }
-            let rows = st
-                .journal
+            let generated: Vec<Xv> = st
+                .catalog
                 .iter()
-                .filter(|r| r.serial as i64 > since)
-                .take(st.changelog_page)
-                .map(|r| {
+                .flat_map(|c| c.changelog(since, st.changelog_page))
+                .map(|(name, serial)| {
                     Xv::Array(vec![
-                        Xv::Str(r.name.clone()),
-                        r.version.clone().map(Xv::Str).unwrap_or(Xv::Nil),
-                        Xv::Int(r.timestamp),
-                        Xv::Str(r.action.clone()),
-                        Xv::Int(r.serial as i64),
+                        Xv::Str(name),
+                        Xv::Str("1.0".into()),
+                        Xv::Int(super::state::fake_epoch(serial)),
+                        Xv::Str("create".into()),
+                        Xv::Int(serial as i64),
                     ])
                 })
+                .collect();
+            let rest = st.changelog_page - generated.len();
+            let rows = generated
+                .into_iter()
+                .chain(
+                    st.journal
+                        .iter()
+                        .filter(|r| r.serial as i64 > since)
+                        .take(rest)
+                        .map(|r| {
+                            Xv::Array(vec![
+                                Xv::Str(r.name.clone()),
+                                r.version.clone().map(Xv::Str).unwrap_or(Xv::Nil),
+                                Xv::Int(r.timestamp),
+                                Xv::Str(r.action.clone()),
+                                Xv::Int(r.serial as i64),
+                            ])
+                        }),
+                )
                 .collect();
             Xv::Array(rows)
         }
