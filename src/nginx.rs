@@ -86,7 +86,7 @@ pub fn render_bucket(s3: &S3, format: SimpleFormat, listen: &str, server_name: &
     // A named capture: the map's regex sets $1 when $pymirror_index is read.
     let negotiated = format!(
         "        # A page directory's URL names the object of the negotiated format.\n        \
-         rewrite \"^/(?<pymirror_dir>simple/(.*/)?)$\" {path}$pymirror_dir{page} break;\n\
+         rewrite \"^/(?<pymirror_dir>simple/(.*/)?)$\" {path}${{pymirror_dir}}{page} break;\n\
          {plain}        add_header Vary Accept always;\n"
     );
     let simple = proxied(&negotiated, "public, max-age=600");
@@ -217,6 +217,41 @@ server {{
 
 #[cfg(test)]
 mod tests {
+    use crate::config::SimpleFormat;
+    use crate::config::storage::S3;
+
+    #[test]
+    fn a_bucket_on_aws_is_proxied_virtual_hosted_over_tls_with_only_the_written_formats() {
+        let s3 = S3 {
+            bucket: "pypi".into(),
+            prefix: "mirror/".into(),
+            endpoint: None,
+            region: Some("eu-west-1".into()),
+        };
+        let site = super::render_bucket(&s3, SimpleFormat::Json, "80", "_");
+        assert!(
+            site.contains("proxy_pass https://pypi.s3.eu-west-1.amazonaws.com;"),
+            "{site}"
+        );
+        assert!(site.contains("proxy_ssl_server_name on;"));
+        // Braced: a name right after it would be read as part of the variable's name.
+        assert!(
+            site.contains(
+                "rewrite \"^/(?<pymirror_dir>simple/(.*/)?)$\" /mirror/${pymirror_dir}index.v1_json break;"
+            ),
+            "{site}"
+        );
+        assert!(site.contains("rewrite ^/(.*)$ /mirror/$1 break;"));
+        let custom = S3 {
+            endpoint: Some("http://10.0.0.5:9000".parse().unwrap()),
+            ..s3
+        };
+        let site = super::render_bucket(&custom, SimpleFormat::All, "80", "_");
+        assert!(site.contains("proxy_pass http://10.0.0.5:9000;"), "{site}");
+        assert!(site.contains("/pypi/mirror/${pymirror_dir}$pymirror_index break;"));
+        assert!(!site.contains("proxy_ssl_server_name"));
+    }
+
     #[test]
     fn the_shipped_example_is_what_the_command_prints_for_the_example_config() {
         let example = include_str!("../nginx.conf.example");
