@@ -374,4 +374,36 @@ fn uv_and_pip_install_from_the_bucket_through_nginx() {
         log.contains("/packages/"),
         "files came through nginx: {log}"
     );
+
+    // A mirror that writes one format: that page whatever is asked for.
+    std::fs::write(
+        &site,
+        format!(
+            "[mirror]\ndirectory = \"{}\"\nmaster = \"{}\"\nsimple_format = \"json\"\n{}",
+            mirror.dir.display(),
+            up.url(),
+            public.storage_table("pypi", "mirror/")
+        ),
+    )
+    .unwrap();
+    let json_only = Nginx::serve_config(&tools, &mirror.bin, &site);
+    let head = ok(&run(
+        &tools.curl,
+        &[
+            "-sS",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            "Accept: text/html",
+            &format!("{}/simple/alpha/", json_only.url()),
+        ],
+    ))
+    .to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 200")
+            && head.contains("content-type: application/vnd.pypi.simple.v1+json"),
+        "{head}"
+    );
 }
