@@ -304,36 +304,30 @@ fn uv_and_pip_install_from_the_bucket_through_nginx() {
     mirror.sync().assert_ok();
     // nginx reads what the public may: the same bucket through an anonymous endpoint.
     let public = s3.public_reader();
-    let site = mirror.sandbox.path().join("public.toml");
-    std::fs::write(
-        &site,
-        format!(
-            "[mirror]\ndirectory = \"{}\"\nmaster = \"{}\"\n{}",
+    // nginx with the site printed for the bucket on the anonymous endpoint, `settings` more
+    // [mirror] keys.
+    let serve = |settings: &str| {
+        let site = mirror.sandbox.path().join("public.toml");
+        let config = format!(
+            "[mirror]\ndirectory = \"{}\"\nmaster = \"{}\"\n{settings}{}",
             mirror.dir.display(),
             up.url(),
             public.storage_table("pypi", "mirror/")
-        ),
-    )
-    .unwrap();
-    let nginx = Nginx::serve_config(&tools, &mirror.bin, &site);
-    let index = format!("{}/simple/", nginx.url());
-
-    let curl = |accept: &str, path: &str| {
-        ok(&run(
-            &tools.curl,
-            &[
-                "-sS",
-                "-D",
-                "-",
-                "-o",
-                "/dev/null",
-                "-H",
-                &format!("Accept: {accept}"),
-                &format!("{}{path}", nginx.url()),
-            ],
-        ))
-        .to_ascii_lowercase()
+        );
+        std::fs::write(&site, config).unwrap();
+        Nginx::serve_config(&tools, &mirror.bin, &site)
     };
+    let nginx = serve("");
+    let index = format!("{}/simple/", nginx.url());
+    let curl_at = |nginx: &Nginx, accept: &str, path: &str| {
+        let (accept, url) = (
+            format!("Accept: {accept}"),
+            format!("{}{path}", nginx.url()),
+        );
+        let args = ["-sS", "-D", "-", "-o", "/dev/null", "-H", &accept, &url];
+        ok(&run(&tools.curl, &args)).to_ascii_lowercase()
+    };
+    let curl = |accept: &str, path: &str| curl_at(&nginx, accept, path);
     for (accept, want) in [
         (
             "application/vnd.pypi.simple.v1+json",
@@ -376,31 +370,8 @@ fn uv_and_pip_install_from_the_bucket_through_nginx() {
     );
 
     // A mirror that writes one format: that page whatever is asked for.
-    std::fs::write(
-        &site,
-        format!(
-            "[mirror]\ndirectory = \"{}\"\nmaster = \"{}\"\nsimple_format = \"json\"\n{}",
-            mirror.dir.display(),
-            up.url(),
-            public.storage_table("pypi", "mirror/")
-        ),
-    )
-    .unwrap();
-    let json_only = Nginx::serve_config(&tools, &mirror.bin, &site);
-    let head = ok(&run(
-        &tools.curl,
-        &[
-            "-sS",
-            "-D",
-            "-",
-            "-o",
-            "/dev/null",
-            "-H",
-            "Accept: text/html",
-            &format!("{}/simple/alpha/", json_only.url()),
-        ],
-    ))
-    .to_ascii_lowercase();
+    let json_only = serve("simple_format = \"json\"\n");
+    let head = curl_at(&json_only, "text/html", "/simple/alpha/");
     assert!(
         head.starts_with("http/1.1 200")
             && head.contains("content-type: application/vnd.pypi.simple.v1+json"),
