@@ -98,9 +98,13 @@ fn content(i: usize, kib: usize) -> Vec<u8> {
 /// Write the mirror; returns (files, bytes).
 fn build(root: &Path, a: &Args) -> (u64, u64) {
     let layout = Layout::new(root);
-    layout.create().unwrap();
+    layout.create(&Default::default()).unwrap();
     let mut state = State::open(&layout.db).unwrap();
-    let storage = layout.storage(pymirror::storage::Durability::None);
+    let storage = pymirror::storage::Storage::new(
+        &layout.web,
+        &layout.tmp,
+        pymirror::storage::Durability::None,
+    );
     let index = IndexWriter::new(&storage, SimpleFormat::All, None);
     let projects = a.files.div_ceil(a.per_project);
     let (mut files, mut bytes) = (0u64, 0u64);

@@ -141,7 +141,7 @@ fn main() -> ExitCode {
             };
             print!(
                 "{}",
-                pymirror::nginx::render(&cfg.directory, &args.listen, &args.server_name)
+                pymirror::nginx::render_for(&cfg, &args.listen, &args.server_name)
             );
             ExitCode::SUCCESS
         }

@@ -74,6 +74,13 @@ pub fn run(
 ) -> anyhow::Result<u8> {
     let started = Instant::now();
     let layout = Layout::new(&cfg.directory);
+    if cfg.storage != crate::config::storage::Backend::Filesystem {
+        bail!(
+            "adopt takes over a tree on this filesystem (web/ under [mirror] directory), and \
+             [storage] backend is \"s3\": adopt with the default backend, then copy web/ into \
+             the bucket and switch the backend"
+        );
+    }
     if !crate::storage::layout::is_real_dir(&layout.web.join("simple")) {
         bail!(
             "{} has no web/simple/ directory, so it is not a bandersnatch mirror (nor a PEP 503 \
@@ -83,7 +90,7 @@ pub fn run(
         );
     }
     let had_db = layout.db.exists();
-    layout.create()?;
+    layout.create(&cfg.storage)?;
     let _lock = MirrorLock::acquire(&layout)?;
     let mut state = State::open(&layout.db)?;
     let marker = match state.adoption()? {
@@ -117,10 +124,13 @@ pub fn run(
              finish is fetched by the next sync"
         );
     }
-    let storage = layout.storage(match cfg.fsync {
-        true => Durability::Grouped,
-        false => Durability::None,
-    });
+    let storage = layout.storage(
+        cfg,
+        match cfg.fsync {
+            true => Durability::Grouped,
+            false => Durability::None,
+        },
+    )?;
     let mut adoption = Adoption {
         cfg,
         storage: &storage,

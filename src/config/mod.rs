@@ -7,6 +7,7 @@
 mod filter_tests;
 pub mod filters;
 mod keys;
+pub mod storage;
 
 pub use keys::Keys;
 
@@ -101,6 +102,8 @@ pub struct Config {
     pub max_project_releases: usize,
     /// What the mirror holds of upstream (`[filters]`; empty: everything).
     pub filters: crate::filter::Filters,
+    /// Where the served tree lives (`[storage]`; default: `<directory>/web`).
+    pub storage: storage::Backend,
 }
 
 /// One line: where, which key, what is wrong, what to do.
@@ -176,9 +179,9 @@ impl Config {
             )
         })?;
         for key in table.keys() {
-            if key != "mirror" && key != "filters" {
+            if key != "mirror" && key != "filters" && key != "storage" {
                 return Err(format!(
-                    "unknown table or key `{key}`; the tables are [mirror] and [filters] (see mirror.toml.example)"
+                    "unknown table or key `{key}`; the tables are [mirror], [filters] and [storage] (see mirror.toml.example)"
                 ));
             }
         }
@@ -312,6 +315,7 @@ impl Config {
                 .integer("max_project_releases", 0, i64::MAX)?
                 .unwrap_or(100_000) as usize,
             filters: filters::parse(table.get("filters"), base)?,
+            storage: storage::parse(table.get("storage"))?,
         })
     }
 }
@@ -408,7 +412,7 @@ mod tests {
     fn the_example_parses_and_documents_every_key() {
         let example = include_str!("../../mirror.toml.example");
         parse(example).unwrap();
-        for key in MIRROR_KEYS {
+        for key in MIRROR_KEYS.iter().chain(storage::KEYS) {
             assert!(
                 example.contains(&format!("\n{key} = "))
                     || example.contains(&format!("\n# {key} = ")),

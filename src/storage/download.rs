@@ -11,7 +11,9 @@
 //! 3. Only when length, SHA-256 (from the metadata) and BLAKE2b-256 (the path's own name for
 //!    the content) all match is the file renamed into place, through directories that must
 //!    not be symlinks (made durable as the storage's `Durability` says: fsynced first, or in
-//!    the group flush before its project is recorded).
+//!    the group flush before its project is recorded); with the tree in a bucket, uploaded
+//!    from there in one PUT or a multipart upload, inside the same download slot and
+//!    deadline, and the temporary file deleted.
 //!
 //! Failures retry with backoff (honouring `Retry-After`), up to `retries` times per source:
 //! the `download_mirror` first when configured, then upstream. A body cut short by the network

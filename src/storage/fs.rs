@@ -1,4 +1,6 @@
-//! The served tree on a local filesystem: `<directory>/web/`, addressed by keys.
+//! The served tree, addressed by keys: on a local filesystem (`<directory>/web/`), or in a
+//! bucket ([`super::s3::Bucket`], `[storage] backend = "s3"`), which every method hands its
+//! key to; temporary objects are local files in `tmp/` either way.
 //!
 //! A key is a path relative to the tree's root, `/`-separated, as a client sees it under the
 //! mirror's URL (`simple/six/index.html`, `packages/aa/bb/<60 hex>/<file>`); a key ending in
@@ -16,10 +18,11 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::layout::Protected;
+use super::s3::Bucket;
 use crate::types::hashing::{Hashes, hash_reader};
 
 /// A symlink met inside the tree: that one key is refused (nothing is written, read or
@@ -101,6 +104,9 @@ impl Kind {
 pub struct Entry {
     pub name: String,
     pub meta: Meta,
+    /// A directory's own entries, when the listing that found it had them already (a
+    /// bucket's flat listing of a tree): listing it again costs nothing.
+    pub below: Option<Arc<Vec<Entry>>>,
 }
 
 /// When the bytes a [`Storage`] commits are made durable.
@@ -118,6 +124,8 @@ pub enum Durability {
 
 pub struct Storage {
     web: PathBuf,
+    /// The tree is in this bucket, not under `web`.
+    bucket: Option<Bucket>,
     tmp: PathBuf,
     durability: Durability,
     /// Group commit: `requested` counts flushes started, `flushed` the newest one finished.
@@ -189,6 +197,7 @@ impl Storage {
     pub fn new(web: &Path, tmp: &Path, durability: Durability) -> Storage {
         Storage {
             web: web.to_owned(),
+            bucket: None,
             tmp: tmp.to_owned(),
             durability,
             requested: AtomicU64::new(0),
@@ -200,9 +209,27 @@ impl Storage {
         }
     }
 
-    /// The path of a key, for messages only.
+    /// The tree in `bucket`, with temporary objects in `tmp`. Every object is durable once
+    /// uploaded: no durability to choose.
+    pub fn in_bucket(bucket: Bucket, tmp: &Path) -> Storage {
+        Storage {
+            bucket: Some(bucket),
+            ..Storage::new(Path::new(""), tmp, Durability::None)
+        }
+    }
+
+    /// Whether reading an object back is as cheap as reading a local file (else, a wheel's
+    /// sidecar is asked of upstream rather than read from the wheel).
+    pub fn is_local(&self) -> bool {
+        self.bucket.is_none()
+    }
+
+    /// The path (or `s3://` URL) of a key, for messages only.
     pub fn describe(&self, key: &str) -> String {
-        self.path(key).display().to_string()
+        match &self.bucket {
+            Some(b) => b.describe(key),
+            None => self.path(key).display().to_string(),
+        }
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -211,6 +238,9 @@ impl Storage {
 
     /// What is at `key`, without following a symlink there. `None`: nothing.
     pub fn stat(&self, key: &str) -> std::io::Result<Option<Meta>> {
+        if let Some(b) = &self.bucket {
+            return b.stat(key);
+        }
         match std::fs::symlink_metadata(self.path(key)) {
             Ok(m) => Ok(Some(Meta::of(&m))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -220,6 +250,9 @@ impl Storage {
 
     /// Whether anything (even a symlink) is at `key`.
     pub fn exists(&self, key: &str) -> bool {
+        if let Some(b) = &self.bucket {
+            return b.exists(key);
+        }
         std::fs::symlink_metadata(self.path(key)).is_ok()
     }
 
@@ -227,6 +260,14 @@ impl Storage {
     /// bytes asks for `n + 1`: one more says the object is longer); `None` when there is none.
     /// Like [`Storage::open`], never through a symlink nor from anything but a regular file.
     pub fn read(&self, key: &str, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+        if let Some(b) = &self.bucket {
+            let Some((reader, _)) = b.reader(key)? else {
+                return Ok(None);
+            };
+            let mut bytes = Vec::new();
+            reader.take(limit).read_to_end(&mut bytes)?;
+            return Ok(Some(bytes));
+        }
         let file = match self.open(key) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -241,6 +282,9 @@ impl Storage {
     /// itself is a symlink (`O_NOFOLLOW`), or when it is not a regular file (`O_NONBLOCK`, so
     /// a fifo cannot hang the open; a device such as /dev/zero is never read).
     pub fn open(&self, key: &str) -> std::io::Result<File> {
+        if let Some(b) = &self.bucket {
+            return b.download(key, &self.tmp);
+        }
         if self.through_symlink(key) {
             return Err(symlink_refused(format!(
                 "not reading {}: a directory on its way is a symlink",
@@ -254,6 +298,9 @@ impl Storage {
     /// adoption): the directories on the way that are remembered (not a file's own hash
     /// directory, see `verified`) are checked once per run, the others every time.
     pub fn open_walking(&self, key: &str) -> std::io::Result<File> {
+        if self.bucket.is_some() {
+            return self.open(key);
+        }
         let parts: Vec<&str> = key.trim_end_matches('/').split('/').collect();
         let dirs = &parts[..parts.len().saturating_sub(1)];
         let mut dir = self.web.clone();
@@ -283,6 +330,9 @@ impl Storage {
     /// [`Storage::open`] for a key just met in a listing of its directory (which checked the
     /// way there): only the key itself is checked (`O_NOFOLLOW`, a regular file).
     pub fn open_listed(&self, key: &str) -> std::io::Result<File> {
+        if self.bucket.is_some() {
+            return self.open(key);
+        }
         let path = self.path(key);
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -307,17 +357,33 @@ impl Storage {
     /// than the length it had when opened (and one byte more, so growth shows as a length
     /// mismatch).
     pub fn hash(&self, key: &str, buf: &mut [u8]) -> std::io::Result<Hashes> {
+        if let Some(b) = &self.bucket {
+            // Streamed, never stored locally.
+            let Some((reader, len)) = b.reader(key)? else {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{}: no such object", self.describe(key)),
+                ));
+            };
+            return hash_reader(reader.take(len.saturating_add(1)), buf);
+        }
         hash_file(self.open(key)?, buf)
     }
 
     /// [`Storage::hash`] through [`Storage::open_walking`].
     pub fn hash_walking(&self, key: &str, buf: &mut [u8]) -> std::io::Result<Hashes> {
+        if self.bucket.is_some() {
+            return self.hash(key, buf);
+        }
         hash_file(self.open_walking(key)?, buf)
     }
 
     /// [`Storage::hash`] of a key just met in a listing of its directory (see
     /// [`Storage::open_listed`]).
     pub fn hash_listed(&self, key: &str, buf: &mut [u8]) -> std::io::Result<Hashes> {
+        if self.bucket.is_some() {
+            return self.hash(key, buf);
+        }
         hash_file(self.open_listed(key)?, buf)
     }
 
@@ -326,6 +392,9 @@ impl Storage {
     /// A name that is not UTF-8 is given lossily: it can be reported, not addressed (no key
     /// pymirror writes has one). Sizes are read for files only.
     pub fn list(&self, prefix: &str) -> std::io::Result<Option<Vec<Entry>>> {
+        if let Some(b) = &self.bucket {
+            return b.list(prefix);
+        }
         if self.through_symlink(prefix) || !self.stat(prefix)?.is_some_and(|m| m.is_dir()) {
             return Ok(None);
         }
@@ -340,10 +409,11 @@ impl Storage {
         if !entry.meta.is_dir() {
             return Ok(None);
         }
-        self.read_entries(
-            &format!("{}/{}", parent.trim_end_matches('/'), entry.name),
-            true,
-        )
+        if let Some(below) = &entry.below {
+            return Ok(Some(below.as_ref().clone()));
+        }
+        let prefix = format!("{}/{}", parent.trim_end_matches('/'), entry.name);
+        self.read_entries(&prefix, true)
     }
 
     /// [`Storage::list_within`] without sizes (every size 0): one `read_dir` and no `lstat`,
@@ -353,11 +423,17 @@ impl Storage {
             return Ok(None);
         }
         let prefix = format!("{}/{}", parent.trim_end_matches('/'), entry.name);
+        if self.bucket.is_some() {
+            return self.list_within(parent, entry);
+        }
         self.read_entries(&prefix, false)
     }
 
     /// One `read_dir` of `prefix`, sorted; `sizes`: an `lstat` per file for its size (else 0).
     fn read_entries(&self, prefix: &str, sizes: bool) -> std::io::Result<Option<Vec<Entry>>> {
+        if let Some(b) = &self.bucket {
+            return b.list_tree(prefix);
+        }
         let entries = match std::fs::read_dir(self.path(prefix)) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -374,6 +450,7 @@ impl Storage {
             out.push(Entry {
                 name: entry.file_name().to_string_lossy().into_owned(),
                 meta: Meta { kind, size },
+                below: None,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -422,6 +499,10 @@ impl Storage {
             file.sync_all().map_err(|e| on(&staged.path, e))?;
         }
         drop(file);
+        if let Some(b) = &self.bucket {
+            // Uploaded whole, then the staged file deletes itself as it is dropped.
+            return b.upload(&staged.path, key);
+        }
         let dest = self.path(key);
         self.create_parents(key)
             .map_err(|e| match is_symlink_refused(&e) {
@@ -480,6 +561,10 @@ impl Storage {
     /// [`Storage::delete`], refused when what is at `key` is (or holds) one of the mirror
     /// directory's own files (a hard link to the database, say).
     pub fn delete_unless(&self, key: &str, protected: &Protected) -> std::io::Result<()> {
+        if self.bucket.is_some() {
+            // The mirror's own state is local: no object can be it.
+            return self.delete(key);
+        }
         protected
             .check(&self.path(key))
             .map_err(std::io::Error::other)?;
@@ -489,6 +574,9 @@ impl Storage {
     /// Delete the object at `key`, or the directory and everything under it when `key` ends
     /// in `/`. Nothing there is fine; a symlink on the way is refused.
     pub fn delete(&self, key: &str) -> std::io::Result<()> {
+        if let Some(b) = &self.bucket {
+            return b.delete(key);
+        }
         if self.through_symlink(key) {
             return Err(symlink_refused(format!(
                 "not deleting {}: a directory on its way is a symlink",
@@ -512,11 +600,15 @@ impl Storage {
 
     /// Remove the directory `prefix` if it is empty (after its last object went).
     pub fn remove_empty_dir(&self, prefix: &str) -> bool {
-        std::fs::remove_dir(self.path(prefix)).is_ok()
+        // A bucket has no directories to remove: say "not removed" so no one climbs further.
+        self.bucket.is_none() && std::fs::remove_dir(self.path(prefix)).is_ok()
     }
 
     /// Whether any directory between the root and `key` is a symlink.
     pub fn through_symlink(&self, key: &str) -> bool {
+        if self.bucket.is_some() {
+            return false;
+        }
         let mut dir = self.web.clone();
         let parts: Vec<&str> = key.trim_end_matches('/').split('/').collect();
         parts[..parts.len().saturating_sub(1)].iter().any(|part| {

@@ -3,7 +3,8 @@
 //! ```text
 //! <directory>/
 //!   web/                 served tree: simple/ (index pages) and packages/ (files); written
-//!                        only through [`Storage`]
+//!                        only through [`Storage`] (absent with `[storage] backend = "s3"`:
+//!                        the tree is in the bucket)
 //!   tmp/                 temporary files; same filesystem as web/ so rename is atomic
 //!   pymirror.db          state database (+ -wal, -shm)
 //!   verify.db            verify's checkpoint and findings (+ -wal, -shm)
@@ -19,6 +20,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{Durability, Storage};
+use crate::config::Config;
+use crate::config::storage::Backend;
 
 pub struct Layout {
     pub root: PathBuf,
@@ -43,22 +46,35 @@ impl Layout {
         }
     }
 
-    /// The served tree, its temporary objects in `tmp/`.
-    pub fn storage(&self, durability: Durability) -> Storage {
-        Storage::new(&self.web, &self.tmp, durability)
+    /// The served tree where `[storage]` puts it, its temporary objects in `tmp/`.
+    pub fn storage(&self, cfg: &Config, durability: Durability) -> std::io::Result<Storage> {
+        match &cfg.storage {
+            Backend::Filesystem => Ok(Storage::new(&self.web, &self.tmp, durability)),
+            Backend::S3(s3) => {
+                let bucket = super::s3::Bucket::new(s3, cfg.retries, cfg.retry_delay, cfg.timeout)?;
+                Ok(Storage::in_bucket(bucket, &self.tmp))
+            }
+        }
     }
 
-    /// Create the directory skeleton. `tmp/` must be a real directory: a symlink there is
-    /// refused, never followed (clearing it would empty wherever it points).
-    pub fn create(&self) -> std::io::Result<()> {
+    /// Create the directory skeleton (`web/` only for a tree on this filesystem). `tmp/`
+    /// must be a real directory: a symlink there is refused, never followed (clearing it
+    /// would empty wherever it points).
+    pub fn create(&self, backend: &Backend) -> std::io::Result<()> {
         self.check_tmp()?;
-        for dir in [
-            &self.root,
+        let web = [
             &self.web,
-            &self.tmp,
             &self.web.join("simple"),
             &self.web.join("packages"),
-        ] {
+        ];
+        let local = match backend {
+            Backend::Filesystem => &web[..],
+            Backend::S3(_) => &[],
+        };
+        for dir in [&self.root, &self.tmp]
+            .into_iter()
+            .chain(local.iter().copied())
+        {
             std::fs::create_dir_all(dir).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
             })?;

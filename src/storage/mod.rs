@@ -1,7 +1,8 @@
 //! Storage: the only code that reads or writes the served tree.
 //!
-//! - `fs`: the tree on a local filesystem, addressed by keys ([`Storage`]); the seam where an
-//!   object-storage backend plugs in.
+//! - `fs`: the tree addressed by keys ([`Storage`]), on a local filesystem or, through `s3`,
+//!   in an S3-compatible bucket.
+//! - `s3`: the bucket backend (`object_store`).
 //! - `download`: the strategy that puts a verified upstream file at its key.
 //! - `layout`: the mirror directory on local disk (state database, lock, `status`, `tmp/`).
 //! - `lock`: one writer per mirror.
@@ -10,6 +11,7 @@ pub mod download;
 pub mod fs;
 pub mod layout;
 pub mod lock;
+pub mod s3;
 pub mod wheel;
 
 pub use fs::{Durability, Storage};

@@ -80,7 +80,7 @@ pub async fn run(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Summary> {
     let layout = Arc::new(Layout::new(&cfg.directory));
-    layout.create()?;
+    layout.create(&cfg.storage)?;
     let _lock = MirrorLock::acquire(&layout)?;
     let state = State::open(&layout.db)?;
     if state.adoption()?.is_some() {
@@ -114,10 +114,13 @@ async fn run_locked(
     let started = Instant::now();
     // Files and pages are made durable in groups, just before the transaction that records
     // them (`Storage::flush` in publish and finish), not one fsync each.
-    let storage = Arc::new(layout.storage(match cfg.fsync {
-        true => Durability::Grouped,
-        false => Durability::None,
-    }));
+    let storage = Arc::new(layout.storage(
+        cfg,
+        match cfg.fsync {
+            true => Durability::Grouped,
+            false => Durability::None,
+        },
+    )?);
     blocking({
         let (layout, storage, state) = (layout.clone(), storage.clone(), state.clone());
         move || recover::recover(&layout, &storage, &state)

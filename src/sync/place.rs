@@ -58,7 +58,8 @@ pub async fn place(
         .filter_map(|i| {
             let f = &snapshot.files[i];
             let mut target = Target::sidecar(f)?;
-            if f.record.filename.as_str().ends_with(".whl") {
+            // From a bucket the wheel would be fetched again: upstream's sidecar is smaller.
+            if f.record.filename.as_str().ends_with(".whl") && ctx.storage.is_local() {
                 target.from_wheel = Some(f.record.path.relative());
             }
             Some(Placement {

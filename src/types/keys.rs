@@ -81,6 +81,22 @@ pub fn project_of_key(key: &str) -> Option<&str> {
         .filter(|name| !name.is_empty() && !name.contains('/'))
 }
 
+/// The `Content-Type` an object at `key` is served with (set on upload to a bucket; the
+/// nginx configuration for a local tree says the same by file name).
+pub fn content_type(key: &str) -> &'static str {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    if key.starts_with("json/") || (key.starts_with("pypi/") && name == "json") {
+        return "application/json";
+    }
+    match name {
+        "index.v1_json" => "application/vnd.pypi.simple.v1+json",
+        "index.v1_html" => "application/vnd.pypi.simple.v1+html",
+        _ if name.ends_with(".html") => "text/html",
+        _ if name.ends_with(".metadata") => "text/plain",
+        _ => "application/octet-stream",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +115,34 @@ mod tests {
             "simple//".to_string(),
         ] {
             assert_eq!(project_of_key(&key), None, "{key}");
+        }
+    }
+
+    #[test]
+    fn each_page_kind_has_its_content_type() {
+        for (key, want) in [
+            ("simple/index.html", "text/html"),
+            ("simple/six/index.html", "text/html"),
+            (
+                "simple/six/index.v1_html",
+                "application/vnd.pypi.simple.v1+html",
+            ),
+            (
+                "simple/six/index.v1_json",
+                "application/vnd.pypi.simple.v1+json",
+            ),
+            ("json/six", "application/json"),
+            ("pypi/six/json", "application/json"),
+            (
+                "packages/aa/bb/cc/six-1.0-py3-none-any.whl",
+                "application/octet-stream",
+            ),
+            (
+                "packages/aa/bb/cc/six-1.0-py3-none-any.whl.metadata",
+                "text/plain",
+            ),
+        ] {
+            assert_eq!(content_type(key), want, "{key}");
         }
     }
 }

@@ -179,10 +179,13 @@ pub async fn run(
     } else if opts.resume {
         tracing::info!("no interrupted verify to resume; verifying from the start");
     }
-    let storage = Arc::new(layout.storage(match cfg.fsync {
-        true => Durability::EachObject,
-        false => Durability::None,
-    }));
+    let storage = Arc::new(layout.storage(
+        cfg,
+        match cfg.fsync {
+            true => Durability::EachObject,
+            false => Durability::None,
+        },
+    )?);
     let verify = Verify {
         cfg,
         opts: &opts,

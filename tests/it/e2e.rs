@@ -49,15 +49,7 @@ fn pip_and_uv_install_from_the_mirror_served_by_nginx() {
     let index = format!("{}/simple/", nginx.url());
     let work = tempfile::tempdir().unwrap();
     let path = |name: &str| work.path().join(name).to_str().unwrap().to_owned();
-    let installed = |dir: &str| -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.ends_with(".dist-info"))
-            .collect();
-        names.sort();
-        names
-    };
+    let installed = |dir: &str| pymirror_testkit::serve::installed(std::path::Path::new(dir));
 
     // pip: the package and its dependency, the yanked release passed over.
     let py = &tools.python;

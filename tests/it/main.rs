@@ -11,6 +11,7 @@ mod hostile;
 mod index;
 mod network;
 mod personalities;
+mod s3;
 mod supply_chain;
 mod sync;
 mod verify;

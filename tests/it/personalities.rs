@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 
 use pymirror_testkit::mirror::{Mirror, TEST_SETTINGS, normalize, parse_links, percent_decode};
-use pymirror_testkit::serve::{Nginx, Tools, ok, run};
+use pymirror_testkit::serve::{Nginx, Tools, install_with_pip_and_uv};
 use pymirror_testkit::upstream::{
     Conditional, FakeUpstream, FileOpts, Personality, Request, RootIndex, Serials,
 };
@@ -385,16 +385,6 @@ personality_tests! {
 // ---------------------------------------------------------------------------------------------
 // End to end, and chaining
 
-fn installed(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".dist-info"))
-        .collect();
-    names.sort();
-    names
-}
-
 /// A devpi-like upstream mirrored, served by real nginx: pip and uv install a package and its
 /// dependency from it, passing over the yanked release.
 #[test]
@@ -413,37 +403,9 @@ fn devpi_like_mirror_served_by_nginx_installs_with_pip_and_uv() {
     let work = tempfile::tempdir().unwrap();
     let want = ["alpha-1.0.dist-info", "beta-1.0.dist-info"];
 
-    let pip = work.path().join("pip");
-    ok(&run(
-        &tools.python,
-        &[
-            "-m",
-            "pip",
-            "install",
-            "--index-url",
-            &index,
-            "--target",
-            pip.to_str().unwrap(),
-            "alpha",
-        ],
-    ));
-    assert_eq!(installed(&pip), want);
-    let uv = work.path().join("uv");
-    ok(&run(
-        &tools.uv,
-        &[
-            "pip",
-            "install",
-            "--python",
-            tools.python.to_str().unwrap(),
-            "--index-url",
-            &index,
-            "--target",
-            uv.to_str().unwrap(),
-            "alpha",
-        ],
-    ));
-    assert_eq!(installed(&uv), want);
+    let [by_pip, by_uv] = install_with_pip_and_uv(&tools, &index, work.path(), "alpha");
+    assert_eq!(by_pip, want);
+    assert_eq!(by_uv, want);
     let log = nginx.access_log();
     assert!(
         log.lines()

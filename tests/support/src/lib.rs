@@ -6,6 +6,7 @@
 //! * [`bandersnatch`]: the tree bandersnatch 8.2.0 writes for a fake upstream, optionally
 //!   damaged;
 //! * [`dist`]: small but valid wheels and sdists;
+//! * [`s3`]: a real S3-compatible server (s3s-fs) whose buckets are directories;
 //! * [`serve`]: real nginx serving a mirror, and pip/uv installing from it;
 //! * [`measure`]: the benches' wall/CPU time and peak RSS of one `pymirror` run.
 //!
@@ -17,5 +18,6 @@ pub mod bandersnatch;
 pub mod dist;
 pub mod measure;
 pub mod mirror;
+pub mod s3;
 pub mod serve;
 pub mod upstream;

@@ -39,13 +39,23 @@ pub fn run_pymirror(bin: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Measured
 }
 
 /// Run any program with `args`, no proxy.
+pub fn run(bin: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Measured {
+    run_env(bin, args, &[])
+}
+
+/// [`run`] with these environment variables too (a bucket's credentials).
 // The child is reaped by wait4 (which also yields its rusage), not by Child::wait.
 #[allow(clippy::zombie_processes)]
-pub fn run(bin: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Measured {
+pub fn run_env(
+    bin: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+    env: &[(String, String)],
+) -> Measured {
     let start = Instant::now();
     let mut child = std::process::Command::new(bin)
         .args(args)
         .env("NO_PROXY", "*")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

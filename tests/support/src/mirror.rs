@@ -14,6 +14,13 @@ pub struct Mirror {
     pub sandbox: tempfile::TempDir,
     pub dir: PathBuf,
     pub config: PathBuf,
+    /// Where the served tree is read back from: `dir/web`, or a bucket's directory on the
+    /// test S3 server.
+    pub tree: PathBuf,
+    /// Tables every configuration gets after `[mirror]` (a `[storage]` table).
+    pub tables: String,
+    /// Environment every run gets (credentials for a bucket).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Run {
@@ -58,10 +65,29 @@ impl Mirror {
         let mirror = Mirror {
             bin: bin.into(),
             sandbox,
+            tree: dir.join("web"),
             dir,
             config,
+            tables: String::new(),
+            env: Vec::new(),
         };
         mirror.configure(master, settings);
+        mirror
+    }
+
+    /// A mirror of `master` whose tree is in `bucket` under `prefix` on `s3` (created here).
+    pub fn in_bucket(
+        bin: impl Into<PathBuf>,
+        master: &str,
+        s3: &crate::s3::S3Server,
+        bucket: &str,
+        prefix: &str,
+    ) -> Mirror {
+        let mut mirror = Mirror::with_settings(bin, master, TEST_SETTINGS);
+        mirror.tree = s3.bucket(bucket).join(prefix);
+        mirror.tables = s3.storage_table(bucket, prefix);
+        mirror.env = crate::s3::S3Server::credentials();
+        mirror.configure(master, TEST_SETTINGS);
         mirror
     }
 
@@ -71,8 +97,9 @@ impl Mirror {
         std::fs::write(
             &self.config,
             format!(
-                "[mirror]\ndirectory = \"{}\"\nmaster = \"{master}\"\n{settings}",
-                self.dir.display()
+                "[mirror]\ndirectory = \"{}\"\nmaster = \"{master}\"\n{settings}\n{}",
+                self.dir.display(),
+                self.tables
             ),
         )
         .unwrap();
@@ -96,6 +123,7 @@ impl Mirror {
             .args(extra)
             .env_remove("RUST_LOG")
             .env("NO_PROXY", "*")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -177,7 +205,11 @@ impl Mirror {
         for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
             cmd.env_remove(var).env_remove(var.to_ascii_lowercase());
         }
-        let out = cmd.envs(env.iter().copied()).output().unwrap();
+        let out = cmd
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -193,7 +225,7 @@ impl Mirror {
     }
 
     pub fn web(&self) -> PathBuf {
-        self.dir.join("web")
+        self.tree.clone()
     }
 
     pub fn status_serial(&self) -> u64 {

@@ -112,6 +112,11 @@ impl Nginx {
         Nginx::serve(tools, bin, &config, dir)
     }
 
+    /// nginx with the site `pymirror nginx-config` prints for the configuration `config`.
+    pub fn serve_config(tools: &Tools, bin: &Path, config: &Path) -> Nginx {
+        Nginx::serve(tools, bin, config, tempfile::tempdir().unwrap())
+    }
+
     fn serve(tools: &Tools, bin: &Path, config: &Path, dir: tempfile::TempDir) -> Nginx {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -193,6 +198,52 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The distributions installed in `dir` (its `*.dist-info` directories), sorted.
+pub fn installed(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".dist-info"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// `requirement` installed from `index` by pip into `<work>/pip`, then by uv into
+/// `<work>/uv`; each must succeed. What each installed.
+pub fn install_with_pip_and_uv(
+    tools: &Tools,
+    index: &str,
+    work: &Path,
+    requirement: &str,
+) -> [Vec<String>; 2] {
+    let (pip, uv) = (work.join("pip"), work.join("uv"));
+    let python = tools.python.to_str().unwrap();
+    let (pip_dir, uv_dir) = (pip.to_str().unwrap(), uv.to_str().unwrap());
+    let by_pip = [
+        "-m",
+        "pip",
+        "install",
+        "--index-url",
+        index,
+        "--target",
+        pip_dir,
+    ];
+    ok(&run(&tools.python, &[&by_pip[..], &[requirement]].concat()));
+    let by_uv = [
+        "pip",
+        "install",
+        "--python",
+        python,
+        "--index-url",
+        index,
+        "--target",
+        uv_dir,
+    ];
+    ok(&run(&tools.uv, &[&by_uv[..], &[requirement]].concat()));
+    [installed(&pip), installed(&uv)]
 }
 
 /// Run a program with an environment that keeps pip and uv on our index only.
