@@ -178,6 +178,8 @@ const BANDERSNATCH_WORKERS: usize = 10;
 struct Row {
     wall: f64,
     cpu: f64,
+    /// The kernel's share of `cpu` (file creation, mostly: the same for both tools).
+    sys: f64,
     rss_mib: i64,
     requests: u64,
 }
@@ -185,8 +187,8 @@ struct Row {
 impl Row {
     fn print(&self, label: &str, latency: u64) {
         println!(
-            "{:<34} {:>6}ms {:>9.2} {:>9.2} {:>9} MiB {:>9}",
-            label, latency, self.wall, self.cpu, self.rss_mib, self.requests
+            "{:<34} {:>6}ms {:>9.2} {:>9.2} {:>9.2} {:>9} MiB {:>9}",
+            label, latency, self.wall, self.cpu, self.sys, self.rss_mib, self.requests
         );
     }
 }
@@ -195,6 +197,7 @@ fn measured(m: &measure::Measured, up: &FakeUpstream) -> Row {
     Row {
         wall: m.wall.as_secs_f64(),
         cpu: (m.user + m.sys).as_secs_f64(),
+        sys: m.sys.as_secs_f64(),
         rss_mib: m.max_rss_kib / 1024,
         requests: up.request_count() as u64,
     }
@@ -223,8 +226,8 @@ fn versus(
     tempdir: &dyn Fn() -> tempfile::TempDir,
 ) {
     println!(
-        "{:<34} {:>8} {:>9} {:>9} {:>13} {:>9}",
-        "run", "latency", "wall s", "cpu s", "peak RSS", "requests"
+        "{:<34} {:>8} {:>9} {:>9} {:>9} {:>13} {:>9}",
+        "run", "latency", "wall s", "cpu s", "of it sys", "peak RSS", "requests"
     );
     let mut keep = Vec::new();
     for &latency in &a.latencies {

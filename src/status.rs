@@ -212,7 +212,10 @@ impl Report {
                 (Some(at), Some(shown)) => {
                     let wait = at - cooldown::unix_now();
                     let when = match wait > 0 {
-                        true => format!("in {wait}s"),
+                        true => format!(
+                            "in {}",
+                            indicatif::HumanDuration(std::time::Duration::from_secs(wait as u64))
+                        ),
                         false => "due: the next sync mirrors it".into(),
                     };
                     let _ = writeln!(out, ", the next released at {shown} ({when})");
