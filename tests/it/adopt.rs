@@ -462,6 +462,28 @@ fn the_first_sync_rewrites_the_adopted_pages_before_asking_upstream() {
 }
 
 #[test]
+fn a_running_bandersnatch_keeps_adopt_out_and_is_named_by_its_pid() {
+    let up = catalog();
+    let mirror = bandersnatch_mirror(&up, &bandersnatch::Options::default());
+    // bandersnatch holds a flock on `.lock` and writes nothing into it.
+    let lock = std::fs::File::create(mirror.dir.join(".lock")).unwrap();
+    lock.try_lock().unwrap();
+    let run = adopt(&mirror, &[]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains(&format!(
+            "another pymirror or bandersnatch (pid {}) is working on",
+            std::process::id()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!mirror.dir.join("pymirror.db").exists());
+    drop(lock);
+    assert_eq!(adopt(&mirror, &[]).code, 0);
+}
+
+#[test]
 fn the_json_api_documents_are_adopted_by_the_first_sync() {
     let up = catalog();
     let mirror = Mirror::with_settings(
