@@ -8,9 +8,12 @@
 //!   projects    web/simple/<dir>/ in name order (page.rs): index.v1_json, else index.html;
 //!               each file checked on disk (present, regular, size; --hash: both digests),
 //!               intact ones recorded, a project with a missing or damaged file queued at
-//!               its serial; a batch of projects per transaction with the marker; then their
-//!               pages rewritten from what was recorded (index::IndexWriter)
-//!   orphans     web/packages/ shard by shard against the database (temporary files too)
+//!               its serial; a batch of projects per transaction with the marker; then the
+//!               pages of those queued rewritten from what was recorded (index::IndexWriter);
+//!               the others keep the adopted tree's pages until the next sync rewrites them
+//!               (sync/adopted.rs) before anything else
+//!   orphans     web/packages/ shard by shard against the database (temporary files too),
+//!               on every core; what was found damaged is noted in the database, not an orphan
 //!   finish      the feed serial from bandersnatch's `status` (none: the next sync is a
 //!               first run), the marker removed; the root pages written
 //! ```
@@ -39,8 +42,12 @@ use crate::types::{ProjectName, Serial};
 use page::{Finding, Outside};
 
 /// Projects per transaction (and files: whichever comes first).
-const BATCH_PROJECTS: usize = 500;
+const BATCH_PROJECTS: usize = 2_000;
 const BATCH_FILES: usize = 20_000;
+/// Project directories read at once (on every core) before they are recorded in order.
+const READ_AHEAD: usize = 64;
+/// `packages/<aa>/` directories walked at once for orphans.
+const ORPHAN_DIRS: usize = 16;
 
 #[derive(Debug, Default, Clone)]
 pub struct Options {
@@ -93,8 +100,13 @@ pub fn run(
     layout.create(&cfg.storage)?;
     let _lock = MirrorLock::acquire(&layout)?;
     let mut state = State::open(&layout.db)?;
+    state.bulk_writes()?;
     let marker = match state.adoption()? {
         Some(marker) => {
+            if state.adopted_pages_after()?.is_none() {
+                // Begun by a pymirror that wrote every batch's pages.
+                state.adopted_pages_written(Some(&marker.after))?;
+            }
             tracing::info!(
                 "continuing the unfinished adoption{}",
                 match marker.after.as_str() {
@@ -138,8 +150,7 @@ pub fn run(
         hash: options.hash,
         out,
         counts: Counts::default(),
-        damaged: HashSet::new(),
-        buf: vec![0; 1 << 20],
+        damaged: Vec::new(),
         #[cfg(feature = "test-hooks")]
         exit_after: options.exit_after,
     };
@@ -151,7 +162,7 @@ pub fn run(
     if stop.load(Ordering::Relaxed) {
         bail!("interrupted: what was adopted is kept; run `pymirror adopt` again to continue");
     }
-    adoption.orphans(multi)?;
+    adoption.orphans(&layout.db, multi)?;
     tracing::debug!(
         "adopt: orphans walked at {:.1}s",
         started.elapsed().as_secs_f64()
@@ -233,9 +244,9 @@ struct Adoption<'a> {
     hash: bool,
     out: &'a mut dyn Write,
     counts: Counts,
-    /// Paths this run found damaged (so the orphan walk does not report them again).
-    damaged: HashSet<String>,
-    buf: Vec<u8>,
+    /// Paths found damaged in the batch being read, recorded with it (so the orphan walk,
+    /// even of an adoption that continues this one, does not report them again).
+    damaged: Vec<String>,
     #[cfg(feature = "test-hooks")]
     exit_after: Option<u64>,
 }
@@ -258,47 +269,56 @@ impl Adoption<'_> {
             .map(|e| e.name)
             .collect();
         let mut bar = PhaseBar::new(multi, "adopt", "projects", dirs.len() as u64, false);
+        // Done before (the listing is sorted); the last batch's pages may not have been written.
+        let start = dirs.partition_point(|d| !marker.after.is_empty() && *d <= marker.after);
+        if let Some(from) = &marker.pages_from {
+            for dir in dirs[..start].iter().filter(|d| *d >= from) {
+                self.rewrite_stored(dir)?;
+            }
+        }
         let mut batch: Vec<Adopted> = Vec::new();
         let mut fetch: Vec<ProjectName> = Vec::new();
         let mut batch_files = 0;
         let mut last = marker.after.clone();
-        for (i, dir) in dirs.iter().enumerate() {
-            bar.set(i as u64);
-            if !marker.after.is_empty() && *dir <= marker.after {
-                // Done before; the last batch's pages may not have been written.
-                if marker.pages_from.as_ref().is_some_and(|from| dir >= from) {
-                    self.rewrite_stored(dir)?;
-                }
-                continue;
-            }
+        let (storage, hash) = (self.storage, self.hash);
+        for (c, chunk) in dirs[start..].chunks(READ_AHEAD).enumerate() {
+            bar.set((start + c * READ_AHEAD) as u64);
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            match page::read(self.storage, dir, self.hash, &mut self.buf)? {
-                Ok(read) => {
-                    self.report(dir, &read.findings)?;
-                    fetch.extend(read.fetch);
-                    if let Some(adopted) = read.adopted {
-                        self.counts.projects += 1;
-                        batch_files += adopted.snapshot.files.len();
-                        batch.push(adopted);
+            // Read and checked on every core; recorded in order, so the marker stays right.
+            let reads = in_order(
+                chunk,
+                || vec![0; 1 << 20],
+                |dir, buf| page::read(storage, dir, hash, buf),
+            );
+            for (dir, read) in chunk.iter().zip(reads) {
+                match read? {
+                    Ok(read) => {
+                        self.report(dir, &read.findings)?;
+                        fetch.extend(read.fetch);
+                        if let Some(adopted) = read.adopted {
+                            self.counts.projects += 1;
+                            batch_files += adopted.snapshot.files.len();
+                            batch.push(adopted);
+                        }
+                    }
+                    Err(outside) => {
+                        self.commit(&mut batch, &mut fetch, &last)?;
+                        return Err(refuse_outside(dir, &outside));
                     }
                 }
-                Err(outside) => {
-                    self.commit(&mut batch, &mut fetch, &last)?;
-                    return Err(refuse_outside(dir, &outside));
+                last.clone_from(dir);
+                #[cfg(feature = "test-hooks")]
+                if self.exit_after == Some(self.counts.projects) {
+                    // As if killed right after the commit, before the batch's pages.
+                    (self.state).record_adopted(&batch, &fetch, &self.damaged, &last)?;
+                    std::process::exit(137);
                 }
-            }
-            last.clone_from(dir);
-            #[cfg(feature = "test-hooks")]
-            if self.exit_after == Some(self.counts.projects) {
-                // As if killed right after the commit, before the batch's pages.
-                self.state.record_adopted(&batch, &fetch, &last)?;
-                std::process::exit(137);
-            }
-            if batch.len() + fetch.len() >= BATCH_PROJECTS || batch_files >= BATCH_FILES {
-                self.commit(&mut batch, &mut fetch, &last)?;
-                batch_files = 0;
+                if batch.len() + fetch.len() >= BATCH_PROJECTS || batch_files >= BATCH_FILES {
+                    self.commit(&mut batch, &mut fetch, &last)?;
+                    batch_files = 0;
+                }
             }
         }
         self.commit(&mut batch, &mut fetch, &last)?;
@@ -306,8 +326,8 @@ impl Adoption<'_> {
         Ok(())
     }
 
-    /// Record a batch (with the marker), then write its projects' pages from what was
-    /// recorded: never a file the mirror does not hold.
+    /// Record a batch (with the marker), then write the pages of its projects with a file
+    /// missing or damaged from what was recorded: never a file the mirror does not hold.
     fn commit(
         &mut self,
         batch: &mut Vec<Adopted>,
@@ -317,10 +337,14 @@ impl Adoption<'_> {
         if last.is_empty() {
             return Ok(());
         }
-        self.state.record_adopted(batch, fetch, last)?;
+        self.state
+            .record_adopted(batch, fetch, &self.damaged, last)?;
         fetch.clear();
+        self.damaged.clear();
         let index = IndexWriter::from_config(self.storage, self.cfg);
-        for a in batch.drain(..) {
+        // Only pages that would list what the mirror does not hold are rewritten now; the
+        // others, right as they are, wait for the next sync (`State::adopted_pages_after`).
+        for a in batch.drain(..).filter(|a| a.queue) {
             let s = &a.snapshot;
             let view = ProjectView::new(
                 &s.name,
@@ -356,7 +380,7 @@ impl Adoption<'_> {
                 }
                 Finding::Damaged(path, why) => {
                     self.counts.damaged += 1;
-                    self.damaged.insert(path.clone());
+                    self.damaged.push(path.clone());
                     writeln!(self.out, "damaged {path}: {why} (project {dir})")?;
                 }
                 Finding::NotAdopted(what) => {
@@ -370,48 +394,38 @@ impl Adoption<'_> {
 
     /// Files under `web/packages/` no recorded file accounts for, shard by shard: orphans,
     /// and bandersnatch's leftover temporary files (`.<name>.<8 chars>`). Reported, not
-    /// deleted (`pymirror verify --delete-orphans` does that).
-    fn orphans(&mut self, multi: Option<&MultiProgress>) -> anyhow::Result<()> {
+    /// deleted (`pymirror verify --delete-orphans` does that). A few `aa/` directories at a
+    /// time, on every core (each thread with its own reader of the database).
+    fn orphans(
+        &mut self,
+        db: &std::path::Path,
+        multi: Option<&MultiProgress>,
+    ) -> anyhow::Result<()> {
         let Some(aas) = self.storage.list("packages")? else {
             return Ok(());
         };
         let mut bar = PhaseBar::new(multi, "adopt", "shards", aas.len() as u64, false);
-        for (i, aa) in aas.iter().enumerate() {
-            bar.set(i as u64);
-            let Some(bbs) = self.storage.list_within("packages", aa)? else {
-                self.orphan(&format!("packages/{}", aa.name))?;
-                continue;
-            };
-            let aa_key = format!("packages/{}", aa.name);
-            for bb in &bbs {
-                let shard = format!("{aa_key}/{}", bb.name);
-                let Some(hashes) = self.storage.list_within(&aa_key, bb)? else {
-                    self.orphan(&shard)?;
-                    continue;
-                };
-                let recorded: HashSet<String> = self
-                    .state
-                    .paths_between(&format!("{shard}/"), &format!("{shard}0"))?
-                    .into_iter()
-                    .collect();
-                for h in &hashes {
-                    let dir = format!("{shard}/{}", h.name);
-                    let Some(files) = self.storage.kinds_within(&shard, h)? else {
-                        self.orphan(&dir)?;
-                        continue;
-                    };
-                    for f in files {
-                        let key = format!("{dir}/{}", f.name);
-                        if is_temporary(&f.name) {
-                            self.counts.temporary += 1;
-                            writeln!(self.out, "temporary {key} (bandersnatch's, left over)")?;
-                            continue;
-                        }
-                        let file = key.strip_suffix(".metadata").unwrap_or(&key);
-                        let known = |k: &str| recorded.contains(k) || self.damaged.contains(k);
-                        if !f.meta.is_file() || !(known(&key) || known(file)) {
-                            self.orphan(&key)?;
-                        }
+        let storage = self.storage;
+        for (c, chunk) in aas.chunks(ORPHAN_DIRS).enumerate() {
+            bar.set((c * ORPHAN_DIRS) as u64);
+            let found = in_order(
+                chunk,
+                || State::open_reader(db),
+                |aa, reader| match reader {
+                    Ok(reader) => strays(storage, reader, aa),
+                    Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", db.display())),
+                },
+            );
+            let found = found.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+            for stray in found.into_iter().flatten() {
+                match stray {
+                    Stray::Temporary(key) => {
+                        self.counts.temporary += 1;
+                        writeln!(self.out, "temporary {key} (bandersnatch's, left over)")?;
+                    }
+                    Stray::Orphan(key) => {
+                        self.counts.orphans += 1;
+                        writeln!(self.out, "orphan {key} (no page links it)")?;
                     }
                 }
             }
@@ -419,12 +433,93 @@ impl Adoption<'_> {
         bar.finish();
         Ok(())
     }
+}
 
-    fn orphan(&mut self, key: &str) -> anyhow::Result<()> {
-        self.counts.orphans += 1;
-        writeln!(self.out, "orphan {key} (no page links it)")?;
-        Ok(())
+/// What the orphan walk finds under `web/packages/`.
+enum Stray {
+    Orphan(String),
+    Temporary(String),
+}
+
+/// The strays of `packages/<aa>/`, in name order: per `bb` shard, one range query of what
+/// was recorded (or found damaged) merged with the listing of its hash directories.
+fn strays(
+    storage: &Storage,
+    state: &State,
+    aa: &crate::storage::fs::Entry,
+) -> anyhow::Result<Vec<Stray>> {
+    let mut out = Vec::new();
+    let aa_key = format!("packages/{}", aa.name);
+    let Some(bbs) = storage.list_within("packages", aa)? else {
+        out.push(Stray::Orphan(aa_key));
+        return Ok(out);
+    };
+    for bb in &bbs {
+        let shard = format!("{aa_key}/{}", bb.name);
+        let Some(hashes) = storage.list_within(&aa_key, bb)? else {
+            out.push(Stray::Orphan(shard));
+            continue;
+        };
+        let (from, to) = (format!("{shard}/"), format!("{shard}0"));
+        let mut known: HashSet<String> = state.paths_between(&from, &to)?.into_iter().collect();
+        known.extend(state.adopt_damaged_between(&from, &to)?);
+        for h in &hashes {
+            let dir = format!("{shard}/{}", h.name);
+            let Some(files) = storage.kinds_within(&shard, h)? else {
+                out.push(Stray::Orphan(dir));
+                continue;
+            };
+            for f in files {
+                let key = format!("{dir}/{}", f.name);
+                if is_temporary(&f.name) {
+                    out.push(Stray::Temporary(key));
+                    continue;
+                }
+                let file = key.strip_suffix(".metadata").unwrap_or(&key);
+                if !f.meta.is_file() || !(known.contains(&key) || known.contains(file)) {
+                    out.push(Stray::Orphan(key));
+                }
+            }
+        }
     }
+    Ok(out)
+}
+
+/// `f` on every item, on every core (each thread with the state `init` gives it), results in
+/// the items' order.
+fn in_order<T: Sync, S, R: Send>(
+    items: &[T],
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&T, &mut S) -> R + Sync,
+) -> Vec<R> {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let mut state = init();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item, &mut state);
+                    *results[i].lock().expect("result slot") = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .expect("result slot")
+                .expect("every item was done")
+        })
+        .collect()
 }
 
 /// bandersnatch's temporary files: `.<name>.<8 chars>` (Python's `NamedTemporaryFile`).

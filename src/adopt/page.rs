@@ -81,12 +81,12 @@ pub fn read(
     };
     let json_key = format!("simple/{dir}/index.v1_json");
     let html_key = format!("simple/{dir}/index.html");
-    let (page, page_key, title) = match read_key(storage, &json_key, MAX_PAGE)? {
+    let (page, page_key, title) = match read_key(storage.read_listed(&json_key, MAX_PAGE))? {
         Some(body) => match serde_json::from_slice::<ProjectPage>(&body) {
             Ok(page) => {
                 // The JSON page names the project normalized; the HTML title has its display
                 // name (read no further than its head).
-                let title = read_key(storage, &html_key, 4096)?
+                let title = read_key(storage.read_listed(&html_key, 4096))?
                     .and_then(|head| title(&String::from_utf8_lossy(&head)));
                 (page, "index.v1_json", title)
             }
@@ -97,7 +97,7 @@ pub fn read(
                 return not_adopted(findings, Some(name));
             }
         },
-        None => match read_key(storage, &html_key, MAX_PAGE)? {
+        None => match read_key(storage.read_listed(&html_key, MAX_PAGE))? {
             Some(body) => {
                 let body = String::from_utf8_lossy(&body);
                 (html::project_page(dir, &body), "index.html", title(&body))
@@ -119,7 +119,13 @@ pub fn read(
     let mut queue = false;
     let mut seen = HashSet::new();
     let checked = match hash && page.files.len() > 1 {
-        true => check_parallel(storage, &name, &page.files)?,
+        true => super::in_order(
+            &page.files,
+            || vec![0; 1 << 20],
+            |f, buf| check(storage, &name, f, true, buf),
+        )
+        .into_iter()
+        .collect::<std::io::Result<Vec<_>>>()?,
         false => (page.files.iter())
             .map(|f| check(storage, &name, f, hash, buf))
             .collect::<std::io::Result<Vec<_>>>()?,
@@ -172,43 +178,6 @@ enum Checked {
     Not(Finding),
 }
 
-/// [`check`] with `--hash` for a page of several files: hashed on every core, in order.
-fn check_parallel(
-    storage: &Storage,
-    name: &ProjectName,
-    files: &[PageFile],
-) -> std::io::Result<Vec<Checked>> {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(files.len());
-    let next = AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<std::io::Result<Checked>>>> =
-        files.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                let mut buf = vec![0; 1 << 20];
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(f) = files.get(i) else { break };
-                    let r = check(storage, name, f, true, &mut buf);
-                    *results[i].lock().expect("result slot") = Some(r);
-                }
-            });
-        }
-    });
-    results
-        .into_iter()
-        .map(|slot| {
-            slot.into_inner()
-                .expect("result slot")
-                .expect("every file was checked")
-        })
-        .collect()
-}
-
 /// One linked file: where it must be, and whether it is there intact.
 fn check(
     storage: &Storage,
@@ -258,8 +227,8 @@ fn check(
             Err(e) => return damaged(e.to_string()),
         }
     } else {
-        match storage.open_walking(&key).and_then(|file| file.metadata()) {
-            Ok(m) => m.len(),
+        match storage.size_walking(&key) {
+            Ok(size) => size,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Checked::Not(Finding::Missing(key)));
             }
@@ -279,7 +248,7 @@ fn check(
         .and_then(|m| m.sha256())
         .and_then(|h| Sha256::from_hex(h).ok());
     let core_metadata = match promised {
-        Some(want) => read_key(storage, &format!("{key}.metadata"), MAX_SIDECAR)?
+        Some(want) => read_key(storage.read_walking(&format!("{key}.metadata"), MAX_SIDECAR))?
             .filter(|bytes| sha256(bytes) == want)
             .map(|_| want),
         None => None,
@@ -308,9 +277,9 @@ fn check(
     })))
 }
 
-/// A key's bytes (at most `limit`), never through a symlink; `None` when absent.
-fn read_key(storage: &Storage, key: &str, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
-    match storage.read(key, limit) {
+/// A key's bytes as read (never through a symlink); `None` when absent or a symlink.
+fn read_key(read: std::io::Result<Option<Vec<u8>>>) -> std::io::Result<Option<Vec<u8>>> {
+    match read {
         Ok(found) => Ok(found),
         Err(e) if crate::storage::fs::is_symlink_refused(&e) => Ok(None),
         Err(e) => Err(e),

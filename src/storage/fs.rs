@@ -192,6 +192,18 @@ impl Drop for Staged {
     }
 }
 
+/// At most `limit` bytes of what was opened; `None` when there was nothing to open.
+fn read_opened(opened: std::io::Result<File>, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut bytes = Vec::new();
+    file.take(limit).read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
 impl Storage {
     /// The tree at `web`, with temporary files in `tmp` (the same filesystem).
     pub fn new(web: &Path, tmp: &Path, durability: Durability) -> Storage {
@@ -268,14 +280,7 @@ impl Storage {
             reader.take(limit).read_to_end(&mut bytes)?;
             return Ok(Some(bytes));
         }
-        let file = match self.open(key) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let mut bytes = Vec::new();
-        file.take(limit).read_to_end(&mut bytes)?;
-        Ok(Some(bytes))
+        read_opened(self.open(key), limit)
     }
 
     /// Open the object at `key` for reading: refused when a directory on its way or the key
@@ -301,6 +306,47 @@ impl Storage {
         if self.bucket.is_some() {
             return self.open(key);
         }
+        self.walk(key)?;
+        self.open_listed(key)
+    }
+
+    /// The size of the regular file at `key`, checked as [`Storage::open_walking`] would
+    /// open it but without opening it: a symlink on the way or at the key is refused, and
+    /// anything but a regular file is an error (an adoption's size check: two `lstat`s).
+    pub fn size_walking(&self, key: &str) -> std::io::Result<u64> {
+        if self.bucket.is_some() {
+            return match self.stat(key)? {
+                Some(m) if m.is_file() => Ok(m.size),
+                Some(_) => Err(std::io::Error::other(format!(
+                    "not reading {}: not a regular file",
+                    self.describe(key)
+                ))),
+                None => Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{}: no such object", self.describe(key)),
+                )),
+            };
+        }
+        self.walk(key)?;
+        let path = self.path(key);
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.file_type().is_symlink() {
+            return Err(symlink_refused(format!(
+                "not reading {}: it is a symlink",
+                path.display()
+            )));
+        }
+        if !meta.is_file() {
+            return Err(std::io::Error::other(format!(
+                "not reading {}: not a regular file",
+                path.display()
+            )));
+        }
+        Ok(meta.len())
+    }
+
+    /// The directories on the way to `key` checked for symlinks (see `verified`).
+    fn walk(&self, key: &str) -> std::io::Result<()> {
         let parts: Vec<&str> = key.trim_end_matches('/').split('/').collect();
         let dirs = &parts[..parts.len().saturating_sub(1)];
         let mut dir = self.web.clone();
@@ -324,7 +370,24 @@ impl Storage {
                 _ => {}
             }
         }
-        self.open_listed(key)
+        Ok(())
+    }
+
+    /// [`Storage::read`] of a key in a directory just met in a listing (see
+    /// [`Storage::open_listed`]).
+    pub fn read_listed(&self, key: &str, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+        if self.bucket.is_some() {
+            return self.read(key, limit);
+        }
+        read_opened(self.open_listed(key), limit)
+    }
+
+    /// [`Storage::read`] through [`Storage::open_walking`].
+    pub fn read_walking(&self, key: &str, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+        if self.bucket.is_some() {
+            return self.read(key, limit);
+        }
+        read_opened(self.open_walking(key), limit)
     }
 
     /// [`Storage::open`] for a key just met in a listing of its directory (which checked the

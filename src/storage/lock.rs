@@ -16,7 +16,8 @@ use crate::storage::Layout;
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(
-        "another pymirror (pid {pid}) is working on {dir}; wait for it to finish (this run changed nothing)"
+        "another pymirror or bandersnatch (pid {pid}) is working on {dir}; wait for it to finish \
+         (this run changed nothing)"
     )]
     Held { pid: String, dir: String },
     #[error("cannot lock {path}: {error}; check the mirror directory's permissions")]
@@ -33,6 +34,29 @@ fn read_pid(file: &mut File) -> String {
     let mut pid = String::new();
     let _ = file.take(64).read_to_string(&mut pid);
     pid.trim().to_owned()
+}
+
+/// The pid the kernel names as holding a `flock` on `file`, from `/proc/locks` (bandersnatch
+/// writes no pid into `.lock`). Lines read `1: FLOCK  ADVISORY  WRITE <pid> <maj>:<min>:<inode>
+/// 0 EOF`; a waiter's line has `->` after the number.
+fn pid_from_proc_locks(file: &File) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    let lock = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        meta.ino()
+    );
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, "FLOCK", _, _, pid, at, ..] if *at == lock => Some((*pid).to_owned()),
+            _ => None,
+        }
+    })
 }
 
 /// Open `.lock` without following a symlink there; `Ok(None)`: nothing there (when not
@@ -89,13 +113,11 @@ impl MirrorLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let pid = read_pid(&mut file);
+                let pid = Some(read_pid(&mut file))
+                    .filter(|pid| !pid.is_empty())
+                    .or_else(|| pid_from_proc_locks(&file));
                 return Err(LockError::Held {
-                    pid: if pid.is_empty() {
-                        "unknown".into()
-                    } else {
-                        pid
-                    },
+                    pid: pid.unwrap_or_else(|| "unknown".into()),
                     dir: layout.root.display().to_string(),
                 });
             }

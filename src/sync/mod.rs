@@ -1,12 +1,14 @@
 //! `pymirror sync`: one run, as named phases, each in a module of its own:
 //!
 //! ```text
-//! lock → recover → plan → for each queued project, concurrently: → prune → finish
-//!                          fetch → decide → place → publish
+//! lock → recover → adopted → plan → for each queued project, concurrently: → prune → finish
+//!                                     fetch → decide → place → publish
 //! ```
 //!
 //! - **lock** (`storage::lock`): one writer per mirror; the run is recorded in `runs`.
 //! - **recover**: clear `tmp/`, empty `trash` (what an interrupted run left).
+//! - **adopted**: after `pymirror adopt`, the adopted tree's pages rewritten from the
+//!   database (once, resumable).
 //! - **plan**: weigh a filter change (mass-delete guard), read the change feed, queue what
 //!   changed with the feed's serial in one transaction, requeue what the filter change affects.
 //! - per queued project (read from `todo` a page at a time, failed ones first; `queue`):
@@ -24,6 +26,7 @@
 //! symlink met inside the tree is no disk error: that project fails (stays queued), the
 //! others go on.
 
+mod adopted;
 pub mod decide;
 pub mod dry_run;
 pub mod fetch;
@@ -124,6 +127,12 @@ async fn run_locked(
     blocking({
         let (layout, storage, state) = (layout.clone(), storage.clone(), state.clone());
         move || recover::recover(&layout, &storage, &state)
+    })
+    .await?;
+    blocking({
+        let (cfg, storage, state) = (cfg.clone(), storage.clone(), state.clone());
+        let (multi, stop) = (multi.cloned(), stop.clone());
+        move || adopted::rewrite(&cfg, &storage, &state, multi.as_ref(), &stop)
     })
     .await?;
     let upstream = Arc::new(Upstream::new(cfg)?);

@@ -161,6 +161,14 @@ pub async fn run(
              `pymirror verify --resume` will not be able to continue it"
         );
     }
+    let adopted_after = state.adopted_pages_after()?;
+    if let Some(after) = &adopted_after {
+        tracing::info!(
+            "the pages of {} adopted projects are still the adopted tree's: not compared (the \
+             next sync rewrites them)",
+            state.projects_after_count(after)?
+        );
+    }
     let mut state = state.with_verify_log(log);
     let checks = opts.checks();
     let run = match state.verify_begin(&checks, opts.resume)? {
@@ -195,6 +203,7 @@ pub async fn run(
         stop: &stop,
         jobs: opts.jobs.unwrap_or_else(default_jobs).max(1),
         sync_running: sync_pid.is_some(),
+        adopted_after,
     };
     #[allow(unused_mut)]
     let mut rec = Recorder::new(state, run.id, run.counts, stop.clone());
@@ -277,6 +286,7 @@ struct Verify<'a> {
     stop: &'a AtomicBool,
     jobs: usize,
     sync_running: bool,
+    adopted_after: Option<String>,
 }
 
 impl Verify<'_> {
@@ -286,6 +296,7 @@ impl Verify<'_> {
             format: self.cfg.simple_format,
             root_uri: self.cfg.root_uri.as_deref(),
             json_api: self.cfg.json,
+            adopted_after: self.adopted_after.as_deref(),
         }
     }
 

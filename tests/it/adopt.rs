@@ -2,7 +2,7 @@
 //! its damage) taken over offline, then followed by `pymirror sync`, which downloads exactly
 //! what is missing, damaged or changed upstream and rewrites every page in its own format.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use pymirror_testkit::bandersnatch::{self, Damage};
 use pymirror_testkit::mirror::normalize;
@@ -72,10 +72,31 @@ fn assert_complete(mirror: &Mirror, up: &FakeUpstream) {
     assert_eq!(v.code, 0, "verify --hash:\n{}\n{}", v.stdout, v.stderr);
 }
 
+/// Every project page under `web/simple/<project>/`, by path.
+fn pages(mirror: &Mirror) -> BTreeMap<String, Vec<u8>> {
+    let mut found = BTreeMap::new();
+    for dir in std::fs::read_dir(mirror.web().join("simple")).unwrap() {
+        let dir = dir.unwrap().path();
+        if dir.is_dir() {
+            for page in std::fs::read_dir(&dir).unwrap() {
+                let page = page.unwrap().path();
+                let key = page
+                    .strip_prefix(mirror.web())
+                    .unwrap()
+                    .display()
+                    .to_string();
+                found.insert(key, std::fs::read(&page).unwrap());
+            }
+        }
+    }
+    found
+}
+
 #[test]
 fn a_clean_tree_is_adopted_and_the_next_sync_downloads_nothing() {
     let up = catalog();
     let mirror = bandersnatch_mirror(&up, &bandersnatch::Options::default());
+    let before = pages(&mirror);
     up.reset_requests();
     let run = adopt(&mirror, &[]);
     assert_eq!(run.code, 0);
@@ -86,13 +107,29 @@ fn a_clean_tree_is_adopted_and_the_next_sync_downloads_nothing() {
         run.stdout
     );
     assert!(up.requests().is_empty(), "adopt asked upstream");
-    // Pages are pymirror's already, listing only what the database holds.
+    // Pages with nothing missing stay bandersnatch's (the next sync rewrites them); verify
+    // does not call them damaged meanwhile.
+    assert_eq!(
+        pages(&mirror),
+        before,
+        "adopt rewrote a complete project's pages"
+    );
     let v = mirror.verify(&["--hash"]);
     assert_eq!(v.code, 0, "verify --hash:\n{}\n{}", v.stdout, v.stderr);
+    assert!(
+        v.stderr
+            .contains("the pages of 4 adopted projects are still the adopted tree's"),
+        "{}",
+        v.stderr
+    );
 
     sync_ok(&mirror);
     assert_eq!(file_requests(&up), BTreeSet::new(), "the sync downloaded");
+    // Rewritten in pymirror's format (verify compares every page byte for byte).
+    assert_ne!(pages(&mirror), before);
     assert_complete(&mirror, &up);
+    let v = mirror.verify(&[]);
+    assert!(!v.stderr.contains("adopted tree's"), "{}", v.stderr);
     // `--hash` on an adopted mirror's adoption is refused: it is pymirror's now.
     let again = adopt(&mirror, &["--hash"]);
     assert_eq!(again.code, 2);
@@ -392,5 +429,121 @@ fn a_tree_of_json_pages_only_is_adopted() {
     up.reset_requests();
     sync_ok(&mirror);
     assert_eq!(file_requests(&up), BTreeSet::new(), "the sync downloaded");
+    assert_complete(&mirror, &up);
+}
+
+#[test]
+fn the_first_sync_rewrites_the_adopted_pages_before_asking_upstream() {
+    let up = catalog();
+    // Upstream unreachable: the sync fails at its plan, after the pages.
+    let mirror = Mirror::new(PYMIRROR, "http://127.0.0.1:1/");
+    bandersnatch::write(&up, &mirror.dir, &bandersnatch::Options::default());
+    let before = pages(&mirror);
+    assert_eq!(adopt(&mirror, &[]).code, 0);
+    let sync = mirror.sync();
+    assert_ne!(sync.code, 0, "{}", sync.stderr);
+    assert!(
+        sync.stderr
+            .contains("rewriting the pages of 4 adopted projects in pymirror's format"),
+        "{}",
+        sync.stderr
+    );
+    assert_ne!(pages(&mirror), before);
+    let v = mirror.verify(&["--hash"]);
+    assert_eq!(v.code, 0, "verify --hash:\n{}\n{}", v.stdout, v.stderr);
+    assert!(!v.stderr.contains("adopted tree's"), "{}", v.stderr);
+    // Done once: the next sync has nothing of the adoption's left to rewrite.
+    let again = mirror.sync();
+    assert!(
+        !again.stderr.contains("adopted projects"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[test]
+fn a_running_bandersnatch_keeps_adopt_out_and_is_named_by_its_pid() {
+    let up = catalog();
+    let mirror = bandersnatch_mirror(&up, &bandersnatch::Options::default());
+    // bandersnatch holds a flock on `.lock` and writes nothing into it.
+    let lock = std::fs::File::create(mirror.dir.join(".lock")).unwrap();
+    lock.try_lock().unwrap();
+    let run = adopt(&mirror, &[]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains(&format!(
+            "another pymirror or bandersnatch (pid {}) is working on",
+            std::process::id()
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(!mirror.dir.join("pymirror.db").exists());
+    drop(lock);
+    assert_eq!(adopt(&mirror, &[]).code, 0);
+}
+
+#[test]
+fn the_json_api_documents_are_adopted_by_the_first_sync() {
+    let up = catalog();
+    let mirror = Mirror::with_settings(
+        PYMIRROR,
+        &up.url(),
+        &format!("{}json = true\n", pymirror_testkit::mirror::TEST_SETTINGS),
+    );
+    let opts = bandersnatch::Options {
+        json: true,
+        ..bandersnatch::Options::default()
+    };
+    bandersnatch::write(&up, &mirror.dir, &opts);
+    let web = mirror.web();
+    let adopted = std::fs::read(web.join("json/alpha")).unwrap();
+    // One project without its documents: the first sync fetches it.
+    std::fs::remove_file(web.join("json/gamma")).unwrap();
+    std::fs::remove_file(web.join("pypi/gamma/json")).unwrap();
+    assert_eq!(adopt(&mirror, &[]).code, 0);
+    let v = mirror.verify(&[]);
+    assert_eq!(v.code, 0, "verify:\n{}\n{}", v.stdout, v.stderr);
+
+    up.reset_requests();
+    sync_ok(&mirror);
+    assert_eq!(file_requests(&up), BTreeSet::new(), "the sync downloaded");
+    let asked = |name: &str| {
+        up.requests()
+            .iter()
+            .any(|r| r.path.to_lowercase().contains(name))
+    };
+    assert!(asked("gamma"), "gamma's documents were not fetched");
+    assert!(!asked("alpha"), "alpha was fetched: {:?}", up.requests());
+    // pymirror's documents, linking the files held here, not upstream's URLs.
+    let doc = std::fs::read(web.join("json/alpha")).unwrap();
+    assert_ne!(doc, adopted);
+    assert_ne!(std::fs::read(web.join("pypi/alpha/json")).unwrap(), adopted);
+    assert!(web.join("json/gamma").is_file());
+    assert_complete(&mirror, &up);
+}
+
+#[test]
+fn a_damaged_file_found_before_a_kill_is_no_orphan_after_it() {
+    let up = catalog();
+    let opts = bandersnatch::Options {
+        damage: vec![Damage::TruncatedFile("gamma-0.1.tar.gz".into())],
+        ..bandersnatch::Options::default()
+    };
+    let mirror = bandersnatch_mirror(&up, &opts);
+    // Killed once every project is recorded (gamma is the last), before the orphan walk.
+    let run = adopt(&mirror, &["--test-exit-after", "4"]);
+    assert_eq!(run.code, 137);
+    assert!(run.stdout.contains("damaged "), "{}", run.stdout);
+    let run = adopt(&mirror, &[]);
+    assert_eq!(run.code, 1, "gamma stays queued");
+    assert!(!run.stdout.contains("orphan packages/"), "{}", run.stdout);
+    assert!(run.stdout.contains("0 orphans"), "{}", run.stdout);
+    up.reset_requests();
+    sync_ok(&mirror);
+    assert_eq!(
+        file_requests(&up),
+        BTreeSet::from(["gamma-0.1.tar.gz".into()])
+    );
     assert_complete(&mirror, &up);
 }
