@@ -303,7 +303,7 @@ pub struct Scope<'a> {
 }
 
 /// Queue a changelog page's changes (those the filters let in) and advance the feed serial
-/// to its end, in one transaction.
+/// to its end, in one transaction (or a first run's listing, a part at a time).
 pub struct Batches<'a> {
     pub state: &'a Mutex<State>,
     pub filters: &'a crate::filter::Filters,
@@ -313,19 +313,16 @@ pub struct Batches<'a> {
 const LISTING_BATCH: usize = 50_000;
 
 impl Batches<'_> {
-    /// Queue part of a first run's listing (those the filters let in), the feed serial left
-    /// for the last part's transaction.
-    fn commit_listed(&self, mut changes: Vec<Change>) -> anyhow::Result<usize> {
+    /// Queue `changes` (those the filters let in) and advance the feed serial to `serial`;
+    /// `None` for part of a first run's listing, whose last part's transaction records it.
+    fn commit(&self, mut changes: Vec<Change>, serial: Option<Serial>) -> anyhow::Result<usize> {
         changes.retain(|c| self.filters.allows_project(&c.name).is_ok());
         Ok(tokio::task::block_in_place(|| {
-            lock(self.state).enqueue_listed(&changes)
-        })?)
-    }
-
-    fn commit(&self, mut changes: Vec<Change>, serial: Serial) -> anyhow::Result<usize> {
-        changes.retain(|c| self.filters.allows_project(&c.name).is_ok());
-        Ok(tokio::task::block_in_place(|| {
-            lock(self.state).enqueue(&changes, serial)
+            let mut state = lock(self.state);
+            match serial {
+                Some(serial) => state.enqueue(&changes, serial),
+                None => state.enqueue_listed(&changes),
+            }
         })?)
     }
 }
@@ -470,7 +467,7 @@ async fn from_xmlrpc(
             if let Some(batches) = &scope.batches
                 && changes.len() >= LISTING_BATCH
             {
-                queued_in_batches += batches.commit_listed(changes.take())?;
+                queued_in_batches += batches.commit(changes.take(), None)?;
             }
         }
         return Ok(Plan {
@@ -507,7 +504,7 @@ async fn from_xmlrpc(
             break;
         }
         if let Some(batches) = &scope.batches {
-            queued_in_batches += batches.commit(changes.take(), cursor)?;
+            queued_in_batches += batches.commit(changes.take(), Some(cursor))?;
         }
         if scope.max_rows > 0 && read >= scope.max_rows {
             incomplete = Some(format!(
