@@ -335,7 +335,7 @@ pub async fn plan(
     scope: &Scope<'_>,
 ) -> anyhow::Result<Plan> {
     let (plan, source) = plan_since(feed, state, since, scope).await?;
-    let now = unix_now();
+    let now = crate::filter::cooldown::unix_now();
     // A serial upstream itself just named (its current one on a first run, a changelog row's)
     // is one it has reached: the next no-op need not ask again. (A dry run writes nothing:
     // its database is read-only.)
@@ -384,12 +384,6 @@ pub async fn plan(
 
 /// How long a feed serial upstream confirmed is not asked about again (seconds).
 const RECHECK_EVERY: i64 = 3600;
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
 
 async fn plan_since(
     feed: &Feed<'_>,
