@@ -21,7 +21,10 @@
 //! `--vs-bandersnatch PATH` (the `bandersnatch` executable; `scripts/bench --vs-bandersnatch`
 //! installs 8.2.0 and passes it) is the benchmark of record: at each latency, bandersnatch
 //! and pymirror, both at their defaults (bandersnatch with `workers = 10`, its maximum),
-//! mirror the same upstream in the same run, and the ratios are printed.
+//! mirror the same upstream in the same run, and the ratios are printed. Before each tool's
+//! run the bench waits until file creation costs what it does on a quiet filesystem
+//! (`measure::quiet_filesystem`; the "create µs" column), so neither tool pays for the
+//! inodes a previous run freed.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -182,24 +185,34 @@ struct Row {
     sys: f64,
     rss_mib: i64,
     requests: u64,
+    /// What a file create cost just before the run (µs of CPU): see `measure::quiet_filesystem`.
+    create_us: f64,
 }
 
 impl Row {
     fn print(&self, label: &str, latency: u64) {
         println!(
-            "{:<34} {:>6}ms {:>9.2} {:>9.2} {:>9.2} {:>9} MiB {:>9}",
-            label, latency, self.wall, self.cpu, self.sys, self.rss_mib, self.requests
+            "{:<34} {:>6}ms {:>9.2} {:>9.2} {:>9.2} {:>9} MiB {:>9} {:>9.0}",
+            label,
+            latency,
+            self.wall,
+            self.cpu,
+            self.sys,
+            self.rss_mib,
+            self.requests,
+            self.create_us
         );
     }
 }
 
-fn measured(m: &measure::Measured, up: &FakeUpstream) -> Row {
+fn measured(m: &measure::Measured, up: &FakeUpstream, create_us: f64) -> Row {
     Row {
         wall: m.wall.as_secs_f64(),
         cpu: (m.user + m.sys).as_secs_f64(),
         sys: m.sys.as_secs_f64(),
         rss_mib: m.max_rss_kib / 1024,
         requests: up.request_count() as u64,
+        create_us,
     }
 }
 
@@ -226,8 +239,15 @@ fn versus(
     tempdir: &dyn Fn() -> tempfile::TempDir,
 ) {
     println!(
-        "{:<34} {:>8} {:>9} {:>9} {:>9} {:>13} {:>9}",
-        "run", "latency", "wall s", "cpu s", "of it sys", "peak RSS", "requests"
+        "{:<34} {:>8} {:>9} {:>9} {:>9} {:>13} {:>9} {:>9}",
+        "run",
+        "latency",
+        "wall s",
+        "cpu s",
+        "of it sys",
+        "peak RSS",
+        "requests",
+        "create µs"
     );
     let mut keep = Vec::new();
     for &latency in &a.latencies {
@@ -246,10 +266,11 @@ fn versus(
             ),
         )
         .unwrap();
+        let create_us = measure::quiet_filesystem(sandbox.path());
         up.reset_requests();
         let m = measure::run(bandersnatch, &["-c", conf.to_str().unwrap(), "mirror"]);
         assert_eq!(m.code, 0, "bandersnatch failed");
-        let theirs = measured(&m, up);
+        let theirs = measured(&m, up, create_us);
         let want = a.projects * a.files;
         let held = count_files(&sandbox.path().join("bandersnatch/web/packages"));
         assert_eq!(held, want, "bandersnatch mirrored {held} of {want} files");
@@ -258,10 +279,11 @@ fn versus(
             latency,
         );
         let config = measure::default_config(sandbox.path(), &up.url());
+        let create_us = measure::quiet_filesystem(sandbox.path());
         up.reset_requests();
         let m = measure::run_pymirror(PYMIRROR, &["sync", "--config", config.to_str().unwrap()]);
         assert_eq!(m.code, 0, "pymirror failed");
-        let ours = measured(&m, up);
+        let ours = measured(&m, up, create_us);
         let held = count_files(&sandbox.path().join("mirror/web/packages"));
         assert_eq!(held, want, "pymirror mirrored {held} of {want} files");
         ours.print("pymirror (defaults)", latency);
@@ -442,7 +464,7 @@ fn main() {
         std::fs::write(
             &config,
             format!(
-                "[mirror]\ndirectory = \"{}\"\nmaster = \"{}\"\nworkers = {}\nmetadata_workers = 16\nfsync = {}\n",
+                "[mirror]\ndirectory = \"{}\"\nmaster = \"{}\"\nworkers = {}\nmetadata_workers = 32\nfsync = {}\n",
                 sandbox.path().join("mirror").display(),
                 up.url(),
                 a.workers,
@@ -451,6 +473,7 @@ fn main() {
         )
         .unwrap();
         for label in ["pymirror first sync", "pymirror no-op sync"] {
+            measure::quiet_filesystem(sandbox.path());
             up.reset_requests();
             let served_before = up.bytes_served();
             let m =

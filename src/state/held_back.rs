@@ -73,14 +73,16 @@ pub(super) fn put_held_back(
     held: &[HeldFile],
 ) -> Result<()> {
     let Some(next) = held.iter().map(|f| f.matures_at).min() else {
-        tx.execute("DELETE FROM held_back WHERE name = ?1", [name.as_str()])?;
+        tx.prepare_cached("DELETE FROM held_back WHERE name = ?1")?
+            .execute([name.as_str()])?;
         return Ok(());
     };
     let bytes: u64 = held.iter().map(|f| f.size).sum();
-    tx.execute(
+    tx.prepare_cached(
         "INSERT OR REPLACE INTO held_back (name, display_name, serial, files, bytes, matures_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
+    )?
+    .execute(params![
             name.as_str(),
             display_name,
             serial.to_db(),

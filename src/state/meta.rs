@@ -111,9 +111,7 @@ pub(super) fn put_meta(conn: &Connection, key: &str, value: &str) -> Result<()> 
 }
 
 pub(super) fn set_root_dirty(tx: &rusqlite::Transaction<'_>) -> Result<()> {
-    tx.execute(
-        "INSERT OR IGNORE INTO meta (key, value) VALUES ('root_dirty', '1')",
-        [],
-    )?;
+    tx.prepare_cached("INSERT OR IGNORE INTO meta (key, value) VALUES ('root_dirty', '1')")?
+        .execute([])?;
     Ok(())
 }

@@ -191,6 +191,8 @@ impl State {
              PRAGMA foreign_keys = ON;
              PRAGMA busy_timeout = 10000;",
         )?;
+        // Room for every statement a project's sync runs, so none is parsed twice.
+        conn.set_prepared_statement_cache_capacity(64);
         let found = schema_version(&conn)?;
         if found > migrate::latest() {
             return Err(StateError::TooNew {

@@ -289,13 +289,15 @@ pub(super) fn record_in(
     snap: &ProjectSnapshot,
 ) -> Result<Vec<String>> {
     let old_paths = paths_of(tx, &snap.name)?;
-    tx.execute(
+    // Cached statements: this runs once per project synced, so parsing SQL each time shows.
+    tx.prepare_cached(
         "INSERT INTO projects (name, display_name, serial, synced_at, status, status_reason)
          VALUES (?1, ?2, ?3, unixepoch(), ?4, ?5)
          ON CONFLICT (name) DO UPDATE SET display_name = excluded.display_name,
              serial = excluded.serial, synced_at = excluded.synced_at,
              status = excluded.status, status_reason = excluded.status_reason",
-        params![
+    )?
+    .execute(params![
             snap.name.as_str(),
             snap.display_name,
             snap.serial.to_db(),
@@ -303,14 +305,13 @@ pub(super) fn record_in(
             snap.status.as_ref().and_then(|s| s.reason.as_deref()),
         ],
     )?;
-    let project_id: i64 = tx.query_row(
-        "SELECT id FROM projects WHERE name = ?1",
-        [snap.name.as_str()],
-        |r| r.get(0),
-    )?;
+    let project_id: i64 = tx
+        .prepare_cached("SELECT id FROM projects WHERE name = ?1")?
+        .query_row([snap.name.as_str()], |r| r.get(0))?;
     // Rewriting the project's rows is simpler than diffing and costs the same: a project's
     // rows are few and this runs only when upstream changed it.
-    tx.execute("DELETE FROM releases WHERE project_id = ?1", [project_id])?;
+    tx.prepare_cached("DELETE FROM releases WHERE project_id = ?1")?
+        .execute([project_id])?;
     {
         let mut rel =
             tx.prepare_cached("INSERT INTO releases (project_id, version) VALUES (?1, ?2)")?;
@@ -353,10 +354,8 @@ pub(super) fn record_in(
             ])?;
         }
     }
-    tx.execute(
-        "DELETE FROM todo WHERE name = ?1 AND serial <= ?2",
-        params![snap.name.as_str(), snap.serial.to_db()],
-    )?;
+    tx.prepare_cached("DELETE FROM todo WHERE name = ?1 AND serial <= ?2")?
+        .execute(params![snap.name.as_str(), snap.serial.to_db()])?;
     put_held_back(
         tx,
         &snap.name,
@@ -365,20 +364,20 @@ pub(super) fn record_in(
         &snap.held_back,
     )?;
     match &snap.validators {
-        Some(v) => tx.execute(
-            "INSERT OR REPLACE INTO page_validators (name, etag, last_modified, digest)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![
+        Some(v) => tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO page_validators (name, etag, last_modified, digest)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
                 snap.name.as_str(),
                 v.etag,
                 v.last_modified,
                 v.digest.to_hex()
-            ],
-        )?,
-        None => tx.execute(
-            "DELETE FROM page_validators WHERE name = ?1",
-            [snap.name.as_str()],
-        )?,
+            ])?,
+        None => tx
+            .prepare_cached("DELETE FROM page_validators WHERE name = ?1")?
+            .execute([snap.name.as_str()])?,
     };
     let mut gone = unreferenced(tx, old_paths)?;
     gone.extend(unstaged(tx, &snap.name)?);

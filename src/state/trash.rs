@@ -69,7 +69,8 @@ pub(super) fn unstaged(tx: &rusqlite::Transaction<'_>, name: &ProjectName) -> Re
         stmt.query_map([name.as_str()], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?
     };
-    tx.execute("DELETE FROM staged WHERE project = ?1", [name.as_str()])?;
+    tx.prepare_cached("DELETE FROM staged WHERE project = ?1")?
+        .execute([name.as_str()])?;
     Ok(paths)
 }
 

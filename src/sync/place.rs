@@ -101,15 +101,17 @@ async fn derive_core_metadata(
         ctx.cfg.max_metadata_bytes,
     );
     let derived = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<_>> {
+        // All staged in one transaction; a wheel without METADATA leaves a staged key that
+        // names nothing, which recording the project clears.
+        let sidecars: Vec<String> = wheels.iter().map(|(_, k)| format!("{k}.metadata")).collect();
+        lock(&state).stage(&name, &sidecars)?;
         let mut derived = Vec::new();
-        for (i, key) in wheels {
+        for ((i, key), sidecar) in wheels.into_iter().zip(sidecars) {
             // Only wheels placed in this run are still unknown (held ones took theirs in decide).
             let Some(bytes) = crate::storage::wheel::read_metadata(&storage, &key, limit) else {
                 derived.push((i, None));
                 continue;
             };
-            let sidecar = format!("{key}.metadata");
-            lock(&state).stage(&name, std::slice::from_ref(&sidecar))?;
             storage.put_if_changed(&sidecar, &bytes)?;
             derived.push((i, Some(crate::types::hashing::sha256(&bytes))));
         }

@@ -133,3 +133,59 @@ pub fn default_config(sandbox: &std::path::Path, master: &str) -> std::path::Pat
     .unwrap();
     config
 }
+
+/// What a file create costs in a directory of `dir` right now, in µs of CPU (this thread's).
+fn create_cost(dir: &std::path::Path, round: u32) -> f64 {
+    const FILES: u32 = 2000;
+    let probe = dir.join(format!(".probe-{}-{round}", std::process::id()));
+    std::fs::create_dir_all(&probe).unwrap();
+    let cpu = || {
+        // SAFETY: getrusage fills the struct we own.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+        let tv = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+        tv(usage.ru_utime) + tv(usage.ru_stime)
+    };
+    // Written back first, so inodes freed a while ago count as old (5 s, not 300 s).
+    let dir_handle = std::fs::File::open(dir).unwrap();
+    // SAFETY: syncfs only reads the descriptor, which `dir_handle` keeps open.
+    unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir_handle)) };
+    let before = cpu();
+    for i in 0..FILES {
+        std::fs::write(probe.join(i.to_string()), b"probe").unwrap();
+    }
+    (cpu() - before) / FILES as f64
+}
+
+/// Wait until creating files in `dir` costs what it costs on a quiet filesystem; the cost per
+/// create (µs of CPU) it measured last.
+///
+/// Why: on ext4 without a journal, the kernel will not reuse an inode freed in the last 5 s
+/// (300 s while its inode table block is dirty, so the probe writes back first), and each
+/// create scans past every such inode. Right after a run's trees were deleted, a create costs 10 to 30 times more, and a
+/// benchmark would measure that scan rather than the tool (it hits both tools, unevenly).
+/// The probe's files are left in `dir`, deleted with it: deleting them now would be the very
+/// thing this waits out.
+pub fn quiet_filesystem(dir: &std::path::Path) -> f64 {
+    const QUIET_US: f64 = 60.0;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut round = 0;
+    loop {
+        let cost = create_cost(dir, round);
+        if cost < QUIET_US || Instant::now() >= deadline {
+            if cost >= QUIET_US {
+                eprintln!(
+                    "filesystem still busy after 10 minutes ({cost:.0} µs per create); \
+                     measuring anyway"
+                );
+            }
+            return cost;
+        }
+        eprintln!(
+            "filesystem busy reusing freed inodes ({cost:.0} µs per create, quiet is under \
+             {QUIET_US:.0}); waiting 10 s"
+        );
+        std::thread::sleep(Duration::from_secs(10));
+        round += 1;
+    }
+}
