@@ -4,7 +4,8 @@
 //! metadata and then its files one after another.
 //!
 //! `cargo bench --bench sync -- [--projects N] [--files N] [--latency-ms A,B] [--workers N]
-//!  [--baseline-workers N] [--no-baseline] [--fsync] [--dir DIR] [--vs-bandersnatch PATH]`
+//!  [--baseline-workers N] [--no-baseline] [--fsync] [--dir DIR] [--vs-bandersnatch PATH]
+//!  [--hold]` (`--hold`: only serve the upstream, at the first latency, to profile by hand)
 //! Prints wall time and CPU time (wait4's rusage) and peak RSS (sampled VmHWM) of pymirror,
 //! and the requests and bytes the upstream served.
 //!
@@ -54,6 +55,8 @@ struct Args {
     bombs: Option<usize>,
     /// Requests per second the upstream allows (`--rate-limit`), if that mode is asked.
     rate_limit: Option<f64>,
+    /// Only serve the generated upstream at the first latency, for profiling by hand.
+    hold: bool,
 }
 
 fn args() -> Args {
@@ -69,6 +72,7 @@ fn args() -> Args {
         bandersnatch: None,
         bombs: None,
         rate_limit: None,
+        hold: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -88,6 +92,7 @@ fn args() -> Args {
             "--bombs" => a.bombs = a.bombs.or(Some((256 << 20) - 4096)),
             "--bomb-bytes" => a.bombs = Some(value().parse().unwrap()),
             "--rate-limit" => a.rate_limit = Some(value().parse().unwrap()),
+            "--hold" => a.hold = true,
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -240,14 +245,7 @@ fn versus(
 ) {
     println!(
         "{:<34} {:>8} {:>9} {:>9} {:>9} {:>13} {:>9} {:>9}",
-        "run",
-        "latency",
-        "wall s",
-        "cpu s",
-        "of it sys",
-        "peak RSS",
-        "requests",
-        "create µs"
+        "run", "latency", "wall s", "cpu s", "of it sys", "peak RSS", "requests", "create µs"
     );
     let mut keep = Vec::new();
     for &latency in &a.latencies {
@@ -434,6 +432,13 @@ fn main() {
         Some(d) => tempfile::tempdir_in(d).unwrap(),
         None => tempfile::tempdir().unwrap(),
     };
+    if a.hold {
+        up.set_latency(Duration::from_millis(a.latencies[0]));
+        println!("holding: upstream {}; kill this process to end", up.url());
+        loop {
+            std::thread::park();
+        }
+    }
     if let Some(per_second) = a.rate_limit {
         rate_limited(&a, per_second, &up, &tempdir);
         return;

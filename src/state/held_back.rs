@@ -83,14 +83,13 @@ pub(super) fn put_held_back(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
-            name.as_str(),
-            display_name,
-            serial.to_db(),
-            held.len() as i64,
-            bytes as i64,
-            next
-        ],
-    )?;
+        name.as_str(),
+        display_name,
+        serial.to_db(),
+        held.len() as i64,
+        bytes as i64,
+        next
+    ])?;
     Ok(())
 }
 

@@ -45,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0008_projects_serial.sql",
         include_str!("../../migrations/0008_projects_serial.sql"),
     ),
+    (
+        9,
+        "0009_staged_by_project.sql",
+        include_str!("../../migrations/0009_staged_by_project.sql"),
+    ),
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

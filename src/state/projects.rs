@@ -148,6 +148,38 @@ impl State {
         Ok(gone)
     }
 
+    /// [`State::record_project`] for several projects (each with its JSON API document's
+    /// digest, when one was written) in one transaction: one commit instead of one per
+    /// project. Each result is what recording it alone would give: should the shared
+    /// transaction fail, it is rolled back and each project is recorded in its own, so one
+    /// bad project fails alone.
+    pub fn record_projects(
+        &mut self,
+        batch: &[(&ProjectSnapshot, Option<&str>)],
+    ) -> Vec<Result<Vec<String>>> {
+        let each = |state: &mut State, (snap, digest): &(&ProjectSnapshot, Option<&str>)| {
+            let tx = state.conn.transaction()?;
+            let gone = record_with_digest(&tx, snap, *digest)?;
+            tx.commit()?;
+            Ok(gone)
+        };
+        if batch.len() > 1 {
+            let together = (|| {
+                let tx = self.conn.transaction()?;
+                let all = batch
+                    .iter()
+                    .map(|(snap, digest)| record_with_digest(&tx, snap, *digest))
+                    .collect::<Result<Vec<_>>>()?;
+                tx.commit()?;
+                Ok::<_, StateError>(all)
+            })();
+            if let Ok(all) = together {
+                return all.into_iter().map(Ok).collect();
+            }
+        }
+        batch.iter().map(|job| each(self, job)).collect()
+    }
+
     /// What `name`'s page was when it was last mirrored (serial-less feeds).
     pub fn page_validators(&self, name: &ProjectName) -> Result<Option<PageValidators>> {
         let row = self
@@ -190,7 +222,7 @@ impl State {
         let tx = self.conn.transaction()?;
         {
             let mut put =
-                tx.prepare_cached("INSERT OR REPLACE INTO staged (path, project) VALUES (?1, ?2)")?;
+                tx.prepare_cached("INSERT OR IGNORE INTO staged (path, project) VALUES (?1, ?2)")?;
             for p in paths {
                 put.execute(params![p, name.as_str()])?;
             }
@@ -282,6 +314,20 @@ impl State {
     }
 }
 
+/// [`record_in`], then the digest of the JSON API document written for it (if any).
+fn record_with_digest(
+    tx: &rusqlite::Transaction<'_>,
+    snap: &ProjectSnapshot,
+    json_api_digest: Option<&str>,
+) -> Result<Vec<String>> {
+    let gone = record_in(tx, snap)?;
+    if let Some(digest) = json_api_digest {
+        tx.prepare_cached("UPDATE projects SET json_api_sha256 = ?2 WHERE name = ?1")?
+            .execute(params![snap.name.as_str(), digest])?;
+    }
+    Ok(gone)
+}
+
 /// [`State::record_project`] inside a transaction the caller commits (adoption records many
 /// projects in one).
 pub(super) fn record_in(
@@ -298,13 +344,12 @@ pub(super) fn record_in(
              status = excluded.status, status_reason = excluded.status_reason",
     )?
     .execute(params![
-            snap.name.as_str(),
-            snap.display_name,
-            snap.serial.to_db(),
-            snap.status.as_ref().map(|s| s.status.as_str()),
-            snap.status.as_ref().and_then(|s| s.reason.as_deref()),
-        ],
-    )?;
+        snap.name.as_str(),
+        snap.display_name,
+        snap.serial.to_db(),
+        snap.status.as_ref().map(|s| s.status.as_str()),
+        snap.status.as_ref().and_then(|s| s.reason.as_deref()),
+    ])?;
     let project_id: i64 = tx
         .prepare_cached("SELECT id FROM projects WHERE name = ?1")?
         .query_row([snap.name.as_str()], |r| r.get(0))?;

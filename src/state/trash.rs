@@ -41,6 +41,9 @@ impl State {
 
     /// The files at `paths` are gone from disk.
     pub fn emptied(&mut self, paths: &[String]) -> Result<()> {
+        if paths.is_empty() {
+            return Ok(());
+        }
         let tx = self.conn.transaction()?;
         {
             let mut del = tx.prepare_cached("DELETE FROM trash WHERE path = ?1")?;

@@ -47,7 +47,13 @@ pub async fn place(
     let (later, now): (Vec<Placement>, Vec<Placement>) = download
         .into_iter()
         .partition(|p| p.sidecar && downloading.contains(&p.file));
-    let mut failures = round(ctx, snapshot, now, &mut done).await?;
+    // Their keys, where known now, are staged with the files: one transaction, not two.
+    let mut staged: HashSet<String> = HashSet::new();
+    let early: Vec<String> = later
+        .iter()
+        .filter_map(|p| p.target.key.known().map(str::to_owned))
+        .collect();
+    let mut failures = round(ctx, snapshot, now, early, &mut staged, &mut done).await?;
     let later: HashSet<usize> = later.into_iter().map(|p| p.file).collect();
     let sidecars: Vec<Placement> = downloading
         .into_iter()
@@ -69,7 +75,7 @@ pub async fn place(
             })
         })
         .collect();
-    failures.extend(round(ctx, snapshot, sidecars, &mut done).await?);
+    failures.extend(round(ctx, snapshot, sidecars, Vec::new(), &mut staged, &mut done).await?);
     derive_core_metadata(ctx, snapshot).await?;
     let failed = failures.len();
     if let Some(e) = failures.into_iter().next() {
@@ -103,7 +109,10 @@ async fn derive_core_metadata(
     let derived = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<_>> {
         // All staged in one transaction; a wheel without METADATA leaves a staged key that
         // names nothing, which recording the project clears.
-        let sidecars: Vec<String> = wheels.iter().map(|(_, k)| format!("{k}.metadata")).collect();
+        let sidecars: Vec<String> = wheels
+            .iter()
+            .map(|(_, k)| format!("{k}.metadata"))
+            .collect();
         lock(&state).stage(&name, &sidecars)?;
         let mut derived = Vec::new();
         for ((i, key), sidecar) in wheels.into_iter().zip(sidecars) {
@@ -124,11 +133,14 @@ async fn derive_core_metadata(
     Ok(())
 }
 
-/// One round of downloads, all at once; the failures that fail the project.
+/// One round of downloads, all at once; the failures that fail the project. Its keys are
+/// staged first, with `early` (keys a later round will place), except those in `staged`.
 async fn round(
     ctx: &Arc<Ctx>,
     snapshot: &mut ProjectSnapshot,
     download: Vec<Placement>,
+    early: Vec<String>,
+    staged: &mut HashSet<String>,
     done: &mut Transfer,
 ) -> anyhow::Result<Vec<DownloadError>> {
     if download.is_empty() {
@@ -142,6 +154,13 @@ async fn round(
         .iter()
         .filter_map(|p| p.target.key.known().map(str::to_owned))
         .collect();
+    let to_stage: Vec<String> = keys
+        .iter()
+        .chain(&early)
+        .filter(|k| !staged.contains(*k))
+        .cloned()
+        .collect();
+    staged.extend(to_stage.iter().cloned());
     let (state, storage, name) = (
         ctx.state.clone(),
         ctx.storage.clone(),
@@ -149,7 +168,10 @@ async fn round(
     );
     let absent = tokio::task::spawn_blocking(move || {
         let absent: Vec<bool> = keys.iter().map(|k| !storage.exists(k)).collect();
-        lock(&state).stage(&name, &keys).map(|()| absent)
+        match to_stage.is_empty() {
+            true => Ok(absent),
+            false => lock(&state).stage(&name, &to_stage).map(|()| absent),
+        }
     })
     .await??;
     let on_key: OnKey = {

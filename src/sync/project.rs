@@ -179,7 +179,7 @@ async fn try_sync(ctx: &Arc<Ctx>, todo: &Todo, pass: Pass) -> anyhow::Result<Out
                 conditional: false,
             });
             tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                publish::publish(&ctx2, &snapshot, upstream_json.as_ref())?;
+                publish::publish(&ctx2, snapshot, upstream_json.as_ref())?;
                 // A sidecar refused for its bytes (upstream's error, or one corrupted on the
                 // way) is not advertised, and the project is looked at again next run.
                 if let Some(change) = again {

@@ -2,16 +2,76 @@
 //! then record it and dequeue it in one transaction that also puts the files it no longer
 //! references in `trash`, then delete those. A crash between steps leaves the project queued
 //! and the tree valid: new files before the page that links them, pages before the files
-//! they stopped linking.
+//! they stopped linking. Projects that reach the database at the same moment (typically
+//! those made durable by the same flush) are recorded in one transaction ([`Recorder`]).
+
+use std::sync::{Arc, Mutex};
 
 use super::{Ctx, delete, lock};
 use crate::index::{IndexWriter, ProjectView};
+use crate::state::State;
 use crate::types::{FileRecord, ProjectSnapshot};
+
+/// Group commit: a project ready to be recorded joins the queue, then waits for the state
+/// lock; whoever gets the lock records everything queued by then in one transaction, so a
+/// commit (its WAL writes and file locks) is shared by every project that arrived meanwhile.
+#[derive(Default)]
+pub(super) struct Recorder {
+    queue: Mutex<Vec<Arc<Entry>>>,
+}
+
+struct Entry {
+    snapshot: ProjectSnapshot,
+    json_api: Option<String>,
+    /// Filled, under the state lock, by whoever recorded it: the paths to delete, or why not.
+    done: Mutex<Option<Result<Vec<String>, String>>>,
+}
+
+impl Recorder {
+    /// Record `snapshot` (and its JSON API document's digest), with whatever else is queued.
+    /// Blocking.
+    fn record(
+        &self,
+        state: &Mutex<State>,
+        snapshot: ProjectSnapshot,
+        json_api: Option<String>,
+    ) -> anyhow::Result<Vec<String>> {
+        let entry = Arc::new(Entry {
+            snapshot,
+            json_api,
+            done: Mutex::new(None),
+        });
+        self.queue.lock().expect("recorder").push(entry.clone());
+        let mut state = lock(state);
+        let recorded = entry.done.lock().expect("recorder").take();
+        let result = match recorded {
+            Some(result) => result,
+            None => {
+                let batch = std::mem::take(&mut *self.queue.lock().expect("recorder"));
+                let jobs: Vec<_> = batch
+                    .iter()
+                    .map(|e| (&e.snapshot, e.json_api.as_deref()))
+                    .collect();
+                for (e, result) in batch.iter().zip(state.record_projects(&jobs)) {
+                    *e.done.lock().expect("recorder") = Some(result.map_err(|e| e.to_string()));
+                }
+                drop(state);
+                entry
+                    .done
+                    .lock()
+                    .expect("recorder")
+                    .take()
+                    .expect("a batch holds its own entry")
+            }
+        };
+        result.map_err(anyhow::Error::msg)
+    }
+}
 
 /// Blocking: run it off the async workers.
 pub fn publish(
     ctx: &Ctx,
-    snapshot: &ProjectSnapshot,
+    snapshot: ProjectSnapshot,
     upstream_json: Option<&serde_json::Value>,
 ) -> anyhow::Result<()> {
     // Every fact upstream left out was learned when the file was placed or found held.
@@ -58,17 +118,12 @@ pub fn publish(
     };
     // Its files and pages durable before the database says it holds them.
     ctx.storage.flush()?;
-    let gone = {
-        let mut state = lock(&ctx.state);
-        let gone = state.record_project(snapshot)?;
-        if let Some(digest) = &json_api {
-            state.set_json_api_digest(&snapshot.name, Some(digest))?;
-        }
-        gone
-    };
+    drop(view);
+    let (name, serial) = (snapshot.name.clone(), snapshot.serial);
+    let gone = ctx.recorder.record(&ctx.state, snapshot, json_api)?;
     // Not under the state lock: other projects record theirs meanwhile.
     delete(&ctx.storage, &gone);
     lock(&ctx.state).emptied(&gone)?;
-    tracing::debug!("{}: synced at serial {}", snapshot.name, snapshot.serial);
+    tracing::debug!("{name}: synced at serial {serial}");
     Ok(())
 }
