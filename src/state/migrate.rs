@@ -104,6 +104,44 @@ mod tests {
     }
 
     #[test]
+    fn staged_keys_survive_their_new_order() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                 applied_at INTEGER NOT NULL)",
+        )
+        .unwrap();
+        for (version, name, sql) in &MIGRATIONS[..8] {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+                rusqlite::params![version, name],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO staged (path, project) VALUES ('packages/aa/x/a-1.tar.gz', 'a'),
+                 ('packages/bb/y/b-1.tar.gz', 'b')",
+        )
+        .unwrap();
+        apply(&mut conn).unwrap();
+        let rows: Vec<(String, String)> = conn
+            .prepare("SELECT project, path FROM staged ORDER BY project")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("a".to_owned(), "packages/aa/x/a-1.tar.gz".to_owned()),
+                ("b".to_owned(), "packages/bb/y/b-1.tar.gz".to_owned())
+            ]
+        );
+    }
+
+    #[test]
     fn applying_twice_is_a_no_op() {
         let mut conn = Connection::open_in_memory().unwrap();
         apply(&mut conn).unwrap();

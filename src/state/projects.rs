@@ -430,3 +430,68 @@ pub(super) fn record_in(
     set_root_dirty(tx)?;
     Ok(gone)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::RemoteFile;
+
+    fn snapshot(name: &str, files: &[&str]) -> ProjectSnapshot {
+        let url = reqwest::Url::parse("file:///upstream").unwrap();
+        ProjectSnapshot {
+            name: ProjectName::new(name).unwrap(),
+            display_name: name.to_owned(),
+            serial: Serial(3),
+            versions: vec!["1.0".into()],
+            files: files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    let hex = format!("{i:02x}").repeat(32);
+                    RemoteFile::known(FileRecord::for_test("1.0", f, &hex, 3), url.clone())
+                })
+                .collect(),
+            status: None,
+            refused: Vec::new(),
+            validators: None,
+            held_back: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn projects_recorded_together_each_get_their_own_outcome() {
+        let mut state = State::in_memory().unwrap();
+        let a = snapshot("a", &["a-1.0.tar.gz"]);
+        // The same file name twice in one project breaks UNIQUE (project_id, filename).
+        let bad = snapshot("bad", &["bad-1.0.tar.gz", "bad-1.0.tar.gz"]);
+        let c = snapshot("c", &["c-1.0.tar.gz", "c-1.0-py3-none-any.whl"]);
+        let results =
+            state.record_projects(&[(&a, None), (&bad, Some("digest")), (&c, Some("feed"))]);
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        assert!(results[1].is_err(), "{results:?}");
+        let held = |state: &State, name: &str| {
+            state
+                .project_files(&ProjectName::new(name).unwrap())
+                .unwrap()
+                .len()
+        };
+        assert_eq!(
+            (held(&state, "a"), held(&state, "bad"), held(&state, "c")),
+            (1, 0, 2)
+        );
+        let digest: Option<String> = state
+            .conn
+            .query_row(
+                "SELECT json_api_sha256 FROM projects WHERE name = 'c'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(digest.as_deref(), Some("feed"));
+        // Together when nothing fails: the same records.
+        let mut together = State::in_memory().unwrap();
+        let results = together.record_projects(&[(&a, None), (&c, Some("feed"))]);
+        assert!(results.iter().all(|r| r.is_ok()));
+        assert_eq!((held(&together, "a"), held(&together, "c")), (1, 2));
+    }
+}

@@ -127,3 +127,48 @@ pub fn publish(
     tracing::debug!("{name}: synced at serial {serial}");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{FileRecord, ProjectName, RemoteFile, Serial};
+
+    #[test]
+    fn projects_recorded_at_once_each_get_their_own_result() {
+        let state = Mutex::new(State::in_memory().unwrap());
+        let recorder = Recorder::default();
+        let url = reqwest::Url::parse("file:///upstream").unwrap();
+        std::thread::scope(|scope| {
+            for i in 0..12 {
+                let (state, recorder, url) = (&state, &recorder, url.clone());
+                scope.spawn(move || {
+                    let name = format!("p{i}");
+                    let file = format!("{name}-1.0.tar.gz");
+                    let hex = format!("{i:02x}").repeat(32);
+                    let record = FileRecord::for_test("1.0", &file, &hex, 3);
+                    let snapshot = ProjectSnapshot {
+                        name: ProjectName::new(&name).unwrap(),
+                        display_name: name.clone(),
+                        serial: Serial(i),
+                        versions: vec!["1.0".into()],
+                        files: vec![RemoteFile::known(record, url)],
+                        status: None,
+                        refused: Vec::new(),
+                        validators: None,
+                        held_back: Vec::new(),
+                    };
+                    assert_eq!(
+                        recorder.record(state, snapshot, None).unwrap(),
+                        Vec::<String>::new()
+                    );
+                });
+            }
+        });
+        let state = state.lock().unwrap();
+        for i in 0..12 {
+            let files = state.project_files(&ProjectName::new(&format!("p{i}")).unwrap());
+            assert_eq!(files.unwrap().len(), 1, "p{i}");
+        }
+        assert!(recorder.queue.lock().unwrap().is_empty());
+    }
+}
