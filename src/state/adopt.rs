@@ -209,17 +209,7 @@ mod tests {
         let record = FileRecord::for_test("1.0", &format!("{name}-1.0.tar.gz"), &hex, 3);
         let url = reqwest::Url::parse("file:///adopted").unwrap();
         Adopted {
-            snapshot: ProjectSnapshot {
-                name: ProjectName::new(name).unwrap(),
-                display_name: name.to_owned(),
-                serial: Serial(serial),
-                versions: vec!["1.0".into()],
-                files: vec![RemoteFile::known(record, url)],
-                status: None,
-                refused: Vec::new(),
-                validators: None,
-                held_back: Vec::new(),
-            },
+            snapshot: ProjectSnapshot::for_test(name, serial, vec![RemoteFile::known(record, url)]),
             queue,
         }
     }

@@ -191,8 +191,14 @@ impl State {
              PRAGMA foreign_keys = ON;
              PRAGMA busy_timeout = 10000;",
         )?;
-        // Room for every statement a project's sync runs, so none is parsed twice.
+        // Room for every statement a project's sync runs, so none is parsed twice; and plans
+        // that do not depend on the values bound (SQLite otherwise compiles a cached join
+        // again each time its parameters change).
         conn.set_prepared_statement_cache_capacity(64);
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         let found = schema_version(&conn)?;
         if found > migrate::latest() {
             return Err(StateError::TooNew {

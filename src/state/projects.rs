@@ -438,24 +438,15 @@ mod tests {
 
     fn snapshot(name: &str, files: &[&str]) -> ProjectSnapshot {
         let url = reqwest::Url::parse("file:///upstream").unwrap();
-        ProjectSnapshot {
-            name: ProjectName::new(name).unwrap(),
-            display_name: name.to_owned(),
-            serial: Serial(3),
-            versions: vec!["1.0".into()],
-            files: files
-                .iter()
-                .enumerate()
-                .map(|(i, f)| {
-                    let hex = format!("{i:02x}").repeat(32);
-                    RemoteFile::known(FileRecord::for_test("1.0", f, &hex, 3), url.clone())
-                })
-                .collect(),
-            status: None,
-            refused: Vec::new(),
-            validators: None,
-            held_back: Vec::new(),
-        }
+        let files = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let hex = format!("{i:02x}").repeat(32);
+                RemoteFile::known(FileRecord::for_test("1.0", f, &hex, 3), url.clone())
+            })
+            .collect();
+        ProjectSnapshot::for_test(name, 3, files)
     }
 
     #[test]

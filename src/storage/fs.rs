@@ -122,9 +122,6 @@ pub enum Durability {
     Grouped,
 }
 
-/// How long a grouped flush waits for others to join it (see [`Storage::flush`]).
-const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
-
 pub struct Storage {
     web: PathBuf,
     /// The tree is in this bucket, not under `web`.
@@ -536,10 +533,6 @@ impl Storage {
     /// With [`Durability::Grouped`], make every object committed before this call durable:
     /// one `syncfs` of the tree's filesystem, shared by all callers waiting at once (a flush
     /// that started after a caller arrived covers its objects). Blocking.
-    ///
-    /// A flush waits [`GATHER`] before it starts, so the projects finishing at about the same
-    /// moment share it: each `syncfs` rewrites the inode table and bitmap blocks every new
-    /// file touched, so one per project costs far more than one per group.
     pub fn flush(&self) -> std::io::Result<()> {
         if self.durability != Durability::Grouped {
             return Ok(());
@@ -549,9 +542,6 @@ impl Storage {
         if self.flushed.load(Ordering::SeqCst) > arrived {
             return Ok(());
         }
-        // Whoever arrives while this sleeps read `requested` before the increment below, so
-        // the flush that follows covers them.
-        std::thread::sleep(GATHER);
         let this = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
         sync_filesystem(&self.web)?;
         self.flushed.store(this, Ordering::SeqCst);

@@ -199,30 +199,21 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{ProjectName, RemoteFile};
+    use crate::types::RemoteFile;
 
     fn record(filename: &str, byte: u8) -> FileRecord {
         FileRecord::for_test("1.0", filename, &format!("{byte:02x}").repeat(32), 10)
     }
 
     fn snapshot(files: Vec<FileRecord>) -> ProjectSnapshot {
-        ProjectSnapshot {
-            name: ProjectName::new("demo").unwrap(),
-            display_name: "demo".into(),
-            serial: Serial(7),
-            versions: vec!["1.0".into()],
-            files: files
-                .into_iter()
-                .map(|record| {
-                    let url = format!("https://files.example/{}", record.path.relative());
-                    RemoteFile::known(record, url.parse().unwrap())
-                })
-                .collect(),
-            status: None,
-            refused: Vec::new(),
-            validators: None,
-            held_back: Vec::new(),
-        }
+        let files = files
+            .into_iter()
+            .map(|record| {
+                let url = format!("https://files.example/{}", record.path.relative());
+                RemoteFile::known(record, url.parse().unwrap())
+            })
+            .collect();
+        ProjectSnapshot::for_test("demo", 7, files)
     }
 
     #[test]

@@ -38,7 +38,9 @@ pub mod plan;
 mod project;
 mod prune;
 mod publish;
+
 mod queue;
+mod record;
 mod recover;
 mod summary;
 
@@ -74,7 +76,7 @@ struct Ctx {
     progress: Arc<Progress>,
     /// The change feed's serial this run: no project is recorded beyond it.
     feed_serial: crate::types::Serial,
-    recorder: publish::Recorder,
+    recorder: record::Recorder,
 }
 
 pub async fn run(
@@ -163,7 +165,7 @@ async fn run_locked(
         metadata_permits: Semaphore::new(cfg.metadata_workers),
         progress: progress.clone(),
         feed_serial,
-        recorder: publish::Recorder::default(),
+        recorder: record::Recorder::default(),
     });
     let queue_error = Arc::new(Mutex::new(None));
     let todo = queue::stream(state.clone(), queue_error.clone()).map(|t| (t, Pass::Queue));

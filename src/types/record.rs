@@ -172,6 +172,25 @@ pub struct ProjectSnapshot {
     pub held_back: Vec<HeldFile>,
 }
 
+impl ProjectSnapshot {
+    /// A snapshot for unit tests: `name` (also its display name) at `serial`, version 1.0
+    /// with `files`, nothing else.
+    #[cfg(test)]
+    pub fn for_test(name: &str, serial: u64, files: Vec<RemoteFile>) -> ProjectSnapshot {
+        ProjectSnapshot {
+            name: ProjectName::new(name).unwrap(),
+            display_name: name.to_owned(),
+            serial: Serial(serial),
+            versions: vec!["1.0".into()],
+            files,
+            status: None,
+            refused: Vec::new(),
+            validators: None,
+            held_back: Vec::new(),
+        }
+    }
+}
+
 /// A file the cooldown holds back, and when it comes of age.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldFile {
