@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-/// Slow start begins with this many in flight (or the ceiling, if lower).
-const START: usize = 8;
+/// Slow start begins with this many in flight (or the ceiling, if lower): a third of the
+/// default per-host ceiling, so a fast upstream is at full speed after two round trips.
+const START: usize = 16;
 /// Failures closer together than this are one overload.
 const COOL_DOWN: Duration = Duration::from_millis(500);
 
@@ -127,20 +128,20 @@ mod tests {
     fn grows_fast_then_halves_on_overload_then_grows_by_one_a_window() {
         let pace = Pace::new(64);
         assert_eq!(pace.limit(), START);
-        for _ in 0..8 {
+        for _ in 0..START {
             pace.success();
         }
-        assert_eq!(pace.limit(), 16, "slow start doubles a window");
+        assert_eq!(pace.limit(), 2 * START, "slow start doubles a window");
         pace.overload();
-        assert_eq!(pace.limit(), 8);
+        assert_eq!(pace.limit(), START);
         pace.overload(); // the same burst
-        assert_eq!(pace.limit(), 8);
-        for _ in 0..8 {
+        assert_eq!(pace.limit(), START);
+        for _ in 0..START {
             pace.success();
         }
         assert_eq!(
             pace.limit(),
-            9,
+            START + 1,
             "one more per window after the first overload"
         );
         for _ in 0..10_000 {
