@@ -24,8 +24,8 @@
 //! and pymirror, both at their defaults (bandersnatch with `workers = 10`, its maximum),
 //! mirror the same upstream in the same run, and the ratios are printed. Before each tool's
 //! run the bench waits until file creation costs what it does on a quiet filesystem
-//! (`measure::quiet_filesystem`; the "create µs" column), so neither tool pays for the
-//! inodes a previous run freed.
+//! (`measure::quiet_filesystem`; the "create µs" column, 6 minutes at most), so neither tool
+//! pays for the inodes a previous run freed.
 
 use std::path::Path;
 use std::sync::Arc;
