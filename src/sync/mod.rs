@@ -38,7 +38,6 @@ pub mod plan;
 mod project;
 mod prune;
 mod publish;
-
 mod queue;
 mod record;
 mod recover;
