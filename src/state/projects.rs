@@ -306,12 +306,18 @@ impl State {
     /// Record what the JSON API mirror holds for a project: `Some(digest)` of `web/json/<name>`
     /// as written, `Some("")` for no document, `None` before (re)writing it.
     pub fn set_json_api_digest(&mut self, name: &ProjectName, digest: Option<&str>) -> Result<()> {
-        self.conn.execute(
-            "UPDATE projects SET json_api_sha256 = ?2 WHERE name = ?1",
-            params![name.as_str(), digest],
-        )?;
-        Ok(())
+        put_json_api_digest(&self.conn, name, digest)
     }
+}
+
+fn put_json_api_digest(
+    conn: &rusqlite::Connection,
+    name: &ProjectName,
+    digest: Option<&str>,
+) -> Result<()> {
+    conn.prepare_cached("UPDATE projects SET json_api_sha256 = ?2 WHERE name = ?1")?
+        .execute(params![name.as_str(), digest])?;
+    Ok(())
 }
 
 /// [`record_in`], then the digest of the JSON API document written for it (if any).
@@ -321,9 +327,8 @@ fn record_with_digest(
     json_api_digest: Option<&str>,
 ) -> Result<Vec<String>> {
     let gone = record_in(tx, snap)?;
-    if let Some(digest) = json_api_digest {
-        tx.prepare_cached("UPDATE projects SET json_api_sha256 = ?2 WHERE name = ?1")?
-            .execute(params![snap.name.as_str(), digest])?;
+    if json_api_digest.is_some() {
+        put_json_api_digest(tx, &snap.name, json_api_digest)?;
     }
     Ok(gone)
 }
