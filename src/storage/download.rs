@@ -5,9 +5,10 @@
 //!    matches it is adopted instead of fetched.
 //! 2. Otherwise the body streams into a fresh file in `tmp/` (same filesystem as `web/`) while
 //!    both digests and the length are computed; more bytes than promised abort at once. Bytes
-//!    are spooled in memory and written in 1 MiB batches, each batch one blocking call, so a
-//!    typical file costs one hand-off to the blocking pool (memory stays bounded: `workers`
-//!    × 1 MiB).
+//!    are spooled in memory and written in 1 MiB batches, each batch one blocking call
+//!    (memory stays bounded: `workers` × 1 MiB). A file smaller than a batch is written and
+//!    renamed on the async worker itself while the disk answers fast ([`super::inline`]):
+//!    no hand-off at all.
 //! 3. Only when length, SHA-256 (from the metadata) and BLAKE2b-256 (the path's own name for
 //!    the content) all match is the file renamed into place, through directories that must
 //!    not be symlinks (made durable as the storage's `Durability` says: fsynced first, or in
@@ -35,6 +36,7 @@ use reqwest::header::{ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_RANGE, HeaderMap, 
 use reqwest::{StatusCode, Url};
 
 use super::fs::{Staged, Storage, is_symlink_refused};
+use super::inline::InlineWrites;
 use crate::config::Config;
 use crate::progress::Progress;
 use crate::types::hashing::{FileHasher, Hashes};
@@ -230,6 +232,7 @@ pub struct Downloader {
     download_mirror: Option<Url>,
     mirror_only: bool,
     progress: Arc<Progress>,
+    inline: InlineWrites,
 }
 
 /// Bytes held in memory before they are written out in one blocking call.
@@ -260,6 +263,7 @@ impl Downloader {
             download_mirror: cfg.download_mirror.clone(),
             mirror_only: cfg.download_mirror_no_fallback,
             progress,
+            inline: InlineWrites::default(),
         }
     }
 
@@ -605,15 +609,25 @@ impl Downloader {
         }
         let (storage, key) = (self.storage.clone(), target.key.resolve(got.blake2b));
         let on_key = on_key.filter(|_| matches!(target.key, Key::ByContent(_)));
-        tokio::task::spawn_blocking(move || {
+        // Not here: staging a key takes the state database's lock, a bucket uploads, and an
+        // fsync waits for the disk.
+        let here = on_key.is_none()
+            && spool.in_memory()
+            && self.storage.commits_cheaply()
+            && self.inline.allowed();
+        let write = move || {
             if let Some(on_key) = on_key {
                 on_key(&key).map_err(|e| (storage.describe(&key), e))?;
             }
             spool.finish(&storage, &key)
-        })
-        .await
-        .expect("file writer panicked")
-        .map_err(|(path, error)| match is_symlink_refused(&error) {
+        };
+        let written = match here {
+            true => self.inline.run(write),
+            false => tokio::task::spawn_blocking(write)
+                .await
+                .expect("file writer panicked"),
+        };
+        written.map_err(|(path, error)| match is_symlink_refused(&error) {
             true => (DownloadError::Symlink { error }, None),
             false => (disk(path, error), None),
         })?;
@@ -671,6 +685,11 @@ impl Spool {
         })
         .await
         .expect("file writer panicked")
+    }
+
+    /// Whether none of its bytes were written out yet.
+    fn in_memory(&self) -> bool {
+        !self.staged.is_open()
     }
 
     fn write_pending(&mut self) -> std::io::Result<()> {

@@ -158,6 +158,11 @@ impl Staged {
         file.write_all(bytes)
     }
 
+    /// Whether its file was created yet (by a first write).
+    pub fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
     /// Where its bytes are, for error messages.
     pub fn describe(&self) -> String {
         self.path.display().to_string()
@@ -234,6 +239,12 @@ impl Storage {
     /// sidecar is asked of upstream rather than read from the wheel).
     pub fn is_local(&self) -> bool {
         self.bucket.is_none()
+    }
+
+    /// Whether committing a small object costs a few metadata calls on a local disk: no
+    /// upload, no fsync of its own.
+    pub fn commits_cheaply(&self) -> bool {
+        self.bucket.is_none() && self.durability != Durability::EachObject
     }
 
     /// The path (or `s3://` URL) of a key, for messages only.
