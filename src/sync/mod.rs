@@ -238,6 +238,7 @@ async fn sync_queue(
         .map(|(t, pass)| {
             let ctx = ctx.clone();
             tokio::spawn(async move {
+                let _syncing = ctx.recorder.syncing();
                 let name = t.name.to_string();
                 let weighed = matches!(pass, Pass::Weighed(_));
                 (name, weighed, project::sync(&ctx, t, pass).await)
@@ -293,6 +294,11 @@ async fn sync_queue(
             );
         }
     }
+    tracing::debug!(
+        "{} projects recorded in {} groups",
+        summary.projects_synced,
+        ctx.recorder.groups()
+    );
     Ok(passed)
 }
 
