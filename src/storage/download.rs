@@ -609,11 +609,12 @@ impl Downloader {
         }
         let (storage, key) = (self.storage.clone(), target.key.resolve(got.blake2b));
         let on_key = on_key.filter(|_| matches!(target.key, Key::ByContent(_)));
-        // Not here: staging a key takes the state database's lock, a bucket uploads, and an
-        // fsync waits for the disk.
+        // Not here: staging a key takes the state database's lock, a bucket uploads, an
+        // fsync waits for the disk, and so may a file created while a flush writes back.
         let here = on_key.is_none()
             && spool.in_memory()
             && self.storage.commits_cheaply()
+            && !self.storage.is_writing_back()
             && self.inline.allowed();
         let write = move || {
             if let Some(on_key) = on_key {

@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::layout::Protected;
@@ -132,6 +132,8 @@ pub struct Storage {
     requested: AtomicU64,
     flushed: AtomicU64,
     flushing: Mutex<()>,
+    /// A flush is writing the filesystem back right now.
+    writing_back: AtomicBool,
     counter: AtomicU64,
     /// This process's id, in every temp file's name.
     pid: u32,
@@ -220,6 +222,7 @@ impl Storage {
             requested: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
             flushing: Mutex::new(()),
+            writing_back: AtomicBool::new(false),
             counter: AtomicU64::new(0),
             pid: std::process::id(),
             verified: Mutex::new(HashSet::new()),
@@ -554,9 +557,18 @@ impl Storage {
             return Ok(());
         }
         let this = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
-        sync_filesystem(&self.web)?;
+        self.writing_back.store(true, Ordering::Relaxed);
+        let flushed = sync_filesystem(&self.web);
+        self.writing_back.store(false, Ordering::Relaxed);
+        flushed?;
         self.flushed.store(this, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Whether a flush is writing the filesystem back right now: a file created meanwhile
+    /// may wait for a bitmap or directory block under write.
+    pub fn is_writing_back(&self) -> bool {
+        self.writing_back.load(Ordering::Relaxed)
     }
 
     /// Put `staged` at `key`: flushed (and fsynced when configured), then renamed into place.
