@@ -5,7 +5,8 @@
 //!
 //! `cargo bench --bench sync -- [--projects N] [--files N] [--latency-ms A,B] [--workers N]
 //!  [--baseline-workers N] [--no-baseline] [--fsync] [--dir DIR] [--vs-bandersnatch PATH]
-//!  [--hold]` (`--hold`: only serve the upstream, at the first latency, to profile by hand)
+//!  [--repeat N] [--hold]` (`--hold`: only serve the upstream, at the first latency, to profile
+//!  by hand)
 //! Prints wall time and CPU time (wait4's rusage) and peak RSS (sampled VmHWM) of pymirror,
 //! and the requests and bytes the upstream served.
 //!
@@ -25,7 +26,9 @@
 //! mirror the same upstream in the same run, and the ratios are printed. Before each tool's
 //! run the bench waits until file creation costs what it does on a quiet filesystem
 //! (`measure::quiet_filesystem`; the "create µs" column, 6 minutes at most), so neither tool
-//! pays for the inodes a previous run freed.
+//! pays for the inodes a previous run freed. `--repeat N` runs the pair N times at each
+//! latency, alternating, and takes the ratios from each tool's medians: the kernel's share of
+//! a run varies by a third from one run to the next, so one pair alone can mislead.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -57,6 +60,8 @@ struct Args {
     rate_limit: Option<f64>,
     /// Only serve the generated upstream at the first latency, for profiling by hand.
     hold: bool,
+    /// Side-by-side runs per tool and latency (`--vs-bandersnatch`).
+    repeat: usize,
 }
 
 fn args() -> Args {
@@ -73,6 +78,7 @@ fn args() -> Args {
         bombs: None,
         rate_limit: None,
         hold: false,
+        repeat: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -93,6 +99,7 @@ fn args() -> Args {
             "--bomb-bytes" => a.bombs = Some(value().parse().unwrap()),
             "--rate-limit" => a.rate_limit = Some(value().parse().unwrap()),
             "--hold" => a.hold = true,
+            "--repeat" => a.repeat = value().parse::<usize>().unwrap().max(1),
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -236,7 +243,8 @@ fn count_files(dir: &Path) -> usize {
         .sum()
 }
 
-/// bandersnatch 8.2.0 and pymirror, both at their defaults, on the same upstream in one run.
+/// bandersnatch 8.2.0 and pymirror, both at their defaults, on the same upstream in one run,
+/// `a.repeat` times each at each latency; the ratios are the medians'.
 fn versus(
     a: &Args,
     bandersnatch: &Path,
@@ -247,59 +255,98 @@ fn versus(
         "{:<34} {:>8} {:>9} {:>9} {:>9} {:>13} {:>9} {:>9}",
         "run", "latency", "wall s", "cpu s", "of it sys", "peak RSS", "requests", "create µs"
     );
+    let want = a.projects * a.files;
+    // Kept until the end: deleting the trees would make the next run's file creation dearer.
     let mut keep = Vec::new();
     for &latency in &a.latencies {
         up.set_latency(Duration::from_millis(latency));
-        let sandbox = tempdir();
-        let conf = sandbox.path().join("bandersnatch.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "[mirror]\ndirectory = {}\nmaster = {}\njson = false\ntimeout = 30\n\
-                 global-timeout = 18000\nworkers = {BANDERSNATCH_WORKERS}\nhash-index = false\n\
-                 simple-format = ALL\nstop-on-error = false\nstorage-backend = filesystem\n\
-                 verifiers = 3\ncompare-method = hash\nallow-non-https = true\n",
-                sandbox.path().join("bandersnatch").display(),
-                up.url()
-            ),
-        )
-        .unwrap();
-        let create_us = measure::quiet_filesystem(sandbox.path());
-        up.reset_requests();
-        let m = measure::run(bandersnatch, &["-c", conf.to_str().unwrap(), "mirror"]);
-        assert_eq!(m.code, 0, "bandersnatch failed");
-        let theirs = measured(&m, up, create_us);
-        let want = a.projects * a.files;
-        let held = count_files(&sandbox.path().join("bandersnatch/web/packages"));
-        assert_eq!(held, want, "bandersnatch mirrored {held} of {want} files");
-        theirs.print(
-            &format!("bandersnatch 8.2.0 (workers={BANDERSNATCH_WORKERS})"),
-            latency,
-        );
-        let config = measure::default_config(sandbox.path(), &up.url());
-        let create_us = measure::quiet_filesystem(sandbox.path());
-        up.reset_requests();
-        let m = measure::run_pymirror(PYMIRROR, &["sync", "--config", config.to_str().unwrap()]);
-        assert_eq!(m.code, 0, "pymirror failed");
-        let ours = measured(&m, up, create_us);
-        let held = count_files(&sandbox.path().join("mirror/web/packages"));
-        assert_eq!(held, want, "pymirror mirrored {held} of {want} files");
-        ours.print("pymirror (defaults)", latency);
-        let files = (a.projects * a.files).max(1) as f64;
+        let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+        for _ in 0..a.repeat {
+            let sandbox = tempdir();
+            let conf = sandbox.path().join("bandersnatch.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "[mirror]\ndirectory = {}\nmaster = {}\njson = false\ntimeout = 30\n\
+                     global-timeout = 18000\nworkers = {BANDERSNATCH_WORKERS}\nhash-index = false\n\
+                     simple-format = ALL\nstop-on-error = false\nstorage-backend = filesystem\n\
+                     verifiers = 3\ncompare-method = hash\nallow-non-https = true\n",
+                    sandbox.path().join("bandersnatch").display(),
+                    up.url()
+                ),
+            )
+            .unwrap();
+            let create_us = measure::quiet_filesystem(sandbox.path());
+            up.reset_requests();
+            let m = measure::run(bandersnatch, &["-c", conf.to_str().unwrap(), "mirror"]);
+            assert_eq!(m.code, 0, "bandersnatch failed");
+            let row = measured(&m, up, create_us);
+            let held = count_files(&sandbox.path().join("bandersnatch/web/packages"));
+            assert_eq!(held, want, "bandersnatch mirrored {held} of {want} files");
+            row.print(
+                &format!("bandersnatch 8.2.0 (workers={BANDERSNATCH_WORKERS})"),
+                latency,
+            );
+            theirs.push(row);
+            let config = measure::default_config(sandbox.path(), &up.url());
+            let create_us = measure::quiet_filesystem(sandbox.path());
+            up.reset_requests();
+            let m =
+                measure::run_pymirror(PYMIRROR, &["sync", "--config", config.to_str().unwrap()]);
+            assert_eq!(m.code, 0, "pymirror failed");
+            let row = measured(&m, up, create_us);
+            let held = count_files(&sandbox.path().join("mirror/web/packages"));
+            assert_eq!(held, want, "pymirror mirrored {held} of {want} files");
+            row.print("pymirror (defaults)", latency);
+            ours.push(row);
+            keep.push(sandbox);
+        }
+        let (theirs, ours) = (Median::of(&theirs), Median::of(&ours));
+        let files = want.max(1) as f64;
         println!(
             "{:<34} {:>6}ms wall {:.1}x faster, CPU {:.1}x less ({:.0} vs {:.0} µs per file), \
-             peak RSS {:.1}x less, requests {} vs {}",
+             peak RSS {:.1}x less, requests {} vs {}{}",
             "ratio (bandersnatch / pymirror)",
             latency,
             theirs.wall / ours.wall,
             theirs.cpu / ours.cpu,
             theirs.cpu * 1e6 / files,
             ours.cpu * 1e6 / files,
-            theirs.rss_mib as f64 / ours.rss_mib.max(1) as f64,
+            theirs.rss_mib / ours.rss_mib.max(1.0),
             theirs.requests,
-            ours.requests
+            ours.requests,
+            match a.repeat {
+                1 => String::new(),
+                n => format!(" (medians of {n} runs each)"),
+            }
         );
-        keep.push(sandbox);
+    }
+}
+
+/// Each column's median over a tool's runs at one latency.
+struct Median {
+    wall: f64,
+    cpu: f64,
+    rss_mib: f64,
+    requests: u64,
+}
+
+impl Median {
+    fn of(rows: &[Row]) -> Median {
+        let median = |f: &dyn Fn(&Row) -> f64| {
+            let mut v: Vec<f64> = rows.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            match v.len() % 2 {
+                1 => v[v.len() / 2],
+                _ => (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0,
+            }
+        };
+        Median {
+            wall: median(&|r| r.wall),
+            cpu: median(&|r| r.cpu),
+            rss_mib: median(&|r| r.rss_mib as f64),
+            requests: median(&|r| r.requests as f64).round() as u64,
+        }
     }
 }
 
