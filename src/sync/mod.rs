@@ -75,7 +75,7 @@ struct Ctx {
     progress: Arc<Progress>,
     /// The change feed's serial this run: no project is recorded beyond it.
     feed_serial: crate::types::Serial,
-    recorder: record::Recorder,
+    recorder: Arc<record::Recorder>,
 }
 
 pub async fn run(
@@ -164,7 +164,7 @@ async fn run_locked(
         metadata_permits: Semaphore::new(cfg.metadata_workers),
         progress: progress.clone(),
         feed_serial,
-        recorder: record::Recorder::default(),
+        recorder: Arc::new(record::Recorder::new(storage.clone(), state.clone())),
     });
     let queue_error = Arc::new(Mutex::new(None));
     let todo = queue::stream(state.clone(), queue_error.clone()).map(|t| (t, Pass::Queue));

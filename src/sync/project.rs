@@ -170,7 +170,6 @@ async fn try_sync(ctx: &Arc<Ctx>, todo: &Todo, pass: Pass) -> anyhow::Result<Out
         } => {
             let refused = snapshot.refused.len() as u64;
             let placed = place::place(ctx, &mut snapshot, download).await?;
-            let ctx2 = ctx.clone();
             let again = (placed.refused > 0).then(|| crate::state::Change {
                 name: snapshot.name.clone(),
                 display_name: snapshot.display_name.clone(),
@@ -178,16 +177,13 @@ async fn try_sync(ctx: &Arc<Ctx>, todo: &Todo, pass: Pass) -> anyhow::Result<Out
                 first_serial: snapshot.serial,
                 conditional: false,
             });
-            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                publish::publish(&ctx2, snapshot, upstream_json.as_ref())?;
-                // A sidecar refused for its bytes (upstream's error, or one corrupted on the
-                // way) is not advertised, and the project is looked at again next run.
-                if let Some(change) = again {
-                    lock(&ctx2.state).requeue(&[change])?;
-                }
-                Ok(())
-            })
-            .await??;
+            publish::publish(ctx, snapshot, upstream_json).await?;
+            // A sidecar refused for its bytes (upstream's error, or one corrupted on the way)
+            // is not advertised, and the project is looked at again next run.
+            if let Some(change) = again {
+                let state = ctx.state.clone();
+                tokio::task::spawn_blocking(move || lock(&state).requeue(&[change])).await??;
+            }
             Ok(Outcome::Synced {
                 files: placed.files,
                 bytes: placed.bytes,

@@ -5,16 +5,45 @@
 //! they stopped linking. The flush and the transaction are shared with the projects that
 //! finish at the same moment (`sync/record.rs`).
 
-use super::{Ctx, delete, lock};
+use std::sync::Arc;
+
+use super::{Ctx, blocking, delete, lock};
 use crate::index::{IndexWriter, ProjectView};
 use crate::types::{FileRecord, ProjectSnapshot};
 
-/// Blocking: run it off the async workers.
-pub fn publish(
-    ctx: &Ctx,
+/// The pages on a blocking thread; the record awaited, not waited for on one.
+pub async fn publish(
+    ctx: &Arc<Ctx>,
     snapshot: ProjectSnapshot,
-    upstream_json: Option<&serde_json::Value>,
+    upstream_json: Option<serde_json::Value>,
 ) -> anyhow::Result<()> {
+    let pages = ctx.clone();
+    let (snapshot, json_api) = blocking(move || {
+        let json_api = write_pages(&pages, &snapshot, upstream_json.as_ref())?;
+        Ok((snapshot, json_api))
+    })
+    .await?;
+    let (name, serial) = (snapshot.name.clone(), snapshot.serial);
+    let gone = ctx.recorder.record(snapshot, json_api).await?;
+    if !gone.is_empty() {
+        // Not under the state lock: other projects record theirs meanwhile.
+        let ctx = ctx.clone();
+        blocking(move || {
+            delete(&ctx.storage, &gone);
+            Ok(lock(&ctx.state).emptied(&gone)?)
+        })
+        .await?;
+    }
+    tracing::debug!("{name}: synced at serial {serial}");
+    Ok(())
+}
+
+/// Its pages and JSON API document; the digest to record for the latter. Blocking.
+fn write_pages(
+    ctx: &Ctx,
+    snapshot: &ProjectSnapshot,
+    upstream_json: Option<&serde_json::Value>,
+) -> anyhow::Result<Option<String>> {
     // Every fact upstream left out was learned when the file was placed or found held.
     if let Some(f) = snapshot.files.iter().find(|f| f.unknown.any()) {
         anyhow::bail!(
@@ -57,14 +86,5 @@ pub fn publish(
         }
         None => None,
     };
-    drop(view);
-    let (name, serial) = (snapshot.name.clone(), snapshot.serial);
-    let gone = ctx
-        .recorder
-        .record(&ctx.storage, &ctx.state, snapshot, json_api)?;
-    // Not under the state lock: other projects record theirs meanwhile.
-    delete(&ctx.storage, &gone);
-    lock(&ctx.state).emptied(&gone)?;
-    tracing::debug!("{name}: synced at serial {serial}");
-    Ok(())
+    Ok(json_api)
 }

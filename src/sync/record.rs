@@ -3,18 +3,21 @@
 //! each SQLite commit writes its pages to the WAL, so one flush and one transaction per
 //! project cost far more than one per group of the projects finishing at the same moment.
 //!
-//! A project joins the queue, then waits its turn to lead. A leader waits up to [`GATHER`]
-//! for others to join, but no longer once every project still being synced has joined (the
-//! last ones of a run do not wait for projects that will not come). It takes the queue,
-//! flushes (every object of every project in it was written before that project joined, so
-//! before the flush starts), then records them all in one transaction
-//! ([`State::record_projects`]: one that fails is recorded alone and fails alone) and hands
-//! each its result. A project that joins after the queue was taken waits for the next leader,
-//! whose flush starts after it joined.
+//! A project joins the queue and awaits its result; no thread waits with it. The first to
+//! join an idle recorder starts a leader, one blocking thread that records groups until the
+//! queue is empty. For each group it waits up to [`GATHER`] for others to join, but no longer
+//! once every project still being synced has joined (the last ones of a run do not wait for
+//! projects that will not come). It takes the queue, flushes (every object of every project
+//! in it was written before that project joined, so before the flush starts), then records
+//! them all in one transaction ([`State::record_projects`]: one that fails is recorded alone
+//! and fails alone) and hands each its result. A project that joins after the queue was taken
+//! is in the leader's next group, whose flush starts after it joined.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
 
 use super::lock;
 use crate::state::State;
@@ -28,29 +31,23 @@ use crate::types::ProjectSnapshot;
 const GATHER: Duration = Duration::from_millis(100);
 
 pub(super) struct Recorder {
+    storage: Arc<Storage>,
+    state: Arc<Mutex<State>>,
     /// [`GATHER`], but for tests.
     gather: Duration,
-    queue: Mutex<Vec<Arc<Entry>>>,
+    queue: Mutex<Queue>,
     /// Signalled when a project joins the queue or a project's sync ends.
     changed: Condvar,
     /// Projects being synced now ([`Recorder::syncing`]).
     syncing: AtomicUsize,
-    /// One leader at a time.
-    leading: Mutex<()>,
     groups: AtomicU64,
 }
 
-impl Default for Recorder {
-    fn default() -> Recorder {
-        Recorder {
-            gather: GATHER,
-            queue: Mutex::default(),
-            changed: Condvar::new(),
-            syncing: AtomicUsize::new(0),
-            leading: Mutex::default(),
-            groups: AtomicU64::new(0),
-        }
-    }
+#[derive(Default)]
+struct Queue {
+    entries: Vec<Entry>,
+    /// A leader is running: it takes whatever joins before it finds the queue empty.
+    leading: bool,
 }
 
 /// Held while a project is synced: a leader waits for it only while one is.
@@ -60,7 +57,7 @@ impl Drop for Syncing<'_> {
     fn drop(&mut self) {
         self.0.syncing.fetch_sub(1, Ordering::SeqCst);
         // Under the queue's lock, so a leader between its check and its wait still hears it.
-        let _queue = self.0.queue.lock().expect("recorder");
+        let _queue = self.0.queue();
         self.0.changed.notify_all();
     }
 }
@@ -68,8 +65,8 @@ impl Drop for Syncing<'_> {
 struct Entry {
     snapshot: ProjectSnapshot,
     json_api: Option<String>,
-    /// Filled by the leader that recorded it: the paths to delete, or why not.
-    done: Mutex<Option<Result<Vec<String>, Failure>>>,
+    /// The paths to delete, or why it was not recorded.
+    done: oneshot::Sender<Result<Vec<String>, Failure>>,
 }
 
 /// Why a project was not recorded, handed from the leader to each project of its group.
@@ -81,6 +78,18 @@ enum Failure {
 }
 
 impl Recorder {
+    pub(super) fn new(storage: Arc<Storage>, state: Arc<Mutex<State>>) -> Recorder {
+        Recorder {
+            storage,
+            state,
+            gather: GATHER,
+            queue: Mutex::default(),
+            changed: Condvar::new(),
+            syncing: AtomicUsize::new(0),
+            groups: AtomicU64::new(0),
+        }
+    }
+
     /// Count a project as being synced until the guard is dropped.
     pub(super) fn syncing(&self) -> Syncing<'_> {
         self.syncing.fetch_add(1, Ordering::SeqCst);
@@ -92,41 +101,64 @@ impl Recorder {
         self.groups.load(Ordering::Relaxed)
     }
 
-    /// The queue, once every project being synced joined it or [`GATHER`] passed.
-    fn gather(&self) -> Vec<Arc<Entry>> {
-        let deadline = Instant::now() + self.gather;
-        let mut queue = self.queue.lock().expect("recorder");
-        while queue.len() < self.syncing.load(Ordering::SeqCst) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            queue = self.changed.wait_timeout(queue, left).expect("recorder").0;
-        }
-        self.groups.fetch_add(1, Ordering::Relaxed);
-        std::mem::take(&mut *queue)
+    /// The queue's lock. A leader that panicked holding it left nothing half-done in it.
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Make `snapshot`'s files and pages durable, then record it (with its JSON API
-    /// document's digest), together with whatever else is queued. Blocking.
-    pub(super) fn record(
-        &self,
-        storage: &Storage,
-        state: &Mutex<State>,
+    /// document's digest), together with whatever else is queued.
+    pub(super) async fn record(
+        self: &Arc<Self>,
         snapshot: ProjectSnapshot,
         json_api: Option<String>,
     ) -> anyhow::Result<Vec<String>> {
-        let entry = Arc::new(Entry {
-            snapshot,
-            json_api,
-            done: Mutex::new(None),
-        });
-        self.queue.lock().expect("recorder").push(entry.clone());
+        let (done, result) = oneshot::channel();
+        let start = {
+            let mut queue = self.queue();
+            queue.entries.push(Entry {
+                snapshot,
+                json_api,
+                done,
+            });
+            !std::mem::replace(&mut queue.leading, true)
+        };
         self.changed.notify_all();
-        let lead = self.leading.lock().expect("recorder");
-        if entry.done.lock().expect("recorder").is_none() {
+        if start {
+            let recorder = self.clone();
+            tokio::task::spawn_blocking(move || recorder.lead());
+        }
+        match result.await {
+            Ok(Ok(gone)) => Ok(gone),
+            Ok(Err(Failure::Disk(kind, message))) => Err(std::io::Error::new(kind, message).into()),
+            Ok(Err(Failure::Record(message))) => Err(anyhow::Error::msg(message)),
+            Err(_) => anyhow::bail!(
+                "not recorded: the recorder stopped (a bug: please report it); synced again next run"
+            ),
+        }
+    }
+
+    /// Record groups until none is left. Blocking.
+    fn lead(&self) {
+        // Should it panic, the projects still queued hear so (their senders are dropped)
+        // instead of waiting for a leader that will not come.
+        struct Abandon<'a>(&'a Recorder);
+        impl Drop for Abandon<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    let mut queue = self.0.queue();
+                    queue.entries.clear();
+                    queue.leading = false;
+                }
+            }
+        }
+        let _abandon = Abandon(self);
+        loop {
             let group = self.gather();
-            let results: Vec<Result<Vec<String>, Failure>> = match storage.flush() {
+            if group.is_empty() {
+                return;
+            }
+            let results: Vec<Result<Vec<String>, Failure>> = match self.storage.flush() {
                 Err(e) => {
                     let failure = Failure::Disk(e.kind(), e.to_string());
                     vec![Err(failure); group.len()]
@@ -136,29 +168,49 @@ impl Recorder {
                         .iter()
                         .map(|e| (&e.snapshot, e.json_api.as_deref()))
                         .collect();
-                    let recorded = lock(state).record_projects(&jobs);
+                    let recorded = lock(&self.state).record_projects(&jobs);
                     recorded
                         .into_iter()
                         .map(|r| r.map_err(|e| Failure::Record(e.to_string())))
                         .collect()
                 }
             };
-            for (e, result) in group.iter().zip(results) {
-                *e.done.lock().expect("recorder") = Some(result);
+            for (e, result) in group.into_iter().zip(results) {
+                // Its project may have stopped waiting (the run was cut short): nothing to tell.
+                let _ = e.done.send(result);
             }
         }
-        drop(lead);
-        let result = entry.done.lock().expect("recorder").take();
-        match result.expect("a group holds every project queued before it was taken") {
-            Ok(gone) => Ok(gone),
-            Err(Failure::Disk(kind, message)) => Err(std::io::Error::new(kind, message).into()),
-            Err(Failure::Record(message)) => Err(anyhow::Error::msg(message)),
+    }
+
+    /// The queue, once every project being synced joined it or [`GATHER`] passed; empty, and
+    /// the leader to stop, when no project is waiting.
+    fn gather(&self) -> Vec<Entry> {
+        let deadline = Instant::now() + self.gather;
+        let mut queue = self.queue();
+        if queue.entries.is_empty() {
+            queue.leading = false;
+            return Vec::new();
         }
+        while queue.entries.len() < self.syncing.load(Ordering::SeqCst) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            queue = self
+                .changed
+                .wait_timeout(queue, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        self.groups.fetch_add(1, Ordering::Relaxed);
+        std::mem::take(&mut queue.entries)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+
     use super::*;
     use crate::storage::fs::Durability;
     use crate::types::{FileRecord, ProjectName, RemoteFile};
@@ -172,93 +224,95 @@ mod tests {
         ProjectSnapshot::for_test(&name, i, vec![RemoteFile::known(record, url)])
     }
 
-    /// Twelve projects recorded from twelve threads at once; each result, by its thread.
-    fn record_all(
-        storage: &Storage,
-        state: &Mutex<State>,
-        recorder: &Recorder,
-    ) -> Vec<anyhow::Result<Vec<String>>> {
-        std::thread::scope(|scope| {
-            let threads: Vec<_> = (0..12)
-                .map(|i| scope.spawn(move || recorder.record(storage, state, snapshot(i), None)))
-                .collect();
-            threads.into_iter().map(|t| t.join().unwrap()).collect()
-        })
+    /// Twelve projects recorded at once; each result, by its project.
+    fn record_all(recorder: &Arc<Recorder>) -> Vec<anyhow::Result<Vec<String>>> {
+        runtime().block_on(futures::future::join_all(
+            (0..12).map(|i| recorder.record(snapshot(i), None)),
+        ))
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn recorder(dir: &Path, gather: Duration) -> (Arc<Recorder>, PathBuf) {
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        let web = dir.join("web");
+        let storage = Storage::new(&web, &dir.join("tmp"), Durability::Grouped);
+        let state = State::in_memory().unwrap();
+        let recorder = Recorder {
+            gather,
+            ..Recorder::new(Arc::new(storage), Arc::new(Mutex::new(state)))
+        };
+        (Arc::new(recorder), web)
     }
 
     #[test]
     fn projects_recorded_at_once_each_get_their_own_result() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        let web = dir.path().join("web");
-        let storage = Storage::new(&web, &dir.path().join("tmp"), Durability::Grouped);
-        let state = Mutex::new(State::in_memory().unwrap());
-        let recorder = Recorder::default();
-        let held = |state: &Mutex<State>, i: u64| {
+        let (recorder, web) = recorder(dir.path(), GATHER);
+        let held = |i: u64| {
             let name = ProjectName::new(&format!("p{i}")).unwrap();
-            state.lock().unwrap().project_files(&name).unwrap().len()
+            lock(&recorder.state).project_files(&name).unwrap().len()
         };
         // A flush that fails (no tree to flush) fails every project of its group, as a disk
         // error the run can recognize, and records none.
-        for result in record_all(&storage, &state, &recorder) {
+        for result in record_all(&recorder) {
             let error = result.unwrap_err();
             let io = error
                 .downcast_ref::<std::io::Error>()
                 .expect("an io::Error");
             assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
         }
-        assert!((0..12).all(|i| held(&state, i) == 0));
+        assert!((0..12).all(|i| held(i) == 0));
         std::fs::create_dir_all(&web).unwrap();
-        for result in record_all(&storage, &state, &recorder) {
+        for result in record_all(&recorder) {
             assert_eq!(result.unwrap(), Vec::<String>::new());
         }
-        assert!((0..12).all(|i| held(&state, i) == 1));
-        assert!(recorder.queue.lock().unwrap().is_empty());
+        assert!((0..12).all(|i| held(i) == 1));
+        let queue = recorder.queue();
+        assert!(queue.entries.is_empty() && !queue.leading);
     }
 
     #[test]
     fn a_leader_waits_only_for_projects_still_being_synced() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        let web = dir.path().join("web");
-        std::fs::create_dir_all(&web).unwrap();
-        let storage = Storage::new(&web, &dir.path().join("tmp"), Durability::Grouped);
-        let state = Mutex::new(State::in_memory().unwrap());
         // Long enough that a wait for it shows as a failure, not as a slow test.
-        let recorder = Recorder {
-            gather: Duration::from_secs(30),
-            ..Recorder::default()
-        };
-        let (recorder, storage, state) = (&recorder, &storage, &state);
+        let (recorder, web) = recorder(dir.path(), Duration::from_secs(30));
+        std::fs::create_dir_all(&web).unwrap();
+        // Leaked, so each project's guard can live in its own future.
+        let recorder: &'static Arc<Recorder> = Box::leak(Box::new(recorder));
         let started = Instant::now();
-        // Two projects being synced: the first records while the second ends with `second`.
-        let two = |first: u64, second: &dyn Fn(Syncing)| {
-            std::thread::scope(|scope| {
-                let (a, b) = (recorder.syncing(), recorder.syncing());
-                let first = scope.spawn(move || {
-                    let result = recorder.record(storage, state, snapshot(first), None);
-                    drop(a);
-                    result
-                });
-                std::thread::sleep(Duration::from_millis(50));
-                second(b);
-                first.join().unwrap().unwrap();
-            })
+        // Record project `i`, then end its sync (after `pause`, if asked).
+        let finish = |i: u64, pause: bool, syncing: Syncing<'static>| async move {
+            if pause {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            recorder.record(snapshot(i), None).await.unwrap();
+            drop(syncing);
         };
-        // The first to finish waits for the second.
-        two(0, &|b: Syncing| {
-            recorder.record(storage, state, snapshot(1), None).unwrap();
-            drop(b);
+        runtime().block_on(async {
+            // Two projects being synced: the first to finish waits for the second.
+            let (a, b) = (recorder.syncing(), recorder.syncing());
+            tokio::join!(finish(0, false, a), finish(1, true, b));
+            assert_eq!(recorder.groups(), 1, "both recorded by one flush");
+            // The second one's sync ends without a record (unchanged, failed): no one to wait
+            // for.
+            let (a, b) = (recorder.syncing(), recorder.syncing());
+            let end = async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                drop(b);
+            };
+            tokio::join!(finish(2, false, a), end);
+            assert_eq!(recorder.groups(), 2);
+            // The last project of a run: recorded at once.
+            finish(3, false, recorder.syncing()).await;
+            assert_eq!(recorder.groups(), 3);
         });
-        assert_eq!(recorder.groups(), 1, "both recorded by one flush");
-        // The second one's sync ends without a record (unchanged, failed): no one to wait for.
-        two(2, &|b: Syncing| drop(b));
-        assert_eq!(recorder.groups(), 2);
-        // The last project of a run: recorded at once.
-        let last = recorder.syncing();
-        recorder.record(storage, state, snapshot(3), None).unwrap();
-        drop(last);
-        assert_eq!(recorder.groups(), 3);
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "a leader waited out its gathering time"
