@@ -177,13 +177,9 @@ async fn try_sync(ctx: &Arc<Ctx>, todo: &Todo, pass: Pass) -> anyhow::Result<Out
                 first_serial: snapshot.serial,
                 conditional: false,
             });
-            publish::publish(ctx, snapshot, upstream_json).await?;
             // A sidecar refused for its bytes (upstream's error, or one corrupted on the way)
             // is not advertised, and the project is looked at again next run.
-            if let Some(change) = again {
-                let state = ctx.state.clone();
-                tokio::task::spawn_blocking(move || lock(&state).requeue(&[change])).await??;
-            }
+            publish::publish(ctx, snapshot, upstream_json, again).await?;
             Ok(Outcome::Synced {
                 files: placed.files,
                 bytes: placed.bytes,

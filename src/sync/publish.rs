@@ -9,13 +9,16 @@ use std::sync::Arc;
 
 use super::{Ctx, blocking, delete, lock};
 use crate::index::{IndexWriter, ProjectView};
+use crate::state::Change;
 use crate::types::{FileRecord, ProjectSnapshot};
 
-/// The pages on a blocking thread; the record awaited, not waited for on one.
+/// The pages on a blocking thread; the record awaited, not waited for on one. `again`: the
+/// project is to be looked at again next run (a sidecar was refused).
 pub async fn publish(
     ctx: &Arc<Ctx>,
     snapshot: ProjectSnapshot,
     upstream_json: Option<serde_json::Value>,
+    again: Option<Change>,
 ) -> anyhow::Result<()> {
     let pages = ctx.clone();
     let (snapshot, json_api) = blocking(move || {
@@ -25,12 +28,17 @@ pub async fn publish(
     .await?;
     let (name, serial) = (snapshot.name.clone(), snapshot.serial);
     let gone = ctx.recorder.record(snapshot, json_api).await?;
-    if !gone.is_empty() {
-        // Not under the state lock: other projects record theirs meanwhile.
+    if !gone.is_empty() || again.is_some() {
+        // One blocking task, which runs to its end even if this one is dropped meanwhile.
         let ctx = ctx.clone();
         blocking(move || {
+            // Not under the state lock: other projects record theirs meanwhile.
             delete(&ctx.storage, &gone);
-            Ok(lock(&ctx.state).emptied(&gone)?)
+            lock(&ctx.state).emptied(&gone)?;
+            if let Some(change) = again {
+                lock(&ctx.state).requeue(&[change])?;
+            }
+            Ok(())
         })
         .await?;
     }

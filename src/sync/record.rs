@@ -50,6 +50,24 @@ struct Queue {
     leading: bool,
 }
 
+/// The leader's thread, started. Should it end without finishing (a panic, or a runtime that
+/// shut down before running it), the projects queued hear so (their senders are dropped)
+/// instead of waiting for a leader that will not come, and the next to join starts another.
+struct Leader {
+    recorder: Arc<Recorder>,
+    done: bool,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut queue = self.recorder.queue();
+            queue.entries.clear();
+            queue.leading = false;
+        }
+    }
+}
+
 /// Held while a project is synced: a leader waits for it only while one is.
 pub(super) struct Syncing<'a>(&'a Recorder);
 
@@ -125,8 +143,15 @@ impl Recorder {
         };
         self.changed.notify_all();
         if start {
-            let recorder = self.clone();
-            tokio::task::spawn_blocking(move || recorder.lead());
+            let leader = Leader {
+                recorder: self.clone(),
+                done: false,
+            };
+            tokio::task::spawn_blocking(move || {
+                let mut leader = leader;
+                leader.recorder.lead();
+                leader.done = true;
+            });
         }
         match result.await {
             Ok(Ok(gone)) => Ok(gone),
@@ -140,19 +165,6 @@ impl Recorder {
 
     /// Record groups until none is left. Blocking.
     fn lead(&self) {
-        // Should it panic, the projects still queued hear so (their senders are dropped)
-        // instead of waiting for a leader that will not come.
-        struct Abandon<'a>(&'a Recorder);
-        impl Drop for Abandon<'_> {
-            fn drop(&mut self) {
-                if std::thread::panicking() {
-                    let mut queue = self.0.queue();
-                    queue.entries.clear();
-                    queue.leading = false;
-                }
-            }
-        }
-        let _abandon = Abandon(self);
         loop {
             let group = self.gather();
             if group.is_empty() {
@@ -176,7 +188,9 @@ impl Recorder {
                 }
             };
             for (e, result) in group.into_iter().zip(results) {
-                // Its project may have stopped waiting (the run was cut short): nothing to tell.
+                // Its task is gone only when the runtime shuts down after a run that returned
+                // early: recorded all the same, and what it left in `trash` is deleted by the
+                // next run's recovery.
                 let _ = e.done.send(result);
             }
         }
@@ -215,22 +229,30 @@ mod tests {
     use crate::storage::fs::Durability;
     use crate::types::{FileRecord, ProjectName, RemoteFile};
 
-    fn snapshot(i: u64) -> ProjectSnapshot {
+    /// Project `i` with one file; the next `generation` has another in its place.
+    fn snapshot_of(i: u64, generation: u64) -> ProjectSnapshot {
         let name = format!("p{i}");
-        let file = format!("{name}-1.0.tar.gz");
-        let hex = format!("{i:02x}").repeat(32);
+        let file = format!("{name}-1.{generation}.tar.gz");
+        let hex = format!("{:02x}", i * 2 + generation).repeat(32);
         let record = FileRecord::for_test("1.0", &file, &hex, 3);
         let url = reqwest::Url::parse("file:///upstream").unwrap();
         ProjectSnapshot::for_test(&name, i, vec![RemoteFile::known(record, url)])
     }
 
-    /// Twelve projects recorded at once; each result, by its project.
-    fn record_all(recorder: &Arc<Recorder>) -> Vec<anyhow::Result<Vec<String>>> {
-        runtime().block_on(futures::future::join_all(
-            (0..12).map(|i| recorder.record(snapshot(i), None)),
-        ))
+    fn snapshot(i: u64) -> ProjectSnapshot {
+        snapshot_of(i, 0)
     }
 
+    /// Twelve projects recorded at once; each result, by its project. A leader that stops
+    /// handing results out fails it rather than hanging it.
+    fn record_all(recorder: &Arc<Recorder>, generation: u64) -> Vec<anyhow::Result<Vec<String>>> {
+        let all = futures::future::join_all(
+            (0..12).map(|i| recorder.record(snapshot_of(i, generation), None)),
+        );
+        runtime()
+            .block_on(async { tokio::time::timeout(Duration::from_secs(20), all).await })
+            .expect("every project heard its result")
+    }
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -261,7 +283,7 @@ mod tests {
         };
         // A flush that fails (no tree to flush) fails every project of its group, as a disk
         // error the run can recognize, and records none.
-        for result in record_all(&recorder) {
+        for result in record_all(&recorder, 0) {
             let error = result.unwrap_err();
             let io = error
                 .downcast_ref::<std::io::Error>()
@@ -270,12 +292,52 @@ mod tests {
         }
         assert!((0..12).all(|i| held(i) == 0));
         std::fs::create_dir_all(&web).unwrap();
-        for result in record_all(&recorder) {
+        for result in record_all(&recorder, 0) {
             assert_eq!(result.unwrap(), Vec::<String>::new());
         }
         assert!((0..12).all(|i| held(i) == 1));
+        // Each project's next generation: the file it no longer holds, its own.
+        for (i, result) in (0..12).zip(record_all(&recorder, 1)) {
+            let first = snapshot_of(i, 0).files[0].record.path.relative();
+            assert_eq!(result.unwrap(), vec![first], "project {i}");
+        }
         let queue = recorder.queue();
         assert!(queue.entries.is_empty() && !queue.leading);
+    }
+
+    #[test]
+    fn a_leader_that_panics_fails_its_projects_and_the_next_one_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let (recorder, web) = recorder(dir.path(), GATHER);
+        std::fs::create_dir_all(&web).unwrap();
+        // A poisoned state lock: the leader panics taking it.
+        let state = recorder.state.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = state.lock().unwrap();
+            panic!("poisoning the state lock");
+        })
+        .join();
+        for result in record_all(&recorder, 0) {
+            let error = result.unwrap_err().to_string();
+            assert!(error.contains("the recorder stopped"), "{error}");
+        }
+        {
+            let queue = recorder.queue();
+            assert!(queue.entries.is_empty() && !queue.leading);
+        }
+        recorder.state.clear_poison();
+        for result in record_all(&recorder, 0) {
+            assert_eq!(result.unwrap(), Vec::<String>::new());
+        }
+    }
+
+    /// Record project `i`, then end its sync (after a pause, if asked).
+    async fn finish(recorder: &Arc<Recorder>, i: u64, pause: bool, syncing: Syncing<'_>) {
+        if pause {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        recorder.record(snapshot(i), None).await.unwrap();
+        drop(syncing);
     }
 
     #[test]
@@ -284,17 +346,9 @@ mod tests {
         // Long enough that a wait for it shows as a failure, not as a slow test.
         let (recorder, web) = recorder(dir.path(), Duration::from_secs(30));
         std::fs::create_dir_all(&web).unwrap();
-        // Leaked, so each project's guard can live in its own future.
-        let recorder: &'static Arc<Recorder> = Box::leak(Box::new(recorder));
         let started = Instant::now();
-        // Record project `i`, then end its sync (after `pause`, if asked).
-        let finish = |i: u64, pause: bool, syncing: Syncing<'static>| async move {
-            if pause {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            recorder.record(snapshot(i), None).await.unwrap();
-            drop(syncing);
-        };
+        let recorder = &recorder;
+        let finish = |i, pause, syncing| finish(recorder, i, pause, syncing);
         runtime().block_on(async {
             // Two projects being synced: the first to finish waits for the second.
             let (a, b) = (recorder.syncing(), recorder.syncing());
