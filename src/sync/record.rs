@@ -36,7 +36,7 @@ pub(super) struct Recorder {
     /// [`GATHER`], but for tests.
     gather: Duration,
     queue: Mutex<Queue>,
-    /// Signalled when a project joins the queue or a project's sync ends.
+    /// Signalled once every project being synced has joined the queue.
     changed: Condvar,
     /// Projects being synced now ([`Recorder::syncing`]).
     syncing: AtomicUsize,
@@ -75,8 +75,8 @@ impl Drop for Syncing<'_> {
     fn drop(&mut self) {
         self.0.syncing.fetch_sub(1, Ordering::SeqCst);
         // Under the queue's lock, so a leader between its check and its wait still hears it.
-        let _queue = self.0.queue();
-        self.0.changed.notify_all();
+        let queue = self.0.queue();
+        self.0.wake_if_all_joined(&queue);
     }
 }
 
@@ -119,6 +119,15 @@ impl Recorder {
         self.groups.load(Ordering::Relaxed)
     }
 
+    /// A leader gathering waits for every project being synced to join: wake it only once
+    /// they all have, not for each project that joins or ends (at 50 ms of upstream latency,
+    /// one wake-up per project and most of the leader's thread switches).
+    fn wake_if_all_joined(&self, queue: &Queue) {
+        if queue.entries.len() >= self.syncing.load(Ordering::SeqCst) {
+            self.changed.notify_all();
+        }
+    }
+
     /// The queue's lock. A leader that panicked holding it left nothing half-done in it.
     fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
@@ -139,9 +148,9 @@ impl Recorder {
                 json_api,
                 done,
             });
+            self.wake_if_all_joined(&queue);
             !std::mem::replace(&mut queue.leading, true)
         };
-        self.changed.notify_all();
         if start {
             let leader = Leader {
                 recorder: self.clone(),
