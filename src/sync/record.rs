@@ -120,8 +120,8 @@ impl Recorder {
     }
 
     /// A leader gathering waits for every project being synced to join: wake it only once
-    /// they all have, not for each project that joins or ends (at 50 ms of upstream latency,
-    /// one wake-up per project and most of the leader's thread switches).
+    /// they all have, not for each project that joins or ends (two thread wake-ups per
+    /// project, for a check that fails until the last one).
     fn wake_if_all_joined(&self, queue: &Queue) {
         if queue.entries.len() >= self.syncing.load(Ordering::SeqCst) {
             self.changed.notify_all();
