@@ -34,9 +34,10 @@ pub async fn publish(
         blocking(move || {
             // Not under the state lock: other projects record theirs meanwhile.
             delete(&ctx.storage, &gone);
-            lock(&ctx.state).emptied(&gone)?;
+            let mut state = lock(&ctx.state);
+            state.emptied(&gone)?;
             if let Some(change) = again {
-                lock(&ctx.state).requeue(&[change])?;
+                state.requeue(&[change])?;
             }
             Ok(())
         })
