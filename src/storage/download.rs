@@ -573,8 +573,7 @@ impl Downloader {
             }
             hasher.update(&chunk);
             self.progress.add_bytes(chunk.len() as u64);
-            let tmp = spool.staged.describe();
-            spool = spool.push(&chunk).await.map_err(|e| (disk(tmp, e), None))?;
+            spool = (spool.push(&chunk).await).map_err(|(tmp, e)| (disk(tmp, e), None))?;
         }
         if let Some(want) = target.size.filter(|&want| hasher.len() < want) {
             let got = hasher.len();
@@ -675,14 +674,15 @@ impl Spool {
         }
     }
 
-    async fn push(mut self, bytes: &[u8]) -> std::io::Result<Spool> {
+    /// Errors name the temporary file.
+    async fn push(mut self, bytes: &[u8]) -> Result<Spool, (String, std::io::Error)> {
         self.pending.extend_from_slice(bytes);
         if self.pending.len() < SPOOL_BATCH {
             return Ok(self);
         }
-        tokio::task::spawn_blocking(move || {
-            self.write_pending()?;
-            Ok(self)
+        tokio::task::spawn_blocking(move || match self.write_pending() {
+            Ok(()) => Ok(self),
+            Err(e) => Err((self.staged.describe(), e)),
         })
         .await
         .expect("file writer panicked")

@@ -56,6 +56,7 @@ use crate::progress::{Heartbeat, Progress};
 use crate::state::State;
 use crate::storage::download::Downloader;
 use crate::storage::{Durability, Layout, MirrorLock, Storage};
+use crate::types::PACKAGES;
 use crate::upstream::Upstream;
 use crate::upstream::snapshot::UrlPolicy;
 use guard::Guard;
@@ -76,6 +77,10 @@ struct Ctx {
     /// The change feed's serial this run: no project is recorded beyond it.
     feed_serial: crate::types::Serial,
     recorder: Arc<record::Recorder>,
+    /// Nothing was under `packages/` when the downloads began (a first sync into an empty
+    /// tree): no file can be waiting at its final path to be adopted, so none is looked for
+    /// there (one `lstat` a file saved, or one HEAD in a bucket).
+    empty_tree: bool,
 }
 
 pub async fn run(
@@ -147,6 +152,16 @@ async fn run_locked(
         .filter(|s| s.0 > 0)
         .unwrap_or(crate::types::Serial(u64::MAX));
 
+    let empty_tree = blocking({
+        let storage = storage.clone();
+        move || {
+            Ok(storage
+                .list(PACKAGES)?
+                .is_none_or(|entries| entries.is_empty()))
+        }
+    })
+    .await?;
+
     let progress = Arc::new(Progress::new(multi));
     progress.set_projects(pending);
     let ctx = Arc::new(Ctx {
@@ -165,6 +180,7 @@ async fn run_locked(
         progress: progress.clone(),
         feed_serial,
         recorder: Arc::new(record::Recorder::new(storage.clone(), state.clone())),
+        empty_tree,
     });
     let queue_error = Arc::new(Mutex::new(None));
     let todo = queue::stream(state.clone(), queue_error.clone()).map(|t| (t, Pass::Queue));

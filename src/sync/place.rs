@@ -166,8 +166,12 @@ async fn round(
         ctx.storage.clone(),
         snapshot.name.clone(),
     );
+    let empty_tree = ctx.empty_tree;
     let absent = tokio::task::spawn_blocking(move || {
-        let absent: Vec<bool> = keys.iter().map(|k| !storage.exists(k)).collect();
+        let absent: Vec<bool> = keys
+            .iter()
+            .map(|k| empty_tree || !storage.exists(k))
+            .collect();
         match to_stage.is_empty() {
             true => Ok(absent),
             false => lock(&state).stage(&name, &to_stage).map(|()| absent),

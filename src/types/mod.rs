@@ -14,7 +14,7 @@ pub mod text;
 
 pub use digest::{Blake2b256, InvalidDigest, Sha256};
 pub use name::{InvalidName, ProjectName, is_valid_display_name};
-pub use package_path::{Filename, PackagePath, UnsafePath};
+pub use package_path::{Filename, PACKAGES, PackagePath, UnsafePath};
 pub use record::{
     FileRecord, HeldFile, JsonApiRecord, PageValidators, ProjectSnapshot, ProjectStatus,
     RemoteFile, StoredProject, Unknown,

@@ -10,6 +10,9 @@ use std::fmt;
 
 use super::digest::Blake2b256;
 
+/// The directory under `web/` that holds every distribution file (and its sidecar).
+pub const PACKAGES: &str = "packages";
+
 /// A distribution's file name: one plain path segment.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Filename(String);
@@ -141,7 +144,7 @@ impl PackagePath {
     pub fn relative(&self) -> String {
         let hex = self.blake2b.to_hex();
         format!(
-            "packages/{}/{}/{}/{}",
+            "{PACKAGES}/{}/{}/{}/{}",
             &hex[..2],
             &hex[2..4],
             &hex[4..],

@@ -875,3 +875,47 @@ fn dry_run_reports_the_file_share_guard() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!run.stdout.contains("note: "), "{}", run.stdout);
 }
+
+/// A database lost with the tree kept: each file already at its final path is hashed and
+/// kept, not fetched again (the exception to a first sync into an empty tree, which looks
+/// for none of them).
+#[test]
+fn files_already_at_their_final_paths_are_kept_not_fetched_again() {
+    let up = FakeUpstream::start();
+    up.add_release(
+        "demo",
+        "1.0",
+        &[
+            ("demo-1.0.tar.gz", content("demo-1.0.tar.gz")),
+            ("demo-1.0-py3-none-any.whl", content("w")),
+        ],
+    );
+    let mirror = Mirror::new(PYMIRROR, &up.url());
+    mirror.sync().assert_ok();
+    for name in ["pymirror.db", "pymirror.db-wal", "pymirror.db-shm"] {
+        let _ = std::fs::remove_file(mirror.dir.join(name));
+    }
+    let sdist = up.file_info("demo-1.0.tar.gz").unwrap();
+    std::fs::write(mirror.web().join(&sdist.path), b"torn").unwrap();
+    up.reset_requests();
+
+    mirror.sync().assert_ok();
+    let fetched: Vec<String> = up
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/packages/"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(
+        fetched,
+        [format!("/{}", sdist.path)],
+        "only the file whose bytes were wrong is fetched again"
+    );
+    for link in mirror.links("demo") {
+        assert_eq!(
+            mirror.follow("demo", &link),
+            up.file_info(&link.text).unwrap().content
+        );
+    }
+    mirror.assert_consistent();
+}
