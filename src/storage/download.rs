@@ -2,7 +2,8 @@
 //!
 //! 1. A file already at its final path (left by an interrupted run, not yet recorded) is
 //!    hashed, if it is a regular file of the expected size (never through a symlink); if it
-//!    matches it is adopted instead of fetched.
+//!    matches it is adopted instead of fetched. (Not looked for when the run began with
+//!    nothing under `packages/`: a first sync into an empty tree.)
 //! 2. Otherwise the body streams into a fresh file in `tmp/` (same filesystem as `web/`) while
 //!    both digests and the length are computed; more bytes than promised abort at once. Bytes
 //!    are spooled in memory and written in 1 MiB batches, each batch one blocking call
