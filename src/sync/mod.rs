@@ -56,7 +56,7 @@ use crate::progress::{Heartbeat, Progress};
 use crate::state::State;
 use crate::storage::download::Downloader;
 use crate::storage::{Durability, Layout, MirrorLock, Storage};
-use crate::types::PACKAGES;
+use crate::types::{PACKAGES, keys};
 use crate::upstream::Upstream;
 use crate::upstream::snapshot::UrlPolicy;
 use guard::Guard;
@@ -77,9 +77,10 @@ struct Ctx {
     /// The change feed's serial this run: no project is recorded beyond it.
     feed_serial: crate::types::Serial,
     recorder: Arc<record::Recorder>,
-    /// Nothing was under `packages/` when the downloads began (a first sync into an empty
-    /// tree): no file can be waiting at its final path to be adopted, so none is looked for
-    /// there (one `lstat` a file saved, or one HEAD in a bucket).
+    /// Nothing was under `packages/` or `simple/` when the downloads began (a first sync
+    /// into an empty tree): no file can be waiting at its final path to be adopted, and no
+    /// page to be compared with, so none is looked for (an `lstat` a file and an `open` a
+    /// page saved, or a HEAD and a GET in a bucket).
     empty_tree: bool,
 }
 
@@ -155,9 +156,12 @@ async fn run_locked(
     let empty_tree = blocking({
         let storage = storage.clone();
         move || {
-            Ok(storage
-                .list(PACKAGES)?
-                .is_none_or(|entries| entries.is_empty()))
+            let empty = |prefix| -> std::io::Result<bool> {
+                Ok(storage
+                    .list(prefix)?
+                    .is_none_or(|entries| entries.is_empty()))
+            };
+            Ok(empty(PACKAGES)? && empty(keys::SIMPLE)?)
         }
     })
     .await?;

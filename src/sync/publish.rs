@@ -71,7 +71,10 @@ fn write_pages(
         records,
     );
     let index = IndexWriter::from_config(&ctx.storage, &ctx.cfg);
-    index.write_project(&view)?;
+    match ctx.empty_tree {
+        true => index.write_new_project(&view)?,
+        false => index.write_project(&view)?,
+    }
     if ctx.cfg.json {
         // Unknown while it is rewritten, so a kill in between leaves no stale digest.
         lock(&ctx.state).set_json_api_digest(&snapshot.name, None)?;

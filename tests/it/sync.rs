@@ -877,10 +877,10 @@ fn dry_run_reports_the_file_share_guard() {
 }
 
 /// A database lost with the tree kept: each file already at its final path is hashed and
-/// kept, not fetched again (the exception to a first sync into an empty tree, which looks
-/// for none of them).
+/// kept, not fetched again, and an unchanged page is left alone (unlike a first sync into an
+/// empty tree, which looks for neither).
 #[test]
-fn files_already_at_their_final_paths_are_kept_not_fetched_again() {
+fn a_tree_kept_without_its_database_is_reused_not_fetched_again() {
     let up = FakeUpstream::start();
     up.add_release(
         "demo",
@@ -897,9 +897,13 @@ fn files_already_at_their_final_paths_are_kept_not_fetched_again() {
     }
     let sdist = up.file_info("demo-1.0.tar.gz").unwrap();
     std::fs::write(mirror.web().join(&sdist.path), b"torn").unwrap();
+    let page = mirror.web().join("simple/demo/index.html");
+    let page_inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&page).unwrap());
+    let before = page_inode();
     up.reset_requests();
 
     mirror.sync().assert_ok();
+    assert_eq!(page_inode(), before, "an unchanged page was written again");
     let fetched: Vec<String> = up
         .requests()
         .iter()
