@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use super::layout::Protected;
 use super::s3::Bucket;
+use crate::types::PACKAGES;
 use crate::types::hashing::{Hashes, hash_reader};
 
 /// A symlink met inside the tree: that one key is refused (nothing is written, read or
@@ -366,7 +367,7 @@ impl Storage {
         let mut dir = self.web.clone();
         for (depth, part) in dirs.iter().enumerate() {
             dir.push(part);
-            let per_file = dirs[0] == "packages" && depth + 1 == dirs.len();
+            let per_file = dirs[0] == PACKAGES && depth + 1 == dirs.len();
             let way = dirs[..=depth].join("/");
             if !per_file && self.verified.lock().expect("verified").contains(&way) {
                 continue;
@@ -713,7 +714,7 @@ impl Storage {
         for (depth, part) in dirs.iter().enumerate() {
             dir.push(part);
             let key = dirs[..=depth].join("/");
-            let per_file = dirs[0] == "packages" && depth + 1 == dirs.len();
+            let per_file = dirs[0] == PACKAGES && depth + 1 == dirs.len();
             let remember = !per_file;
             if remember && self.verified.lock().expect("verified").contains(&key) {
                 continue;

@@ -54,6 +54,18 @@ fn sdist(name: &str, version: &str) -> String {
     format!("{}-{version}.tar.gz", name.replace(['-', '.'], "_"))
 }
 
+/// Every file `name`'s page links to is served with upstream's bytes.
+fn assert_serves_upstream_bytes(up: &FakeUpstream, mirror: &Mirror, name: &str) {
+    for link in mirror.links(name) {
+        assert_eq!(
+            mirror.follow(name, &link),
+            up.file_info(&link.text).unwrap().content,
+            "{}",
+            link.text
+        );
+    }
+}
+
 fn content(filename: &str) -> Vec<u8> {
     // Distinct, non-trivial bytes per file (sizes vary from a few bytes to ~40 KiB).
     let n = filename.len() * 1000 + filename.bytes().map(usize::from).sum::<usize>();
@@ -244,10 +256,7 @@ fn a_generated_catalog_mirrors_like_a_published_index() {
             "{}",
             generated_name(i)
         );
-        for link in &links {
-            let bytes = mirror.follow(&generated_name(i), link);
-            assert_eq!(bytes, up.file_info(&link.text).unwrap().content);
-        }
+        assert_serves_upstream_bytes(&up, &mirror, &generated_name(i));
     }
     assert_eq!(mirror.status_serial(), 40);
 
@@ -294,12 +303,7 @@ fn corrupted_and_truncated_downloads_are_refused_and_retried() {
     up.truncate_downloads("demo-1.0-py3-none-any.whl", 1);
     let mirror = Mirror::new(PYMIRROR, &up.url());
     mirror.sync().assert_ok();
-    for link in mirror.links("demo") {
-        assert_eq!(
-            mirror.follow("demo", &link),
-            up.file_info(&link.text).unwrap().content
-        );
-    }
+    assert_serves_upstream_bytes(&up, &mirror, "demo");
     let info = up.file_info("demo-1.0.tar.gz").unwrap();
     let gets = up
         .requests()
@@ -915,11 +919,6 @@ fn a_tree_kept_without_its_database_is_reused_not_fetched_again() {
         [format!("/{}", sdist.path)],
         "only the file whose bytes were wrong is fetched again"
     );
-    for link in mirror.links("demo") {
-        assert_eq!(
-            mirror.follow("demo", &link),
-            up.file_info(&link.text).unwrap().content
-        );
-    }
+    assert_serves_upstream_bytes(&up, &mirror, "demo");
     mirror.assert_consistent();
 }
