@@ -473,10 +473,31 @@ impl Storage {
         if let Some(b) = &self.bucket {
             return b.list(prefix);
         }
-        if self.through_symlink(prefix) || !self.stat(prefix)?.is_some_and(|m| m.is_dir()) {
+        if !self.is_listable_dir(prefix)? {
             return Ok(None);
         }
         self.read_entries(prefix, true)
+    }
+
+    /// Whether [`Storage::list`] would find anything under `prefix`, from its first entry
+    /// alone: a full mirror's `simple/` holds a directory per project, too many to read
+    /// each run to learn that it is not empty.
+    pub fn holds_any(&self, prefix: &str) -> std::io::Result<bool> {
+        if let Some(b) = &self.bucket {
+            return b.holds_any(prefix);
+        }
+        if !self.is_listable_dir(prefix)? {
+            return Ok(false);
+        }
+        Ok(std::fs::read_dir(self.path(prefix))?
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
+    /// A real directory at `prefix`, reached through no symlink: never listed through one.
+    fn is_listable_dir(&self, prefix: &str) -> std::io::Result<bool> {
+        Ok(!self.through_symlink(prefix) && self.stat(prefix)?.is_some_and(|m| m.is_dir()))
     }
 
     /// The entries of `entry`, a directory met in the listing of `parent`: that listing
@@ -786,6 +807,26 @@ impl Write for Tee<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holds_any_agrees_with_list_without_reading_it_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let web = dir.path().join("web");
+        let s = Storage::new(&web, &dir.path().join("tmp"), Durability::None);
+        let agree = |prefix: &str, holds: bool| {
+            assert_eq!(s.holds_any(prefix).unwrap(), holds, "{prefix}");
+            let listed = s.list(prefix).unwrap().is_some_and(|e| !e.is_empty());
+            assert_eq!(listed, holds, "{prefix}: list disagrees");
+        };
+        agree("simple", false);
+        std::fs::create_dir_all(web.join("simple")).unwrap();
+        agree("simple", false);
+        std::fs::create_dir_all(web.join("simple/demo")).unwrap();
+        agree("simple", true);
+        // Never looked into through a symlink, like a listing.
+        std::os::unix::fs::symlink(web.join("simple"), web.join("packages")).unwrap();
+        agree("packages", false);
+    }
 
     #[test]
     fn a_walk_never_opens_through_a_symlinked_directory() {

@@ -324,6 +324,16 @@ impl Bucket {
         Ok(Some(out))
     }
 
+    /// Whether any object lies under the directory `prefix`: one page of a listing, left
+    /// as soon as its first key is in.
+    pub fn holds_any(&self, prefix: &str) -> std::io::Result<bool> {
+        let path = self.list_path(prefix)?;
+        let store = self.store.clone();
+        self.run(async move { store.list(path.as_ref()).next().await.transpose() })
+            .map(|first| first.is_some())
+            .map_err(|e| self.failed("cannot list", prefix, e))
+    }
+
     fn list_path(&self, prefix: &str) -> std::io::Result<Option<Path>> {
         Ok(
             match format!("{}{prefix}", self.prefix).trim_end_matches('/') {

@@ -155,14 +155,7 @@ async fn run_locked(
 
     let empty_tree = blocking({
         let storage = storage.clone();
-        move || {
-            let empty = |prefix| -> std::io::Result<bool> {
-                Ok(storage
-                    .list(prefix)?
-                    .is_none_or(|entries| entries.is_empty()))
-            };
-            Ok(empty(PACKAGES)? && empty(keys::SIMPLE)?)
-        }
+        move || Ok(!storage.holds_any(PACKAGES)? && !storage.holds_any(keys::SIMPLE)?)
     })
     .await?;
 

@@ -116,6 +116,27 @@ fn a_sync_fills_the_bucket_and_follows_changes_and_removals() {
     assert!(!mirror.dir.join("web").exists());
 }
 
+/// A bucket kept with its database lost: the next sync finds the bucket is not empty, so it
+/// looks for each file at its key and keeps it rather than fetching it again.
+#[test]
+fn a_bucket_kept_without_its_database_is_reused_not_fetched_again() {
+    let s3 = S3Server::start();
+    let up = FakeUpstream::start();
+    publish(&up);
+    let mirror = Mirror::in_bucket(PYMIRROR, &up.url(), &s3, "kept", "mirror/");
+    mirror.sync().assert_ok();
+    mirror.lose_database();
+    up.reset_requests();
+
+    mirror.sync().assert_ok();
+    let fetched: Vec<String> = (up.requests().iter())
+        .filter(|r| r.path.contains("/packages/"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(fetched, Vec::<String>::new(), "files fetched again");
+    assert_eq!(tree(&mirror.web()), reference(&up));
+}
+
 #[test]
 fn verify_finds_a_missing_object_and_an_orphan_in_the_bucket_and_fixes_them() {
     let s3 = S3Server::start();

@@ -896,9 +896,7 @@ fn a_tree_kept_without_its_database_is_reused_not_fetched_again() {
     );
     let mirror = Mirror::new(PYMIRROR, &up.url());
     mirror.sync().assert_ok();
-    for name in ["pymirror.db", "pymirror.db-wal", "pymirror.db-shm"] {
-        let _ = std::fs::remove_file(mirror.dir.join(name));
-    }
+    mirror.lose_database();
     let sdist = up.file_info("demo-1.0.tar.gz").unwrap();
     std::fs::write(mirror.web().join(&sdist.path), b"torn").unwrap();
     let page = mirror.web().join("simple/demo/index.html");

@@ -228,6 +228,13 @@ impl Mirror {
         self.tree.clone()
     }
 
+    /// The state database lost (with its WAL), the served tree kept.
+    pub fn lose_database(&self) {
+        for name in ["pymirror.db", "pymirror.db-wal", "pymirror.db-shm"] {
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
+    }
+
     pub fn status_serial(&self) -> u64 {
         std::fs::read_to_string(self.dir.join("status"))
             .unwrap()
