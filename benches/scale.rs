@@ -7,7 +7,8 @@
 //! - an incremental sync of `--changes` changed projects (a new file each) against the mirror
 //!   that holds them all: wall, CPU, requests, and its root index.
 //!
-//! `cargo bench --bench scale -- [--projects N] [--changes N] [--dir DIR] [--log] [--hold]`
+//! `cargo bench --bench scale -- [--projects N] [--changes N] [--rounds N] [--dir DIR] [--log]
+//! [--hold]` (`--rounds N`: N incremental syncs, each after its own changes)
 //! (`scripts/bench --scale` runs it at PyPI's size).
 
 use std::time::Instant;
@@ -21,6 +22,8 @@ const PYMIRROR: &str = env!("CARGO_BIN_EXE_pymirror");
 struct Args {
     projects: u64,
     changes: u64,
+    /// Incremental syncs to run, each after its own `--changes` (`--rounds`, default 1).
+    rounds: u64,
     dir: Option<std::path::PathBuf>,
     /// Print every run's log lines with their times (set `RUST_LOG` for more of them).
     log: bool,
@@ -33,6 +36,7 @@ fn args() -> Args {
     let mut a = Args {
         projects: 740_000,
         changes: 1000,
+        rounds: 1,
         dir: None,
         log: false,
         hold: false,
@@ -43,6 +47,7 @@ fn args() -> Args {
         match flag.as_str() {
             "--projects" => a.projects = value().parse().unwrap(),
             "--changes" => a.changes = value().parse().unwrap(),
+            "--rounds" => a.rounds = value().parse::<u64>().unwrap().max(1),
             "--dir" => a.dir = Some(value().into()),
             "--log" => a.log = true,
             "--hold" => a.hold = true,
@@ -128,26 +133,29 @@ fn main() {
     let noop = sync(&config, a.log);
     print_run("no-op sync", &noop, up.request_count());
 
-    let t = Instant::now();
-    for i in 0..a.changes {
-        let project = generated_name(i * (a.projects / a.changes.max(1)).max(1) % a.projects);
-        let file = format!("{}-2.0.tar.gz", project.replace('-', "_"));
-        up.add_release(&project, "2.0", &[(&file, file.clone().into_bytes())]);
+    for round in 0..a.rounds {
+        let t = Instant::now();
+        for i in 0..a.changes {
+            let project = generated_name(i * (a.projects / a.changes.max(1)).max(1) % a.projects);
+            let version = format!("{}.0", round + 2);
+            let file = format!("{}-{version}.tar.gz", project.replace('-', "_"));
+            up.add_release(&project, &version, &[(&file, file.clone().into_bytes())]);
+        }
+        eprintln!(
+            "{} changes made upstream in {:.1} s",
+            a.changes,
+            t.elapsed().as_secs_f64()
+        );
+        up.reset_requests();
+        let incremental = sync(&config, a.log);
+        print_run(
+            &format!("incremental sync, {} changes", a.changes),
+            &incremental,
+            up.request_count(),
+        );
+        print_phase("  planning", &incremental, "planned in");
+        print_phase("  root index", &incremental, "root index:");
     }
-    eprintln!(
-        "{} changes made upstream in {:.1} s",
-        a.changes,
-        t.elapsed().as_secs_f64()
-    );
-    up.reset_requests();
-    let incremental = sync(&config, a.log);
-    print_run(
-        &format!("incremental sync, {} changes", a.changes),
-        &incremental,
-        up.request_count(),
-    );
-    print_phase("  planning", &incremental, "planned in");
-    print_phase("  root index", &incremental, "root index:");
     if a.hold {
         println!(
             "holding: upstream {}, mirror config {}; kill this process to end",

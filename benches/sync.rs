@@ -5,7 +5,7 @@
 //!
 //! `cargo bench --bench sync -- [--projects N] [--files N] [--latency-ms A,B] [--workers N]
 //!  [--baseline-workers N] [--no-baseline] [--fsync] [--dir DIR] [--vs-bandersnatch PATH]
-//!  [--repeat N] [--hold]` (`--hold`: only serve the upstream, at the first latency, to profile
+//!  [--repeat N] [--max-kib N] [--hold]` (`--hold`: only serve the upstream, at the first latency, to profile
 //!  by hand)
 //! Prints wall time and CPU time (wait4's rusage) and peak RSS (sampled VmHWM) of pymirror,
 //! and the requests and bytes the upstream served.
@@ -45,6 +45,8 @@ const PYMIRROR: &str = env!("CARGO_BIN_EXE_pymirror");
 struct Args {
     projects: usize,
     files: usize,
+    /// Files are between 1 KiB and this many KiB (`--max-kib`, default 24).
+    max_kib: usize,
     latencies: Vec<u64>,
     workers: usize,
     baseline_workers: usize,
@@ -68,6 +70,7 @@ fn args() -> Args {
     let mut a = Args {
         projects: 2000,
         files: 10,
+        max_kib: 24,
         latencies: vec![0, 50],
         workers: 64,
         baseline_workers: 10,
@@ -86,6 +89,7 @@ fn args() -> Args {
         match flag.as_str() {
             "--projects" => a.projects = value().parse().unwrap(),
             "--files" => a.files = value().parse().unwrap(),
+            "--max-kib" => a.max_kib = value().parse::<usize>().unwrap().max(2),
             "--latency-ms" => {
                 a.latencies = value().split(',').map(|s| s.parse().unwrap()).collect()
             }
@@ -107,14 +111,16 @@ fn args() -> Args {
     a
 }
 
-/// Deterministic file sizes between 1 KiB and ~24 KiB (median ~10 KiB).
-fn file_bytes(project: usize, file: usize) -> Vec<u8> {
+/// Deterministic file sizes between 1 KiB and `max_kib` KiB (at the default 24, median
+/// ~10 KiB).
+fn file_bytes(project: usize, file: usize, max_kib: usize) -> Vec<u8> {
     let seed = (project * 7919 + file * 104_729) as u64;
-    let size = 1024 + (seed.wrapping_mul(2_654_435_761) % (23 * 1024)) as usize;
+    let spread = ((max_kib - 1) * 1024) as u64;
+    let size = 1024 + (seed.wrapping_mul(2_654_435_761) % spread) as usize;
     (0..size).map(|i| (seed as usize + i * 131) as u8).collect()
 }
 
-fn publish(up: &FakeUpstream, projects: usize, files: usize) -> u64 {
+fn publish(up: &FakeUpstream, projects: usize, files: usize, max_kib: usize) -> u64 {
     let mut total = 0;
     for p in 0..projects {
         let name = format!("bench-project-{p}");
@@ -125,7 +131,7 @@ fn publish(up: &FakeUpstream, projects: usize, files: usize) -> u64 {
             } else {
                 format!("bench_project_{p}-{version}.tar.gz")
             };
-            let bytes = file_bytes(p, f);
+            let bytes = file_bytes(p, f, max_kib);
             total += bytes.len() as u64;
             up.add_release(&name, &version, &[(&filename, bytes)]);
         }
@@ -467,7 +473,7 @@ fn main() {
     }
     let up = FakeUpstream::start();
     let t = Instant::now();
-    let bytes = publish(&up, a.projects, a.files);
+    let bytes = publish(&up, a.projects, a.files, a.max_kib);
     eprintln!(
         "generated {} projects, {} files, {:.1} MiB in {:.1}s",
         a.projects,
