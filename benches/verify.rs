@@ -21,6 +21,7 @@ use pymirror::index::{IndexWriter, ProjectView};
 use pymirror::state::State;
 use pymirror::storage::Layout;
 use pymirror::types::hashing::FileHasher;
+use pymirror::types::keys::RootChange;
 use pymirror::types::{FileRecord, ProjectSnapshot, RemoteFile};
 use pymirror::types::{Filename, PackagePath, ProjectName, Serial};
 use pymirror_testkit::measure;
@@ -185,7 +186,9 @@ fn build(root: &Path, a: &Args) -> (u64, u64) {
     }
     let rows: pymirror::index::Rows<'_> =
         &|each| state.for_each_project(each).map_err(std::io::Error::other);
-    index.write_root(rows, Serial(projects as u64)).unwrap();
+    index
+        .write_root(rows, Serial(projects as u64), RootChange::Names)
+        .unwrap();
     state.root_written().unwrap();
     (files, bytes)
 }

@@ -38,6 +38,7 @@ use crate::index::{IndexWriter, ProjectView};
 use crate::progress::PhaseBar;
 use crate::state::{Adopted, State};
 use crate::storage::{Durability, Layout, MirrorLock, Storage};
+use crate::types::keys::RootChange;
 use crate::types::{ProjectName, Serial};
 use page::{Finding, Outside};
 
@@ -173,7 +174,11 @@ pub fn run(
     let state = &*adoption.state;
     let rows: crate::index::Rows<'_> =
         &|each| state.for_each_project(each).map_err(std::io::Error::other);
-    IndexWriter::from_config(&storage, cfg).write_root(rows, state.fully_synced_serial()?)?;
+    IndexWriter::from_config(&storage, cfg).write_root(
+        rows,
+        state.fully_synced_serial()?,
+        RootChange::Names,
+    )?;
     storage.flush()?;
     adoption.state.root_written()?;
     // What the database holds and has queued: the whole adoption's, across resumes.

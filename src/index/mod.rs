@@ -16,7 +16,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::config::SimpleFormat;
 use crate::storage::Storage;
-use crate::types::keys::{self, Page};
+use crate::types::keys::{self, Page, RootChange};
 use crate::types::{FileRecord, ProjectStatus, StoredProject};
 use crate::types::{ProjectName, Serial, Sha256};
 
@@ -191,10 +191,17 @@ impl<'a> IndexWriter<'a> {
         Ok(())
     }
 
-    /// Regenerate the root pages from every project (`rows`). The HTML page is streamed once
-    /// into both of its names.
-    pub fn write_root(&self, rows: Rows<'_>, serial: Serial) -> std::io::Result<()> {
-        if self.format.html() {
+    /// Regenerate the root pages `change` reaches from every project (`rows`). The HTML page
+    /// is streamed once into both of its names. Whether it wrote any (an HTML-only index
+    /// lists no serial).
+    pub fn write_root(
+        &self,
+        rows: Rows<'_>,
+        serial: Serial,
+        change: RootChange,
+    ) -> std::io::Result<bool> {
+        let html = self.format.html() && change == RootChange::Names;
+        if html {
             let keys = [keys::root_page(Page::Html), keys::root_page(Page::V1Html)];
             self.storage
                 .put_streamed(&[&keys[0], &keys[1]], |w| root_html(rows, w))?;
@@ -205,7 +212,7 @@ impl<'a> IndexWriter<'a> {
                     root_json(rows, serial, w)
                 })?;
         }
-        Ok(())
+        Ok(html || self.format.json())
     }
 
     pub fn root_exists(&self) -> bool {

@@ -6,10 +6,16 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Result, State, StateError};
 use crate::types::Serial;
+use crate::types::keys::RootChange;
 
 pub(super) const CHANGELOG_SERIAL: &str = "changelog_serial";
 /// The canonical filter configuration the mirror was last evaluated against.
 const FILTERS: &str = "filters";
+
+/// Set when a project's serial changed since the root pages were written (the JSON root lists
+/// serials); with [`ROOT_NAMES_DIRTY`] too when a project came, went or was renamed.
+const ROOT_DIRTY: &str = "root_dirty";
+const ROOT_NAMES_DIRTY: &str = "root_names_dirty";
 /// Which change feed the last plan read (`upstream::feed::Source::key`).
 const CHANGE_FEED: &str = "change_feed";
 /// `<serial> <unix seconds>`: upstream's `changelog_last_serial` was found at or beyond this
@@ -74,23 +80,30 @@ impl State {
         put_meta(&self.conn, FILTERS, canonical)
     }
 
-    /// Whether the root pages must be regenerated (a project was added, changed or removed
-    /// since they were last written, possibly by a run that was killed).
-    pub fn root_dirty(&self) -> Result<bool> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT 1 FROM meta WHERE key = 'root_dirty'",
-                [],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
+    /// What the root pages must be regenerated for: a project was added, changed or removed
+    /// since they were last written, possibly by a run that was killed. `None`: nothing.
+    pub fn root_dirty(&self) -> Result<Option<RootChange>> {
+        let set = |key: &str| -> Result<bool> {
+            Ok(self
+                .conn
+                .query_row("SELECT 1 FROM meta WHERE key = ?1", [key], |_| Ok(()))
+                .optional()?
+                .is_some())
+        };
+        Ok(if set(ROOT_NAMES_DIRTY)? {
+            Some(RootChange::Names)
+        } else if set(ROOT_DIRTY)? {
+            Some(RootChange::Serials)
+        } else {
+            None
+        })
     }
 
     pub fn root_written(&mut self) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM meta WHERE key = 'root_dirty'", [])?;
+        self.conn.execute(
+            "DELETE FROM meta WHERE key IN (?1, ?2)",
+            [ROOT_DIRTY, ROOT_NAMES_DIRTY],
+        )?;
         Ok(())
     }
 }
@@ -110,8 +123,17 @@ pub(super) fn put_meta(conn: &Connection, key: &str, value: &str) -> Result<()> 
     Ok(())
 }
 
+/// A project's serial changed: the JSON root lists it.
 pub(super) fn set_root_dirty(tx: &rusqlite::Transaction<'_>) -> Result<()> {
-    tx.prepare_cached("INSERT OR IGNORE INTO meta (key, value) VALUES ('root_dirty', '1')")?
-        .execute([])?;
+    tx.prepare_cached("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, '1')")?
+        .execute([ROOT_DIRTY])?;
+    Ok(())
+}
+
+/// A project came, went or was renamed: every root page lists it.
+pub(super) fn set_root_names_dirty(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    set_root_dirty(tx)?;
+    tx.prepare_cached("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, '1')")?
+        .execute([ROOT_NAMES_DIRTY])?;
     Ok(())
 }

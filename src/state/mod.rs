@@ -15,7 +15,7 @@
 //! | `mod.rs` | [`State`], the ways to open it, [`StateError`] and what each error tells the operator |
 //! | `migrate.rs` | `migrations/NNNN_*.sql`, applied in order and recorded |
 //! | `adopt.rs` | an adoption in progress: its marker, its batches of projects, its end |
-//! | `meta.rs` | the feed serial and the fully synced serial, the filters last applied, `root_dirty` |
+//! | `meta.rs` | the feed serial and the fully synced serial, the filters last applied, which root pages to rewrite (`root_dirty`, `root_names_dirty`) |
 //! | `held_back.rs` | what the cooldown holds back of each project, and when it comes of age |
 //! | `queue.rs` | `todo`: enqueue and requeue, pages of the queue, failures, what is pending |
 //! | `projects.rs` | projects, releases, files: record, stage, remove, read back, count |

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use rusqlite::{OptionalExtension, params};
 
 use super::held_back::put_held_back;
-use super::meta::set_root_dirty;
+use super::meta::{set_root_dirty, set_root_names_dirty};
 use super::trash::{paths_of, put_in_trash, unreferenced, unstaged};
 use super::{Result, State, StateError};
 use crate::types::keys;
@@ -35,6 +35,9 @@ impl State {
             "UPDATE projects SET serial = 0 WHERE serial > ?1",
             [feed.to_db()],
         )?;
+        if forgotten > 0 {
+            set_root_dirty(&tx)?;
+        }
         tx.execute(
             "UPDATE todo SET serial = MIN(serial, ?1),
                  first_serial = MIN(COALESCE(first_serial, serial), ?1)
@@ -261,7 +264,9 @@ impl State {
         )?;
         let mut gone = unreferenced(&tx, old_paths)?;
         gone.extend(unstaged(&tx, name)?);
-        set_root_dirty(&tx)?;
+        if removed {
+            set_root_names_dirty(&tx)?;
+        }
         gone.extend(keys::project_keys(name));
         put_in_trash(&tx, &gone)?;
         tx.commit()?;
@@ -341,6 +346,14 @@ pub(super) fn record_in(
 ) -> Result<Vec<String>> {
     let old_paths = paths_of(tx, &snap.name)?;
     // Cached statements: this runs once per project synced, so parsing SQL each time shows.
+    let listed_as: Option<String> = tx
+        .prepare_cached("SELECT display_name FROM projects WHERE name = ?1")?
+        .query_row([snap.name.as_str()], |r| r.get(0))
+        .optional()?;
+    match listed_as {
+        Some(shown) if shown == snap.display_name => set_root_dirty(tx)?,
+        _ => set_root_names_dirty(tx)?,
+    }
     tx.prepare_cached(
         "INSERT INTO projects (name, display_name, serial, synced_at, status, status_reason)
          VALUES (?1, ?2, ?3, unixepoch(), ?4, ?5)
@@ -432,7 +445,6 @@ pub(super) fn record_in(
     let mut gone = unreferenced(tx, old_paths)?;
     gone.extend(unstaged(tx, &snap.name)?);
     put_in_trash(tx, &gone)?;
-    set_root_dirty(tx)?;
     Ok(gone)
 }
 
@@ -489,5 +501,60 @@ mod tests {
         let results = together.record_projects(&[(&a, None), (&c, Some("feed"))]);
         assert!(results.iter().all(|r| r.is_ok()));
         assert_eq!((held(&together, "a"), held(&together, "c")), (1, 2));
+    }
+
+    #[test]
+    fn the_root_pages_to_rewrite_follow_what_changed() {
+        use crate::types::keys::RootChange::{Names, Serials};
+        let mut state = State::in_memory().unwrap();
+        let written = |state: &mut State| {
+            let dirty = state.root_dirty().unwrap();
+            state.root_written().unwrap();
+            dirty
+        };
+        assert_eq!(written(&mut state), None);
+        let mut a = snapshot("a", &["a-1.0.tar.gz"]);
+        state.record_project(&a).unwrap();
+        assert_eq!(written(&mut state), Some(Names), "a new project");
+        a.serial = Serial(4);
+        state.record_project(&a).unwrap();
+        assert_eq!(written(&mut state), Some(Serials), "a new serial");
+        a.display_name = "A".to_owned();
+        state.record_project(&a).unwrap();
+        assert_eq!(written(&mut state), Some(Names), "a new display name");
+        // One project's new serial does not hide another's new name.
+        state.record_project(&snapshot("b", &[])).unwrap();
+        a.serial = Serial(5);
+        state.record_project(&a).unwrap();
+        assert_eq!(written(&mut state), Some(Names));
+        assert_eq!(state.forget_serials_beyond(Serial(4)).unwrap(), 1);
+        assert_eq!(written(&mut state), Some(Serials), "a serial forgotten");
+        assert_eq!(state.forget_serials_beyond(Serial(4)).unwrap(), 0);
+        assert_eq!(written(&mut state), None);
+        let b = ProjectName::new("b").unwrap();
+        assert!(state.remove_project(&b, Serial(6)).unwrap());
+        assert_eq!(written(&mut state), Some(Names), "a project gone");
+        assert!(!state.remove_project(&b, Serial(7)).unwrap());
+        assert_eq!(written(&mut state), None, "nothing was listed");
+    }
+
+    #[test]
+    fn a_root_flag_set_before_names_were_told_apart_rewrites_every_root_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pymirror.db");
+        {
+            let mut conn = rusqlite::Connection::open(&path).unwrap();
+            super::super::migrate::apply_up_to(&mut conn, 9).unwrap();
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('root_dirty', '1')",
+                [],
+            )
+            .unwrap();
+        }
+        let state = State::open(&path).unwrap();
+        assert_eq!(
+            state.root_dirty().unwrap(),
+            Some(crate::types::keys::RootChange::Names)
+        );
     }
 }

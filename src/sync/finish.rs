@@ -1,4 +1,5 @@
-//! Finish: the root pages (only when the set of projects or their serials changed), then what
+//! Finish: the root pages (the JSON one when projects' serials changed, every one when projects
+//! came, went or were renamed), then what
 //! `trash` holds (removed projects' pages first, then their files), then `status`, the last
 //! fully synced serial.
 
@@ -9,6 +10,7 @@ use crate::config::Config;
 use crate::index::IndexWriter;
 use crate::state::State;
 use crate::storage::{Layout, Storage};
+use crate::types::keys::RootChange;
 
 /// Blocking: run it off the async workers.
 pub fn finish(
@@ -33,7 +35,11 @@ pub fn finish(
         let state_now = lock(state);
         // Set in the transactions that record or remove a project (the JSON root lists each
         // project's serial), so even a killed run's changes reach the root next time.
-        if state_now.root_dirty()? || !index.root_exists() {
+        let change = match state_now.root_dirty()? {
+            _ if !index.root_exists() => Some(RootChange::Names),
+            change => change,
+        };
+        if let Some(change) = change {
             let started = std::time::Instant::now();
             let listed = std::cell::Cell::new(0u64);
             let rows: crate::index::Rows<'_> = &|each| {
@@ -45,15 +51,22 @@ pub fn finish(
                     })
                     .map_err(std::io::Error::other)
             };
-            index.write_root(rows, summary.serial)?;
+            let wrote = index.write_root(rows, summary.serial, change)?;
             drop(state_now);
             storage.flush()?;
             lock(state).root_written()?;
-            tracing::info!(
-                "root index: {} projects written in {:.2} s",
-                listed.get(),
-                started.elapsed().as_secs_f64()
-            );
+            if wrote {
+                tracing::info!(
+                    "root index: {} projects written in {:.2} s{}",
+                    listed.get(),
+                    started.elapsed().as_secs_f64(),
+                    match change {
+                        RootChange::Names => "",
+                        RootChange::Serials =>
+                            " (the JSON page: no project came, went or was renamed)",
+                    }
+                );
+            }
         } else {
             drop(state_now);
         }

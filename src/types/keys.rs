@@ -38,6 +38,18 @@ pub fn root_page(page: Page) -> String {
     format!("{SIMPLE}{}", page.file_name())
 }
 
+/// What changed in the list of projects since the root pages were written, and so which of
+/// them must be written again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootChange {
+    /// A project came, went or changed its display name: every root page.
+    Names,
+    /// Only projects' serials: the PEP 691 JSON root alone, since the HTML root lists no
+    /// serial. (A full mirror's root pages are tens of MB each, rewritten by every sync that
+    /// changed anything.)
+    Serials,
+}
+
 /// A project's page directory: `simple/<name>/`.
 pub fn project_dir(name: &ProjectName) -> String {
     format!("{SIMPLE}{name}/")

@@ -20,7 +20,7 @@ use crate::storage::layout::{Protected, is_real_dir};
 use crate::storage::{Layout, Storage};
 use crate::types::FileRecord;
 use crate::types::StoredProject;
-use crate::types::keys;
+use crate::types::keys::{self, RootChange};
 use crate::types::{ProjectName, Serial};
 use crate::upstream::snapshot::UrlPolicy;
 use crate::upstream::{ProjectFetch, Upstream};
@@ -234,9 +234,9 @@ impl Repairer<'_> {
                 let serial = state.fully_synced_serial()?;
                 let rows: crate::index::Rows<'_> =
                     &|each| state.for_each_project(each).map_err(std::io::Error::other);
-                let written = self.index().write_root(rows, serial);
+                let written = self.index().write_root(rows, serial, RootChange::Names);
                 let outcome = match written {
-                    Ok(()) => {
+                    Ok(_) => {
                         state.root_written()?;
                         DONE.to_owned()
                     }

@@ -383,3 +383,59 @@ fn formats_json_api_mirror_root_uri_and_determinism() {
     };
     assert_eq!(strip(&a), strip(&b));
 }
+
+/// A sync that only changes projects' serials rewrites the PEP 691 JSON root alone (the HTML
+/// root lists no serial; a full mirror's is tens of MB under each of its two names); one that
+/// adds a project rewrites every root page.
+#[test]
+fn the_html_root_is_rewritten_only_when_the_list_of_projects_changes() {
+    use std::os::unix::fs::MetadataExt;
+    let up = FakeUpstream::start();
+    up.add_release("Alpha", "1.0", &[("alpha-1.0.tar.gz", b"one".to_vec())]);
+    let mirror = Mirror::new(PYMIRROR, &up.url());
+    mirror.sync().assert_ok();
+    let inode = |rel: &str| std::fs::metadata(mirror.web().join(rel)).unwrap().ino();
+    let html_roots = || ["simple/index.html", "simple/index.v1_html"].map(inode);
+    let listed_serial = |name: &str| {
+        let root = json(&mirror, "simple/index.v1_json");
+        let entry = root["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned();
+        entry.map(|p| p["_last-serial"].as_u64().unwrap())
+    };
+    let page_serial = |rel: &str| json(&mirror, rel)["meta"]["_last-serial"].as_u64().unwrap();
+    let (html, json_root) = (html_roots(), inode("simple/index.v1_json"));
+
+    up.add_release("Alpha", "2.0", &[("alpha-2.0.tar.gz", b"two".to_vec())]);
+    mirror.sync().assert_ok();
+    assert_eq!(html_roots(), html, "a new release rewrote the HTML root");
+    assert_ne!(inode("simple/index.v1_json"), json_root);
+    let alpha = page_serial("simple/alpha/index.v1_json");
+    assert_eq!(
+        listed_serial("Alpha"),
+        Some(alpha),
+        "the JSON root's serial"
+    );
+
+    up.add_release("Beta", "1.0", &[("beta-1.0.tar.gz", b"beta".to_vec())]);
+    mirror.sync().assert_ok();
+    let now = html_roots();
+    assert!(
+        now[0] != html[0] && now[1] != html[1],
+        "a new project is listed"
+    );
+    let root: Vec<String> = mirror.root_links().into_iter().map(|l| l.href).collect();
+    assert_eq!(root, ["alpha/", "beta/"]);
+    assert_eq!(
+        std::fs::read(mirror.web().join("simple/index.v1_html")).unwrap(),
+        std::fs::read(mirror.web().join("simple/index.html")).unwrap()
+    );
+    assert_eq!(
+        listed_serial("Beta"),
+        Some(page_serial("simple/beta/index.v1_json"))
+    );
+    mirror.verify(&[]).assert_ok();
+}
