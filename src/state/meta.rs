@@ -83,13 +83,7 @@ impl State {
     /// What the root pages must be regenerated for: a project was added, changed or removed
     /// since they were last written, possibly by a run that was killed. `None`: nothing.
     pub fn root_dirty(&self) -> Result<Option<RootChange>> {
-        let set = |key: &str| -> Result<bool> {
-            Ok(self
-                .conn
-                .query_row("SELECT 1 FROM meta WHERE key = ?1", [key], |_| Ok(()))
-                .optional()?
-                .is_some())
-        };
+        let set = |key| Ok::<_, StateError>(get_meta(&self.conn, key)?.is_some());
         Ok(if set(ROOT_NAMES_DIRTY)? {
             Some(RootChange::Names)
         } else if set(ROOT_DIRTY)? {
@@ -125,15 +119,18 @@ pub(super) fn put_meta(conn: &Connection, key: &str, value: &str) -> Result<()> 
 
 /// A project's serial changed: the JSON root lists it.
 pub(super) fn set_root_dirty(tx: &rusqlite::Transaction<'_>) -> Result<()> {
-    tx.prepare_cached("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, '1')")?
-        .execute([ROOT_DIRTY])?;
-    Ok(())
+    set_flag(tx, ROOT_DIRTY)
 }
 
 /// A project came, went or was renamed: every root page lists it.
 pub(super) fn set_root_names_dirty(tx: &rusqlite::Transaction<'_>) -> Result<()> {
     set_root_dirty(tx)?;
+    set_flag(tx, ROOT_NAMES_DIRTY)
+}
+
+/// Cached: set once per project recorded.
+fn set_flag(tx: &rusqlite::Transaction<'_>, key: &str) -> Result<()> {
     tx.prepare_cached("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, '1')")?
-        .execute([ROOT_NAMES_DIRTY])?;
+        .execute([key])?;
     Ok(())
 }
