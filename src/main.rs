@@ -43,17 +43,6 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fatal(format!("cannot start the async runtime: {e}")),
     };
-    let code = run(cli, &runtime, multi);
-    // The command has returned: its work is done (the database closed) or, on an error,
-    // abandoned, which every command survives as it survives a kill. Dropping the runtime
-    // would wake each idle blocking-pool thread to exit on its own, and each exit releases
-    // its stack with a TLB shootdown across CPUs: up to 30 ms of CPU at the end of a busy
-    // sync. The process's exit reclaims them all at once instead.
-    std::mem::forget(runtime);
-    code
-}
-
-fn run(cli: Cli, runtime: &tokio::runtime::Runtime, multi: Option<MultiProgress>) -> ExitCode {
     match cli.command {
         Command::Sync(args) => {
             let cfg = match load(&args.config) {
