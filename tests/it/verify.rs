@@ -560,7 +560,7 @@ fn upstream_drift_is_reported_and_repair_queues_it_for_the_next_sync() {
             )
         })
         .collect();
-    let beta_now = mirror_serial(&mirror, "beta");
+    let beta_now = mirror.page_serial("beta");
     assert_eq!(
         details,
         [
@@ -609,15 +609,6 @@ fn upstream_drift_is_reported_and_repair_queues_it_for_the_next_sync() {
     up.set_latency(std::time::Duration::ZERO);
     mirror.sync().assert_ok();
     assert_clean(&mirror, &["--upstream", "--hash"]);
-}
-
-/// The serial the mirror's PEP 691 page states for a project.
-fn mirror_serial(mirror: &Mirror, name: &str) -> u64 {
-    let page: Value = serde_json::from_slice(
-        &std::fs::read(mirror.web().join(format!("simple/{name}/index.v1_json"))).unwrap(),
-    )
-    .unwrap();
-    page["meta"]["_last-serial"].as_u64().unwrap()
 }
 
 #[test]

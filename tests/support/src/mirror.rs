@@ -243,6 +243,19 @@ impl Mirror {
             .unwrap()
     }
 
+    /// The serial the mirror's PEP 691 page states for a project.
+    pub fn page_serial(&self, normalized: &str) -> u64 {
+        let page: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(
+                self.web()
+                    .join(format!("simple/{normalized}/index.v1_json")),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        page["meta"]["_last-serial"].as_u64().unwrap()
+    }
+
     pub fn page(&self, normalized: &str) -> Option<String> {
         std::fs::read_to_string(
             self.web()
