@@ -49,14 +49,26 @@ fn pid_from_proc_locks(file: &File) -> Option<String> {
         libc::minor(dev),
         meta.ino()
     );
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    locks.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        match fields.as_slice() {
-            [_, "FLOCK", _, _, pid, at, ..] if *at == lock => Some((*pid).to_owned()),
-            _ => None,
+    // The kernel serves `/proc/locks` a page per read and finds where it left off by
+    // position, so a lock released by another process between two reads shifts the list and
+    // can skip the line wanted. The holder's line stays while it holds the lock: read again.
+    for attempt in 0..20 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
-    })
+        let locks = std::fs::read_to_string("/proc/locks").ok()?;
+        let found = locks.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                [_, "FLOCK", _, _, pid, at, ..] if *at == lock => Some((*pid).to_owned()),
+                _ => None,
+            }
+        });
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
 }
 
 /// Open `.lock` without following a symlink there; `Ok(None)`: nothing there (when not
@@ -143,5 +155,44 @@ impl MirrorLock {
                 error,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Other processes take and drop locks all the time (SQLite, other mirrors, our own
+    /// tests); a held lock must still be found every time, never reported as "pid unknown".
+    #[test]
+    fn the_holders_pid_is_found_while_other_locks_come_and_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = File::create(dir.path().join(".lock")).unwrap();
+        held.try_lock().unwrap();
+        let (started, stop) = (AtomicBool::new(false), AtomicBool::new(false));
+        std::thread::scope(|s| {
+            let churn = s.spawn(|| {
+                // Enough locks that `/proc/locks` spans several pages.
+                let files: Vec<File> = (0..200)
+                    .map(|i| File::create(dir.path().join(format!("churn{i}"))).unwrap())
+                    .collect();
+                while !stop.load(Ordering::Relaxed) {
+                    files.iter().for_each(|f| f.lock().unwrap());
+                    started.store(true, Ordering::Relaxed);
+                    files.iter().for_each(|f| f.unlock().unwrap());
+                }
+            });
+            while !started.load(Ordering::Relaxed) {
+                std::thread::yield_now();
+            }
+            let pid = std::process::id().to_string();
+            let misses = (0..600)
+                .filter(|_| pid_from_proc_locks(&held).as_deref() != Some(pid.as_str()))
+                .count();
+            stop.store(true, Ordering::Relaxed);
+            churn.join().unwrap();
+            assert_eq!(misses, 0, "the held lock was missed in /proc/locks");
+        });
     }
 }
