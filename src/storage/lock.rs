@@ -71,6 +71,15 @@ fn pid_from_proc_locks(file: &File) -> Option<String> {
     None
 }
 
+/// Who holds the lock on `file`: the pid pymirror wrote there, else the one the kernel names
+/// (bandersnatch's), else "unknown".
+fn holder_pid(file: &mut File) -> String {
+    Some(read_pid(file))
+        .filter(|pid| !pid.is_empty())
+        .or_else(|| pid_from_proc_locks(file))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// Open `.lock` without following a symlink there; `Ok(None)`: nothing there (when not
 /// creating it).
 fn open(path: &Path, create: bool) -> Result<Option<File>, LockError> {
@@ -125,11 +134,8 @@ impl MirrorLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let pid = Some(read_pid(&mut file))
-                    .filter(|pid| !pid.is_empty())
-                    .or_else(|| pid_from_proc_locks(&file));
                 return Err(LockError::Held {
-                    pid: pid.unwrap_or_else(|| "unknown".into()),
+                    pid: holder_pid(&mut file),
                     dir: layout.root.display().to_string(),
                 });
             }
@@ -149,7 +155,7 @@ impl MirrorLock {
         };
         match file.try_lock_shared() {
             Ok(()) => Ok(None),
-            Err(TryLockError::WouldBlock) => Ok(Some(read_pid(&mut file))),
+            Err(TryLockError::WouldBlock) => Ok(Some(holder_pid(&mut file))),
             Err(TryLockError::Error(error)) => Err(LockError::Io {
                 path: layout.lock.display().to_string(),
                 error,

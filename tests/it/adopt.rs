@@ -481,6 +481,16 @@ fn a_running_bandersnatch_keeps_adopt_out_and_is_named_by_its_pid() {
     assert!(!mirror.dir.join("pymirror.db").exists());
     drop(lock);
     assert_eq!(adopt(&mirror, &[]).code, 0);
+    // Once adopted, a checking verify beside a bandersnatch still run by cron names it too.
+    let lock = std::fs::File::create(mirror.dir.join(".lock")).unwrap();
+    lock.try_lock().unwrap();
+    let v = mirror.verify(&[]);
+    assert!(
+        v.stderr
+            .contains(&format!("a sync (pid {}) is running", std::process::id())),
+        "{}",
+        v.stderr
+    );
 }
 
 #[test]
